@@ -1,0 +1,1 @@
+//! testfarm-api (work in progress)

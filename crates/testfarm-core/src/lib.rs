@@ -1,0 +1,1 @@
+//! testfarm-core (work in progress)

@@ -1,0 +1,1 @@
+//! testfarm-guest (work in progress)

@@ -1,0 +1,1 @@
+//! testfarm-server (work in progress)

@@ -1,0 +1,1 @@
+//! testfarm-store (work in progress)

@@ -1,0 +1,1 @@
+//! testfarm-tap (work in progress)

@@ -1,0 +1,1 @@
+//! testfarm-vm (work in progress)

@@ -1,0 +1,22 @@
+//! `testfarm bench …`: each benchmark prints one JSON object (figures plus the baseline it
+//! was measured against in the same process), so results can be compared across machines.
+
+use std::process::ExitCode;
+
+pub mod tap;
+pub mod vm;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// TAP parser throughput and peak memory on a generated stream.
+    Tap(tap::Args),
+    /// VM pod figures: boot to HELLO, per-test overhead, reset time, tree wall time.
+    Vm(vm::Args),
+}
+
+pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
+    match bench {
+        Bench::Tap(args) => tap::run(args),
+        Bench::Vm(args) => vm::run(args),
+    }
+}
