@@ -1,1 +1,23 @@
-//! testfarm-core (work in progress)
+//! testfarm-core: the lab's domain types and every rule about them, with no I/O.
+//!
+//! Rules are functions over values (a selector matches labels, a state change is refused
+//! or applied, a duration parses), so they are unit- and property-tested without a server,
+//! and the server, agent and CLI all agree because they call the same code.
+//!
+//! Map of the crate:
+//! - [`labels`]: free key/value tags and their syntax.
+//! - [`selector`]: label selectors (`arch=arm64,team in (a,b),!retired`).
+//! - [`resource`]: resource kinds, states, health, capabilities, and their transitions.
+//! - [`role`]: API roles and what each may do.
+//! - [`duration`]: human durations (`30s`, `5m`, `2h`) as users type them.
+
+pub mod duration;
+pub mod labels;
+pub mod resource;
+pub mod role;
+pub mod selector;
+
+pub use labels::Labels;
+pub use resource::{Capabilities, Health, HealthStatus, Resource, ResourceKind, ResourceState};
+pub use role::{Action, Role};
+pub use selector::Selector;
