@@ -16,6 +16,7 @@ pub mod labels;
 pub mod resource;
 pub mod role;
 pub mod selector;
+pub mod token;
 
 pub use labels::Labels;
 pub use resource::{Capabilities, Health, HealthStatus, Resource, ResourceKind, ResourceState};

@@ -1,1 +1,174 @@
-//! testfarm-server (work in progress)
+//! testfarm-server: the HTTP API, and the background tasks that keep lab state true.
+//!
+//! Handlers are thin: authenticate ([`auth`]), parse ([`json`]), call a rule of
+//! `testfarm-core`, write the outcome and its events in one store transaction, answer.
+//! Errors become problem+json in one place ([`error`]). Configuration, with its defaults
+//! and validation, is [`config`].
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod routes;
+pub mod state;
+mod tasks;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use testfarm_store::{NewEvent, Store};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+use state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("cannot open the database {path}: {source}")]
+    Store { path: PathBuf, source: testfarm_store::StoreError },
+    #[error("admin token file {path}: {why}")]
+    AdminToken { path: PathBuf, why: String },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+}
+
+/// Where the server's files are, resolved from the config file's location.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub data_dir: PathBuf,
+    pub database: PathBuf,
+    pub admin_token_file: PathBuf,
+}
+
+impl Paths {
+    /// Relative paths in the config are relative to the config file's directory;
+    /// `db_override` (from `-d`) and `TESTFARM_ADMIN_TOKEN_FILE` are taken as given.
+    pub fn resolve(config: &Config, config_dir: &Path, db_override: Option<&Path>, admin_token_env: Option<PathBuf>) -> Paths {
+        let data_dir = config_dir.join(&config.server.data_dir);
+        Paths {
+            database: db_override
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| data_dir.join(&config.server.database)),
+            admin_token_file: admin_token_env.unwrap_or_else(|| config_dir.join(&config.server.admin_token_file)),
+            data_dir,
+        }
+    }
+}
+
+/// Installs the process-wide Prometheus recorder once; later calls reuse it.
+fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()
+}
+
+/// A server bound to its port, ready to run.
+pub struct Server {
+    state: AppState,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Opens the store (creating and migrating it), installs the admin token from its
+    /// file, and binds the listening socket.
+    pub async fn bind(config: Config, paths: &Paths) -> Result<Server, ServerError> {
+        std::fs::create_dir_all(&paths.data_dir).map_err(|source| ServerError::DataDir {
+            path: paths.data_dir.clone(),
+            source,
+        })?;
+        let store = Store::open(&paths.database).await.map_err(|source| ServerError::Store {
+            path: paths.database.clone(),
+            source,
+        })?;
+        install_admin_token(&store, &paths.admin_token_file).await?;
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let state = AppState {
+            store,
+            config: Arc::new(config),
+            tokens: Arc::default(),
+            metrics: prometheus(),
+        };
+        Ok(Server { state, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish (bounded
+    /// by `server.shutdown_grace`) and closes the database.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let Server { state, listener } = self;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = tasks::spawn_all(state.clone(), stop_rx.clone());
+        let grace = state.config.server.shutdown_grace.0;
+        let app = routes::router(state.clone());
+        let mut stop_for_serve = stop_rx.clone();
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop_for_serve.wait_for(|s| *s).await;
+        });
+        let serve = tokio::spawn(async move { serve.await });
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(grace, serve).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(ServerError::Serve(e)),
+            Ok(Err(join)) => tracing::error!(error = %join, "server task failed"),
+            Err(_) => tracing::warn!(?grace, "requests still running after the grace period; closing"),
+        }
+        for t in tasks {
+            let _ = tokio::time::timeout(grace, t).await;
+        }
+        state.store.close().await;
+        tracing::info!("stopped; database closed");
+        Ok(())
+    }
+}
+
+/// Makes the token in `path` a working admin token (first start, or after rotation).
+async fn install_admin_token(store: &Store, path: &Path) -> Result<(), ServerError> {
+    let err = |why: String| ServerError::AdminToken {
+        path: path.to_path_buf(),
+        why,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), "no admin token file; create one with `testfarm init` or use existing tokens");
+            return Ok(());
+        }
+        Err(e) => return Err(err(format!("cannot read: {e}"))),
+    };
+    let parts = testfarm_core::token::parse(&text).map_err(|e| err(e.to_string()))?;
+    let hash = testfarm_core::token::hash_secret(parts.secret);
+    let now = Utc::now();
+    let mut tx = store.begin().await.map_err(|e| err(e.to_string()))?;
+    let changed = tx
+        .upsert_bootstrap_token(parts.id, "admin", &hash, now)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    if changed {
+        tx.record(NewEvent::new("token.created", "token", "admin", "server").with_data(
+            serde_json::json!({ "role": "admin", "id": parts.id, "source": "admin token file" }),
+        ));
+    }
+    tx.commit().await.map_err(|e| err(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The router: every route is registered through `utoipa_axum`'s `routes!`, so the
+//! OpenAPI document is generated from the same registration the server serves and cannot
+//! miss a route.
+
+pub mod events;
+pub mod groups;
+pub mod meta;
+pub mod resources;
+pub mod tokens;
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use testfarm_api::page::{DEFAULT_LIMIT, MAX_LIMIT};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "testfarm", description = "Test lab scheduler: resources, jobs, leases, events."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "resources", description = "Build servers, QEMU hosts and boards"),
+        (name = "groups", description = "Named label selectors"),
+        (name = "tokens", description = "API tokens and roles"),
+        (name = "events", description = "The append-only event log"),
+        (name = "meta", description = "Health, metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(meta::healthz))
+        .routes(routes!(meta::readyz))
+        .routes(routes!(meta::metrics))
+        .routes(routes!(meta::openapi))
+        .routes(routes!(tokens::whoami))
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(resources::create_resource, resources::list_resources))
+        .routes(routes!(resources::get_resource, resources::delete_resource))
+        .routes(routes!(resources::update_labels))
+        .routes(routes!(resources::set_maintenance))
+        .routes(routes!(resources::retire_resource))
+        .routes(routes!(groups::create_group, groups::list_groups))
+        .routes(routes!(groups::get_group, groups::delete_group))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::stream_events))
+}
+
+/// The OpenAPI document of every route, built once.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| api_router().split_for_parts().1).clone()
+}
+
+/// The full application router.
+pub fn router(state: AppState) -> Router {
+    let (router, _) = api_router().split_for_parts();
+    router
+        .fallback(|| async { ApiError::NotFound("no such route; see /api/v1/openapi.json".into()) })
+        .layer(middleware::from_fn(record_request))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::json::MAX_BODY))
+        .with_state(state)
+}
+
+/// Counts and times every request by route template, method and status.
+async fn record_request(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("testfarm_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("testfarm_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// A page size from `?limit=`, bounded.
+pub fn page_limit(limit: Option<u32>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT as usize),
+        Some(0) => Err(ApiError::bad_request("limit", "limit must be at least 1")),
+        Some(n) if n > MAX_LIMIT => Err(ApiError::bad_request(
+            "limit",
+            format!("limit must be at most {MAX_LIMIT}"),
+        )),
+        Some(n) => Ok(n as usize),
+    }
+}
