@@ -10,15 +10,29 @@
 //! - [`resource`]: resource kinds, states, health, capabilities, and their transitions.
 //! - [`role`]: API roles and what each may do.
 //! - [`duration`]: human durations (`30s`, `5m`, `2h`) as users type them.
+//! - [`size`]: byte sizes (`512M`, `4G`) as users type them.
+//! - [`priority`]: job priorities and aging (why low priority is never starved).
+//! - [`jobspec`]: the YAML job spec and the normalised [`Requirements`].
+//! - [`job`]: the job state machine; `error` (lab's fault) vs `failed` (test's).
+//! - [`lease`]: leases, their two clocks (duration, heartbeat), fencing epochs, the reaper.
 
 pub mod duration;
+pub mod job;
+pub mod jobspec;
 pub mod labels;
+pub mod lease;
+pub mod priority;
 pub mod resource;
 pub mod role;
 pub mod selector;
+pub mod size;
 pub mod token;
 
+pub use job::{JobEvent, JobState, LabError};
+pub use jobspec::{JobSpec, Requirements, SpecError};
 pub use labels::Labels;
+pub use lease::{Holder, Lease, LeaseState, Share};
+pub use priority::Priority;
 pub use resource::{Capabilities, Health, HealthStatus, Resource, ResourceKind, ResourceState};
 pub use role::{Action, Role};
 pub use selector::Selector;
