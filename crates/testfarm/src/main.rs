@@ -3,7 +3,11 @@
 //!
 //! Exit codes: 0 success, 1 failure (a failed test, a refused request), 2 usage error.
 
+mod client;
 mod cmd;
+mod host;
+mod logging;
+mod output;
 
 use std::process::ExitCode;
 
@@ -19,6 +23,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Set up a lab's base directory: config.toml, work/, and an admin token.
+    Init(cmd::init::Args),
+    /// Run the server (API, scheduler, background tasks) from a config file.
+    Server(cmd::server::Args),
+    /// Run a whole lab on this machine: server, SQLite, local resources, simulated boards.
+    Demo(cmd::demo::Args),
+    /// Manage resources: build servers, QEMU hosts and boards.
+    Resource(cmd::resource::Args),
+    /// Manage resource groups (named label selectors).
+    Group(cmd::group::Args),
+    /// Manage API tokens (admins).
+    Token(cmd::token::Args),
+    /// Show the event log, or follow it live.
+    Events(cmd::events::Args),
     /// Parse a TAP stream and print a summary, JSON or JUnit XML.
     Tap(cmd::tap::Args),
     /// Run a local tree of TAP-producing tests (`t/**/*_test.sh`), like Perl's `prove`.
@@ -30,9 +48,24 @@ enum Command {
     Bench(cmd::bench::Bench),
 }
 
+/// Runs a client command on a small runtime.
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Init(args) => cmd::init::run(args),
+        Command::Server(args) => cmd::server::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Resource(args) => block_on(cmd::resource::run(args)),
+        Command::Group(args) => block_on(cmd::group::run(args)),
+        Command::Token(args) => block_on(cmd::token::run(args)),
+        Command::Events(args) => block_on(cmd::events::run(args)),
         Command::Tap(args) => cmd::tap::run(args),
         Command::Prove(args) => cmd::prove::run(args),
         Command::Vmtest(args) => cmd::vmtest::run(args),
@@ -41,7 +74,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // A refusal from the server prints its problem detail (and field).
+            match err.downcast_ref::<client::Refused>() {
+                Some(refused) => eprintln!("error: {refused}"),
+                None => eprintln!("error: {err:#}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,13 @@
-//! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> Result<ExitCode>`.
+//! One module per subcommand. Each exposes `Args` (clap) and a `run` returning the exit code.
 
 pub mod bench;
+pub mod demo;
+pub mod events;
+pub mod group;
+pub mod init;
 pub mod prove;
+pub mod resource;
+pub mod server;
 pub mod tap;
+pub mod token;
 pub mod vmtest;

@@ -1,0 +1,201 @@
+//! Shared by the integration tests: a real `testfarm server` process on an ephemeral
+//! loopback port with a real SQLite file, and the CLI run as a real process.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_testfarm");
+
+/// A base directory set up with `testfarm init`.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub token: String,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let dir = tempfile::Builder::new().prefix("tf-test-").tempdir().unwrap();
+        let out = Command::new(BIN)
+            .args(["init", "--non-interactive", "--listen", "127.0.0.1:0", "--base-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_string();
+        Lab { dir, token }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn start(&self) -> Server {
+        Server::start(&self.config(), &[])
+    }
+}
+
+/// A running server process; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Server {
+    pub fn start(config: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("server")
+            .arg("-f")
+            .arg(config)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let (etx, erx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = etx.send(line);
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let err: Vec<String> = erx.try_iter().collect();
+                panic!("server did not start within 30 s; stderr:\n{}", err.join("\n"));
+            }
+        };
+        Server { child, url, stderr: erx }
+    }
+
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("server did not stop within 10 s of SIGTERM");
+    }
+
+    /// kill -9: no cleanup at all.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn http(&self) -> Http {
+        Http::new(&self.url)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small blocking-style HTTP helper over reqwest.
+pub struct Http {
+    pub url: String,
+    client: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub content_type: String,
+    pub body: serde_json::Value,
+    pub text: String,
+}
+
+impl Http {
+    pub fn new(url: &str) -> Http {
+        Http {
+            url: url.to_string(),
+            client: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+        }
+    }
+
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<(&str, &str)>) -> Resp {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some((ct, b)) = body {
+            req = req.header("content-type", ct).body(b.to_string());
+        }
+        self.rt.block_on(async {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let text = resp.text().await.unwrap();
+            let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+            Resp { status, content_type, body, text }
+        })
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> Resp {
+        self.call("GET", path, Some(token), None)
+    }
+
+    pub fn post(&self, path: &str, token: &str, json: serde_json::Value) -> Resp {
+        self.call("POST", path, Some(token), Some(("application/json", &json.to_string())))
+    }
+}
+
+/// Runs the CLI against a server; returns its output.
+pub fn cli(url: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("TESTFARM_URL", url)
+        .env("TESTFARM_TOKEN", token)
+        .env_remove("TESTFARM_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
