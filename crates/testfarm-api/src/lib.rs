@@ -5,6 +5,7 @@
 //! Every type here derives `utoipa::ToSchema` so the OpenAPI document is generated from
 //! the same definitions the code uses.
 
+pub mod agent;
 pub mod event;
 pub mod group;
 pub mod page;
