@@ -27,6 +27,8 @@ enum Command {
     Init(cmd::init::Args),
     /// Run the server (API, scheduler, background tasks) from a config file.
     Server(cmd::server::Args),
+    /// Run an agent: register this host's resources, heartbeat, pull and run work.
+    Agent(cmd::agent::Args),
     /// Run a whole lab on this machine: server, SQLite, local resources, simulated boards.
     Demo(cmd::demo::Args),
     /// Manage resources: build servers, QEMU hosts and boards.
@@ -49,7 +51,9 @@ enum Command {
 }
 
 /// Runs a client command on a small runtime.
-fn block_on(fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+fn block_on(
+    fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::Init(args) => cmd::init::run(args),
         Command::Server(args) => cmd::server::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Agent(args) => cmd::agent::run(args),
         Command::Resource(args) => block_on(cmd::resource::run(args)),
         Command::Group(args) => block_on(cmd::group::run(args)),
         Command::Token(args) => block_on(cmd::token::run(args)),

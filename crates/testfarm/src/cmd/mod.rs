@@ -1,5 +1,6 @@
 //! One module per subcommand. Each exposes `Args` (clap) and a `run` returning the exit code.
 
+pub mod agent;
 pub mod bench;
 pub mod demo;
 pub mod events;
