@@ -15,24 +15,42 @@
 //! - [`jobspec`]: the YAML job spec and the normalised [`Requirements`].
 //! - [`job`]: the job state machine; `error` (lab's fault) vs `failed` (test's).
 //! - [`lease`]: leases, their two clocks (duration, heartbeat), fencing epochs, the reaper.
+//! - [`queue`]: what the scheduler knows of a queued job, serving order, queue timeout.
+//! - [`policy`]: admin allocation policies (group limits, VM limits, reservations, caps).
+//! - [`placement`]: the scheduler pass, `place(&Snapshot, &[QueuedJob], &Policies, now)`.
+//! - [`pinned`]: submit-time refusal of a pinned resource that cannot serve the job.
+//! - [`estimate`]: job durations from history (median of the last N similar runs).
+//! - [`why`]: a waiting job explained in words, from the same rules as placement.
+//! - [`reconcile`]: what a restarted server does with leases and jobs.
 
 pub mod duration;
+pub mod estimate;
 pub mod job;
 pub mod jobspec;
 pub mod labels;
 pub mod lease;
+pub mod pinned;
+pub mod placement;
+pub mod policy;
 pub mod priority;
+pub mod queue;
+pub mod reconcile;
 pub mod resource;
 pub mod role;
 pub mod selector;
 pub mod size;
 pub mod token;
+pub mod why;
 
 pub use job::{JobEvent, JobState, LabError};
 pub use jobspec::{JobSpec, Requirements, SpecError};
 pub use labels::Labels;
 pub use lease::{Holder, Lease, LeaseState, Share};
+pub use placement::{BlockReason, Blocker, Decision, Snapshot, place};
+pub use policy::{Policies, Policy, PolicyRule};
 pub use priority::Priority;
+pub use queue::QueuedJob;
 pub use resource::{Capabilities, Health, HealthStatus, Resource, ResourceKind, ResourceState};
 pub use role::{Action, Role};
 pub use selector::Selector;
+pub use why::{WhyReport, why};
