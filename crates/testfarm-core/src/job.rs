@@ -223,8 +223,9 @@ pub struct Refused {
 
 /// The event for a lab failure: `Requeue` while retries remain, else `Error`.
 /// `attempt` counts from 1 (the first run); `retry_on_error` is the spec's value, so a job
-/// runs at most `1 + retry_on_error` times. A job not yet started (queued) is never
-/// re-queued: it has nothing to retry.
+/// runs at most `1 + retry_on_error` times. An assigned job that never started
+/// (`attempt` 0) is re-queued without using a retry: nothing ran. A queued job is never
+/// re-queued: it ends `error` (e.g. its queue timeout).
 pub fn on_lab_error(
     state: JobState,
     attempt: u32,
