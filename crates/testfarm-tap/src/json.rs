@@ -15,7 +15,8 @@ struct WithSummary<'a> {
     summary: Summary,
 }
 
-/// `{ version, plan, bailout, tests, comments, summary }` for one stream, keys in that order.
+/// `{ version, plan, bailout, tests, comments, summary }` for one stream. As a `Value` the
+/// keys are sorted (serde_json's default map); [`document_string`] keeps the documented order.
 pub fn document(doc: &Document, exit_code: Option<i32>) -> Value {
     let with = WithSummary {
         document: doc,
@@ -24,10 +25,20 @@ pub fn document(doc: &Document, exit_code: Option<i32>) -> Value {
     serde_json::to_value(with).unwrap_or(Value::Null)
 }
 
+/// [`document`] as pretty JSON text with keys in the documented order (what
+/// `testfarm tap --format json` prints).
+pub fn document_string(doc: &Document, exit_code: Option<i32>) -> String {
+    let with = WithSummary {
+        document: doc,
+        summary: doc.summary(exit_code),
+    };
+    serde_json::to_string_pretty(&with).unwrap_or_default()
+}
+
 /// The report for several runs:
 /// `{ "ok", "totals": {runs, passed, failed, timed_out, error, tests}, "runs": [ { "name",
 /// "status", "duration_secs", "exit_code", "outcome", "properties", "flaky", "attempts",
-/// "document": <document + summary> } ] }`.
+/// "system_out", "system_err", "document": <document + summary> } ] }`.
 pub fn render(runs: &[SuiteRun]) -> Value {
     let mut passed = 0u64;
     let mut failed = 0u64;
@@ -63,6 +74,8 @@ pub fn render(runs: &[SuiteRun]) -> Value {
                 "properties": props,
                 "flaky": run.flaky,
                 "attempts": run.attempts,
+                "system_out": run.system_out,
+                "system_err": run.system_err,
                 "document": document(&run.document, run.exit_code),
             })
         })

@@ -45,6 +45,9 @@ pub(crate) fn is_tap(line: &str) -> bool {
 /// `# Subtest…` indented by exactly four spaces (node's `subtestIndent`).
 pub(crate) fn indented_subtest_name(line: &str) -> Option<&str> {
     let rest = line.strip_prefix("    ")?;
+    if !rest.starts_with('#') {
+        return None;
+    }
     match comment_or_subtest(rest) {
         Line::Subtest(name) => Some(name),
         _ => None,
@@ -74,7 +77,7 @@ fn comment_or_subtest(line: &str) -> Line<'_> {
             return Line::Subtest(name.trim());
         }
     }
-    Line::Comment(line[1..].trim())
+    Line::Comment(line.strip_prefix('#').unwrap_or(line).trim())
 }
 
 fn pragma(line: &str) -> Option<Line<'_>> {
@@ -348,9 +351,11 @@ fn time_directive(s: &str) -> Option<f64> {
         return None;
     }
     let v = &s[5..];
-    let (num, scale) = if v.len() > 2 && v[v.len() - 2..].eq_ignore_ascii_case("ms") {
+    let vb = v.as_bytes();
+    // Byte checks first: the suffix tests must not slice inside a multi-byte character.
+    let (num, scale) = if vb.len() > 2 && vb[vb.len() - 2..].eq_ignore_ascii_case(b"ms") {
         (&v[..v.len() - 2], 1.0)
-    } else if v.len() > 1 && v[v.len() - 1..].eq_ignore_ascii_case("s") {
+    } else if vb.len() > 1 && vb[vb.len() - 1].eq_ignore_ascii_case(&b's') {
         (&v[..v.len() - 1], 1000.0)
     } else {
         return None;

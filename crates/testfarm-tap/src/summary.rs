@@ -51,6 +51,14 @@ pub fn render_with_wall(runs: &[SuiteRun], wall: Option<Duration>) -> String {
     for run in runs {
         let _ = writeln!(out, "{}", progress_line(run, width));
     }
+    out.push_str(&tail(runs, wall));
+    out
+}
+
+/// The part after the per-run lines (for harnesses that printed those as runs finished):
+/// the failure report, `Files=…, Tests=…` and `Result: PASS|FAIL`.
+pub fn tail(runs: &[SuiteRun], wall: Option<Duration>) -> String {
+    let mut out = String::new();
     let bad: Vec<&SuiteRun> = runs.iter().filter(|r| !r.ok()).collect();
     if !bad.is_empty() {
         out.push_str("\nTest Summary Report\n-------------------\n");
