@@ -8,6 +8,8 @@
 pub mod agent;
 pub mod event;
 pub mod group;
+pub mod job;
+pub mod lease;
 pub mod page;
 pub mod problem;
 pub mod resource;

@@ -4,11 +4,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+pub use testfarm_core::Labels;
 pub use testfarm_core::resource::{
     BoardInfo, Capabilities, Health, HealthStatus, MaintenanceWindow, Resource, ResourceKind,
     ResourceState,
 };
-pub use testfarm_core::Labels;
 
 /// `POST /api/v1/resources`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

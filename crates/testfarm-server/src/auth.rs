@@ -97,20 +97,25 @@ impl TokenCache {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <token> header".into()))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::Unauthorized("missing Authorization: Bearer <token> header".into())
+        })?;
         let value = header
             .to_str()
             .map_err(|_| ApiError::Unauthorized("Authorization header is not valid text".into()))?;
         let presented = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::Unauthorized("Authorization must use the Bearer scheme".into()))?;
-        let parts = token::parse(presented)
-            .map_err(|_| ApiError::Unauthorized("malformed token (expected tf_<id>_<secret>)".into()))?;
+            .ok_or_else(|| {
+                ApiError::Unauthorized("Authorization must use the Bearer scheme".into())
+            })?;
+        let parts = token::parse(presented).map_err(|_| {
+            ApiError::Unauthorized("malformed token (expected tf_<id>_<secret>)".into())
+        })?;
         if let Some(caller) = state.tokens.lookup(parts.id, parts.secret) {
             return Ok(caller);
         }

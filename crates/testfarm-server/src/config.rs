@@ -38,6 +38,44 @@ shutdown_grace = "10s"
 format = "text"
 # A tracing filter such as "info" or "info,testfarm_server=debug". RUST_LOG overrides it.
 level = "info"
+
+[scheduler]
+# How often the scheduler runs even when nothing wakes it (submissions, lease ends and
+# resource changes wake it at once).
+tick = "2s"
+# Jobs without a timeout hold their lease at most this long.
+default_job_timeout = "2h"
+# After a restart, how long a running job's agent has to report before the job ends `error`.
+restart_grace = "60s"
+
+[leases]
+# A holder silent for this long loses its lease (renew more often than this).
+heartbeat_ttl = "30s"
+# How often the reaper looks for expired leases (they end within this of their expiry).
+reap_interval = "1s"
+# Command run after a lease ends abnormally (expired, forced), with TESTFARM_RESOURCE,
+# TESTFARM_RESOURCE_KIND and TESTFARM_LEASE_ID in its environment: power a board off, stop
+# a VM. The resource is out of the pool while it runs; if it fails, the resource stays in
+# maintenance with the reason. Empty: no cleanup.
+cleanup_command = ""
+# Longest a cleanup may run before it counts as failed.
+cleanup_timeout = "5m"
+
+[health]
+# An agent silent this long has its resources marked offline.
+offline_after = "30s"
+# Agents are told to heartbeat this often.
+heartbeat_interval = "5s"
+# A build server with less free disk than this is degraded and takes no new builds.
+min_disk_gb = 10
+# Above this CPU, memory or disk use (percent) a host takes no new VMs.
+max_utilization_pct = 85
+
+[agent.local]
+# Run the built-in agent in the server process, registering this machine's resources.
+enabled = true
+# The name it registers under (also its token's name).
+name = "local"
 "#;
 
 /// The whole file.
@@ -46,6 +84,90 @@ level = "info"
 pub struct Config {
     pub server: ServerSection,
     pub log: LogSection,
+    pub scheduler: SchedulerSection,
+    pub leases: LeasesSection,
+    pub health: HealthSection,
+    pub agent: AgentSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSection {
+    pub tick: HumanDuration,
+    pub default_job_timeout: HumanDuration,
+    pub restart_grace: HumanDuration,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        SchedulerSection {
+            tick: HumanDuration(Duration::from_secs(2)),
+            default_job_timeout: HumanDuration(Duration::from_secs(2 * 3600)),
+            restart_grace: HumanDuration(Duration::from_secs(60)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeasesSection {
+    pub heartbeat_ttl: HumanDuration,
+    pub reap_interval: HumanDuration,
+    pub cleanup_command: String,
+    pub cleanup_timeout: HumanDuration,
+}
+
+impl Default for LeasesSection {
+    fn default() -> Self {
+        LeasesSection {
+            heartbeat_ttl: HumanDuration(Duration::from_secs(30)),
+            reap_interval: HumanDuration(Duration::from_secs(1)),
+            cleanup_command: String::new(),
+            cleanup_timeout: HumanDuration(Duration::from_secs(300)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    pub offline_after: HumanDuration,
+    pub heartbeat_interval: HumanDuration,
+    pub min_disk_gb: u64,
+    pub max_utilization_pct: u32,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            offline_after: HumanDuration(Duration::from_secs(30)),
+            heartbeat_interval: HumanDuration(Duration::from_secs(5)),
+            min_disk_gb: 10,
+            max_utilization_pct: 85,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    pub local: LocalAgentSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalAgentSection {
+    pub enabled: bool,
+    pub name: String,
+}
+
+impl Default for LocalAgentSection {
+    fn default() -> Self {
+        LocalAgentSection {
+            enabled: true,
+            name: "local".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -123,7 +245,14 @@ impl fmt::Display for ConfigError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file.display(), self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
         }
     }
 }
@@ -143,10 +272,7 @@ impl Config {
     /// Parses configuration text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             ConfigError {
                 file: path.to_path_buf(),
                 line,
@@ -165,13 +291,24 @@ impl Config {
             column: 0,
             message,
         };
-        if !self.server.url.is_empty()
-            && !(self.server.url.starts_with("http://") || self.server.url.starts_with("https://"))
-        {
+        let url = &self.server.url;
+        let has_scheme = url.starts_with("http://") || url.starts_with("https://");
+        if !url.is_empty() && !has_scheme {
             return Err(bad(format!(
                 "server.url {:?} must start with http:// or https://",
                 self.server.url
             )));
+        }
+        if self.health.max_utilization_pct == 0 || self.health.max_utilization_pct > 100 {
+            return Err(bad(format!(
+                "health.max_utilization_pct must be between 1 and 100, not {}",
+                self.health.max_utilization_pct
+            )));
+        }
+        if self.leases.heartbeat_ttl.0.is_zero() || self.health.offline_after.0.is_zero() {
+            return Err(bad(
+                "leases.heartbeat_ttl and health.offline_after must be more than zero".into(),
+            ));
         }
         if self.log.level.trim().is_empty() {
             return Err(bad("log.level must not be empty (e.g. \"info\")".into()));
@@ -227,7 +364,10 @@ mod tests {
     fn default_file_is_the_default_config() {
         let parsed = Config::parse(Path::new("config.toml"), DEFAULT_TOML).unwrap();
         assert_eq!(parsed, Config::default());
-        assert_eq!(Config::parse(Path::new("c"), "").unwrap(), Config::default());
+        assert_eq!(
+            Config::parse(Path::new("c"), "").unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
@@ -248,7 +388,10 @@ mod tests {
         let e = Config::parse(Path::new("c"), "[server]\nshutdown_grace = \"10\"\n").unwrap_err();
         assert!(e.message.contains("unit"), "{e}");
         let e = Config::parse(Path::new("c"), "[log]\nformat = \"xml\"\n").unwrap_err();
-        assert!(e.message.contains("text") && e.message.contains("json"), "{e}");
+        assert!(
+            e.message.contains("text") && e.message.contains("json"),
+            "{e}"
+        );
         let e = Config::parse(Path::new("c"), "[server]\nurl = \"ftp://x\"\n").unwrap_err();
         assert!(e.message.contains("server.url"), "{e}");
         let e = Config::parse(Path::new("c"), "[sever]\n").unwrap_err();

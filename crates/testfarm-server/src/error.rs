@@ -12,9 +12,15 @@ use testfarm_store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{detail}")]
-    BadRequest { detail: String, field: Option<String> },
+    BadRequest {
+        detail: String,
+        field: Option<String>,
+    },
     #[error("{detail}")]
-    Unprocessable { detail: String, field: Option<String> },
+    Unprocessable {
+        detail: String,
+        field: Option<String>,
+    },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -22,7 +28,10 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{detail}")]
-    Conflict { detail: String, field: Option<String> },
+    Conflict {
+        detail: String,
+        field: Option<String>,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -53,14 +62,44 @@ impl ApiError {
 
     fn parts(&self) -> (StatusCode, &'static str, &'static str, Option<&str>) {
         match self {
-            ApiError::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad-request", "Bad request", field.as_deref()),
-            ApiError::Unprocessable { field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", "Invalid value", field.as_deref()),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", None),
+            ApiError::BadRequest { field, .. } => (
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "Bad request",
+                field.as_deref(),
+            ),
+            ApiError::Unprocessable { field, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "Invalid value",
+                field.as_deref(),
+            ),
+            ApiError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                None,
+            ),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found", None),
-            ApiError::Conflict { field, .. } => (StatusCode::CONFLICT, "conflict", "Conflict", field.as_deref()),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Unavailable", None),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", None),
+            ApiError::Conflict { field, .. } => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                field.as_deref(),
+            ),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Unavailable",
+                None,
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                None,
+            ),
         }
     }
 
@@ -86,11 +125,14 @@ impl IntoResponse for ApiError {
             tracing::error!(%cause, "request failed");
         }
         let problem = self.problem();
-        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut resp = (status, body).into_response();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -9,7 +9,10 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod lifecycle;
+pub mod logs;
 pub mod routes;
+mod server_jobs;
 pub mod state;
 mod tasks;
 
@@ -28,15 +31,24 @@ use state::AppState;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot open the database {path}: {source}")]
-    Store { path: PathBuf, source: testfarm_store::StoreError },
+    Store {
+        path: PathBuf,
+        source: testfarm_store::StoreError,
+    },
     #[error("admin token file {path}: {why}")]
     AdminToken { path: PathBuf, why: String },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where the server's files are, resolved from the config file's location.
@@ -50,13 +62,19 @@ pub struct Paths {
 impl Paths {
     /// Relative paths in the config are relative to the config file's directory;
     /// `db_override` (from `-d`) and `TESTFARM_ADMIN_TOKEN_FILE` are taken as given.
-    pub fn resolve(config: &Config, config_dir: &Path, db_override: Option<&Path>, admin_token_env: Option<PathBuf>) -> Paths {
+    pub fn resolve(
+        config: &Config,
+        config_dir: &Path,
+        db_override: Option<&Path>,
+        admin_token_env: Option<PathBuf>,
+    ) -> Paths {
         let data_dir = config_dir.join(&config.server.data_dir);
         Paths {
             database: db_override
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| data_dir.join(&config.server.database)),
-            admin_token_file: admin_token_env.unwrap_or_else(|| config_dir.join(&config.server.admin_token_file)),
+            admin_token_file: admin_token_env
+                .unwrap_or_else(|| config_dir.join(&config.server.admin_token_file)),
             data_dir,
         }
     }
@@ -84,21 +102,33 @@ impl Server {
             path: paths.data_dir.clone(),
             source,
         })?;
-        let store = Store::open(&paths.database).await.map_err(|source| ServerError::Store {
-            path: paths.database.clone(),
-            source,
-        })?;
+        let store = Store::open(&paths.database)
+            .await
+            .map_err(|source| ServerError::Store {
+                path: paths.database.clone(),
+                source,
+            })?;
         install_admin_token(&store, &paths.admin_token_file).await?;
         let addr = config.server.listen;
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Listen {
-            addr: addr.to_string(),
-            source,
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let (work, _) = tokio::sync::watch::channel(0u64);
+        let (log_written, _) = tokio::sync::watch::channel(0u64);
         let state = AppState {
             store,
             config: Arc::new(config),
             tokens: Arc::default(),
             metrics: prometheus(),
+            wake: Arc::default(),
+            work: Arc::new(work),
+            log_written: Arc::new(log_written),
+            log_locks: Arc::default(),
+            data_dir: Arc::new(paths.data_dir.clone()),
+            started_at: Utc::now(),
         };
         Ok(Server { state, listener })
     }
@@ -113,7 +143,10 @@ impl Server {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish (bounded
     /// by `server.shutdown_grace`) and closes the database.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let Server { state, listener } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let tasks = tasks::spawn_all(state.clone(), stop_rx.clone());
@@ -131,7 +164,10 @@ impl Server {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => return Err(ServerError::Serve(e)),
             Ok(Err(join)) => tracing::error!(error = %join, "server task failed"),
-            Err(_) => tracing::warn!(?grace, "requests still running after the grace period; closing"),
+            Err(_) => tracing::warn!(
+                ?grace,
+                "requests still running after the grace period; closing"
+            ),
         }
         for t in tasks {
             let _ = tokio::time::timeout(grace, t).await;

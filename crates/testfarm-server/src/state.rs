@@ -2,11 +2,14 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
 use testfarm_store::Store;
+use tokio::sync::{Notify, watch};
 
 use crate::auth::TokenCache;
 use crate::config::Config;
+use crate::lifecycle::After;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -14,4 +17,39 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub tokens: Arc<TokenCache>,
     pub metrics: Option<PrometheusHandle>,
+    /// Wakes the scheduler (a job was submitted, a lease ended, a resource changed).
+    pub wake: Arc<Notify>,
+    /// Bumped whenever work is assigned or cancelled; agents' long-polls wait on it.
+    pub work: Arc<watch::Sender<u64>>,
+    /// Bumped on every stored log chunk; log followers wait on it.
+    pub log_written: Arc<watch::Sender<u64>>,
+    /// Serialises writes to one job's log file.
+    pub log_locks: Arc<crate::logs::KeyedLocks>,
+    /// Where job logs and outputs are kept.
+    pub data_dir: Arc<std::path::PathBuf>,
+    pub started_at: DateTime<Utc>,
+}
+
+impl AppState {
+    /// Acts on what a committed transaction left to do.
+    pub fn after_commit(&self, after: After) {
+        if after.wake_scheduler {
+            self.wake.notify_one();
+        }
+        if !after.cleanup.is_empty() {
+            self.work.send_modify(|v| *v += 1);
+            for (resource, lease) in after.cleanup {
+                tokio::spawn(crate::tasks::cleanup::run(self.clone(), resource, lease));
+            }
+        }
+    }
+
+    pub fn work_changed(&self) {
+        self.work.send_modify(|v| *v += 1);
+    }
+
+    /// Whether a cleanup command is configured.
+    pub fn cleanup_configured(&self) -> bool {
+        !self.config.leases.cleanup_command.trim().is_empty()
+    }
 }

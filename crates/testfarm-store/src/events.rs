@@ -18,7 +18,12 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn new(kind: impl Into<String>, subject_type: &'static str, subject: impl Into<String>, actor: impl Into<String>) -> Self {
+    pub fn new(
+        kind: impl Into<String>,
+        subject_type: &'static str,
+        subject: impl Into<String>,
+        actor: impl Into<String>,
+    ) -> Self {
         NewEvent {
             kind: kind.into(),
             subject_type,
@@ -35,7 +40,11 @@ impl NewEvent {
 }
 
 /// Appends an event inside the caller's transaction and returns its id.
-pub async fn append(tx: &mut Transaction<'_, Sqlite>, at: DateTime<Utc>, event: &NewEvent) -> Result<i64> {
+pub async fn append(
+    tx: &mut Transaction<'_, Sqlite>,
+    at: DateTime<Utc>,
+    event: &NewEvent,
+) -> Result<i64> {
     let row = sqlx::query(
         "INSERT INTO events (at, kind, subject_type, subject, actor, data) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
     )

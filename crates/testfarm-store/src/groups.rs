@@ -17,34 +17,39 @@ fn from_row(row: &SqliteRow) -> Result<Group> {
 
 impl Store {
     pub async fn list_groups(&self) -> Result<Vec<Group>> {
-        let rows = sqlx::query("SELECT name, selector, description, created_at FROM groups ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, selector, description, created_at FROM groups ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(from_row).collect()
     }
 
     pub async fn get_group(&self, name: &str) -> Result<Group> {
-        let row = sqlx::query("SELECT name, selector, description, created_at FROM groups WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "group",
-                name: name.to_string(),
-            })?;
+        let row = sqlx::query(
+            "SELECT name, selector, description, created_at FROM groups WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "group",
+            name: name.to_string(),
+        })?;
         from_row(&row)
     }
 }
 
 impl Tx {
     pub async fn insert_group(&mut self, g: &Group) -> Result<()> {
-        let res = sqlx::query("INSERT INTO groups (name, selector, description, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&g.name)
-            .bind(&g.selector)
-            .bind(&g.description)
-            .bind(g.created_at)
-            .execute(self.conn())
-            .await;
+        let res = sqlx::query(
+            "INSERT INTO groups (name, selector, description, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&g.name)
+        .bind(&g.selector)
+        .bind(&g.description)
+        .bind(g.created_at)
+        .execute(self.conn())
+        .await;
         match res {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate {

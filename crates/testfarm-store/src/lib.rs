@@ -6,9 +6,12 @@
 //! out of this crate: callers see typed functions and [`StoreError`], so a PostgreSQL
 //! backend can be added beside `sqlite` without touching the domain or the server.
 
+pub mod agents;
 pub mod events;
 pub mod groups;
+pub mod jobs;
 pub mod leases;
+pub mod policies;
 pub mod resources;
 mod sqlite;
 pub mod tokens;
@@ -98,7 +101,10 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
 }
 
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Result<T> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    text: &str,
+) -> Result<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
         what,
         detail: e.to_string(),

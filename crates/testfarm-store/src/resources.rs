@@ -36,7 +36,9 @@ fn from_row(row: &SqliteRow) -> Result<Resource> {
         board: board.map(|b| from_json("resource board", &b)).transpose()?,
         state: state.parse::<ResourceState>().map_err(corrupt)?,
         health: from_json("resource health", row.try_get("health")?)?,
-        maintenance: maintenance.map(|m| from_json("resource maintenance", &m)).transpose()?,
+        maintenance: maintenance
+            .map(|m| from_json("resource maintenance", &m))
+            .transpose()?,
         retired_reason: row.try_get("retired_reason")?,
         agent: row.try_get("agent")?,
         created_at: row.try_get("created_at")?,
@@ -55,14 +57,18 @@ pub struct ResourceFilter {
 }
 
 async fn fetch_by_name(conn: &mut SqliteConnection, name: &str) -> Result<Resource> {
-    let row = sqlx::query(concat!("SELECT ", resource_columns!(), " FROM resources WHERE name = ?"))
-        .bind(name)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "resource",
-            name: name.to_string(),
-        })?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        resource_columns!(),
+        " FROM resources WHERE name = ?"
+    ))
+    .bind(name)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound {
+        what: "resource",
+        name: name.to_string(),
+    })?;
     from_row(&row)
 }
 
@@ -74,9 +80,13 @@ impl Store {
 
     /// Resources matching `filter`, ordered by id (creation order).
     pub async fn list_resources(&self, filter: &ResourceFilter) -> Result<Vec<Resource>> {
-        let rows = sqlx::query(concat!("SELECT ", resource_columns!(), " FROM resources
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            resource_columns!(),
+            " FROM resources
              WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR state = ?) AND (? IS NULL OR id > ?)
-             ORDER BY id"))
+             ORDER BY id"
+        ))
         .bind(filter.kind.map(|k| k.as_str()))
         .bind(filter.kind.map(|k| k.as_str()))
         .bind(filter.state.map(|s| s.as_str()))
@@ -94,8 +104,28 @@ impl Tx {
         fetch_by_name(self.conn(), name).await
     }
 
+    pub async fn get_resource_by_id(&mut self, id: &str) -> Result<Resource> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            resource_columns!(),
+            " FROM resources WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(self.conn())
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "resource",
+            name: id.to_string(),
+        })?;
+        from_row(&row)
+    }
+
     pub async fn insert_resource(&mut self, r: &Resource) -> Result<()> {
-        let res = sqlx::query(concat!("INSERT INTO resources (", resource_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+        let res = sqlx::query(concat!(
+            "INSERT INTO resources (",
+            resource_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
         .bind(r.id.to_string())
         .bind(&r.name)
         .bind(r.kind.as_str())

@@ -42,17 +42,25 @@ macro_rules! token_columns {
 impl Store {
     /// The token with this id, revoked or not.
     pub async fn get_token(&self, id: &str) -> Result<Option<StoredToken>> {
-        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(from_row).transpose()
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
-        let rows = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens ORDER BY created_at, id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| from_row(r).map(|t| t.info)).collect()
     }
 
@@ -73,16 +81,20 @@ impl Store {
 
 impl Tx {
     pub async fn insert_token(&mut self, info: &TokenInfo, secret_sha256: &[u8]) -> Result<()> {
-        let res = sqlx::query(concat!("INSERT INTO tokens (", token_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?)"))
-            .bind(&info.id)
-            .bind(&info.name)
-            .bind(info.role.as_str())
-            .bind(secret_sha256)
-            .bind(info.created_at)
-            .bind(info.last_used_at)
-            .bind(info.revoked_at)
-            .execute(self.conn())
-            .await;
+        let res = sqlx::query(concat!(
+            "INSERT INTO tokens (",
+            token_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&info.id)
+        .bind(&info.name)
+        .bind(info.role.as_str())
+        .bind(secret_sha256)
+        .bind(info.created_at)
+        .bind(info.last_used_at)
+        .bind(info.revoked_at)
+        .execute(self.conn())
+        .await;
         match res {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate {
@@ -94,16 +106,24 @@ impl Tx {
     }
 
     /// Revokes by name or id; returns the token as it was.
-    pub async fn revoke_token(&mut self, name_or_id: &str, now: DateTime<Utc>) -> Result<TokenInfo> {
-        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE name = ? OR id = ?"))
-            .bind(name_or_id)
-            .bind(name_or_id)
-            .fetch_optional(self.conn())
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "token",
-                name: name_or_id.to_string(),
-            })?;
+    pub async fn revoke_token(
+        &mut self,
+        name_or_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TokenInfo> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens WHERE name = ? OR id = ?"
+        ))
+        .bind(name_or_id)
+        .bind(name_or_id)
+        .fetch_optional(self.conn())
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "token",
+            name: name_or_id.to_string(),
+        })?;
         let mut token = from_row(&row)?.info;
         sqlx::query("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
             .bind(now)
@@ -116,7 +136,13 @@ impl Tx {
 
     /// Installs or replaces the bootstrap admin token (read from `admin.token` at start),
     /// so the file on disk is always the one that works.
-    pub async fn upsert_bootstrap_token(&mut self, id: &str, name: &str, secret_sha256: &[u8], now: DateTime<Utc>) -> Result<bool> {
+    pub async fn upsert_bootstrap_token(
+        &mut self,
+        id: &str,
+        name: &str,
+        secret_sha256: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let existing = sqlx::query("SELECT id, secret_sha256 FROM tokens WHERE name = ?")
             .bind(name)
             .fetch_optional(self.conn())

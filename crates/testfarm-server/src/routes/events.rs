@@ -30,7 +30,8 @@ pub async fn list_events(
     Query(q): Query<EventQuery>,
 ) -> ApiResult<Json<Vec<Event>>> {
     caller.require(Action::Read)?;
-    let limit = u32::try_from(crate::routes::page_limit(q.limit)?).unwrap_or(testfarm_api::page::MAX_LIMIT);
+    let limit =
+        u32::try_from(crate::routes::page_limit(q.limit)?).unwrap_or(testfarm_api::page::MAX_LIMIT);
     let events = state
         .store
         .list_events(&EventFilter {
@@ -60,7 +61,12 @@ pub async fn stream_events(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<i64>().ok())
-                .ok_or_else(|| ApiError::bad_request("Last-Event-ID", "Last-Event-ID must be an event id (an integer)"))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Last-Event-ID",
+                        "Last-Event-ID must be an event id (an integer)",
+                    )
+                })
         })
         .transpose()?;
     let after = from_header.or(q.after).unwrap_or(0);
@@ -84,7 +90,9 @@ pub async fn stream_events(
                             .id(e.id.to_string())
                             .event(e.kind.clone())
                             .json_data(&e)
-                            .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event"));
+                            .unwrap_or_else(|_| {
+                                SseEvent::default().comment("unserialisable event")
+                            });
                         return Some((Ok(sse), (filter, rx, pending)));
                     }
                     // Mark the current value seen before reading, so a commit that lands

@@ -28,7 +28,8 @@ pub async fn create_group(
 ) -> ApiResult<(StatusCode, Json<Group>)> {
     caller.require(Action::Operate)?;
     validate_name(&req.name).map_err(|e| ApiError::unprocessable("name", e))?;
-    let selector = Selector::parse(&req.selector).map_err(|e| ApiError::bad_request("selector", e))?;
+    let selector =
+        Selector::parse(&req.selector).map_err(|e| ApiError::bad_request("selector", e))?;
     let group = Group {
         name: req.name,
         selector: selector.to_string(),
@@ -47,7 +48,10 @@ pub async fn create_group(
 
 /// List groups.
 #[utoipa::path(get, path = "/api/v1/groups", tag = "groups", responses((status = 200, body = Vec<Group>)))]
-pub async fn list_groups(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<Group>>> {
+pub async fn list_groups(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<Group>>> {
     caller.require(Action::Read)?;
     Ok(Json(state.store.list_groups().await?))
 }
@@ -63,8 +67,9 @@ pub async fn get_group(
 ) -> ApiResult<Json<GroupDetail>> {
     caller.require(Action::Read)?;
     let group = state.store.get_group(&name).await?;
-    let selector = Selector::parse(&group.selector)
-        .map_err(|e| ApiError::Internal(format!("stored selector of group {name} is invalid: {e}")))?;
+    let selector = Selector::parse(&group.selector).map_err(|e| {
+        ApiError::Internal(format!("stored selector of group {name} is invalid: {e}"))
+    })?;
     let members: Vec<Resource> = state
         .store
         .list_resources(&ResourceFilter::default())

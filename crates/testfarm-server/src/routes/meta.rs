@@ -42,9 +42,15 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<HealthStatu
 /// Prometheus metrics: request counts and latencies, resources by kind and state.
 #[utoipa::path(get, path = "/metrics", tag = "meta",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>, caller: Caller) -> ApiResult<impl IntoResponse> {
+pub async fn metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<impl IntoResponse> {
     caller.require(Action::Read)?;
-    let resources = state.store.list_resources(&ResourceFilter::default()).await?;
+    let resources = state
+        .store
+        .list_resources(&ResourceFilter::default())
+        .await?;
     for kind in ResourceKind::ALL {
         for rstate in ResourceState::ALL {
             let n = resources
@@ -54,7 +60,11 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> ApiResult
             metrics::gauge!("testfarm_resources", "kind" => kind.as_str(), "state" => rstate.as_str()).set(n as f64);
         }
     }
-    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -2,9 +2,13 @@
 //! OpenAPI document is generated from the same registration the server serves and cannot
 //! miss a route.
 
+pub mod agents;
 pub mod events;
 pub mod groups;
+pub mod jobs;
+pub mod leases;
 pub mod meta;
+pub mod policies;
 pub mod resources;
 pub mod tokens;
 
@@ -34,6 +38,10 @@ use crate::state::AppState;
         (name = "groups", description = "Named label selectors"),
         (name = "tokens", description = "API tokens and roles"),
         (name = "events", description = "The append-only event log"),
+        (name = "jobs", description = "Job submission, state, logs and explanations"),
+        (name = "leases", description = "Manual leases that always end"),
+        (name = "policies", description = "Scheduling policies"),
+        (name = "agents", description = "The agent protocol"),
         (name = "meta", description = "Health, metrics and this document"),
     )
 )]
@@ -44,7 +52,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
@@ -57,7 +68,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::whoami))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
-        .routes(routes!(resources::create_resource, resources::list_resources))
+        .routes(routes!(
+            resources::create_resource,
+            resources::list_resources
+        ))
         .routes(routes!(resources::get_resource, resources::delete_resource))
         .routes(routes!(resources::update_labels))
         .routes(routes!(resources::set_maintenance))
@@ -66,6 +80,24 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(groups::get_group, groups::delete_group))
         .routes(routes!(events::list_events))
         .routes(routes!(events::stream_events))
+        .routes(routes!(jobs::submit_job, jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::why_job))
+        .routes(routes!(jobs::get_log))
+        .routes(routes!(leases::acquire_lease, leases::list_leases))
+        .routes(routes!(leases::get_lease, leases::release_lease))
+        .routes(routes!(leases::renew_lease))
+        .routes(routes!(policies::create_policy, policies::list_policies))
+        .routes(routes!(policies::delete_policy))
+        .routes(routes!(agents::register))
+        .routes(routes!(agents::heartbeat))
+        .routes(routes!(agents::work))
+        .routes(routes!(agents::start_job))
+        .routes(routes!(agents::put_log))
+        .routes(routes!(agents::report_step))
+        .routes(routes!(agents::put_output))
+        .routes(routes!(agents::finish_job))
 }
 
 /// The OpenAPI document of every route, built once.

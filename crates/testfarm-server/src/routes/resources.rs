@@ -90,7 +90,12 @@ pub async fn list_resources(
         .as_deref()
         .map(Ulid::from_string)
         .transpose()
-        .map_err(|_| ApiError::bad_request("cursor", "invalid cursor; use next_cursor from the previous page"))?;
+        .map_err(|_| {
+            ApiError::bad_request(
+                "cursor",
+                "invalid cursor; use next_cursor from the previous page",
+            )
+        })?;
     let limit = crate::routes::page_limit(q.limit)?;
     let all = state
         .store

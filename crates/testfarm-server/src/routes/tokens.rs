@@ -45,13 +45,19 @@ pub async fn create_token(
             .with_data(json!({ "role": info.role, "id": info.id })),
     );
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { info, token: text })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken { info, token: text }),
+    ))
 }
 
 /// List tokens (never their secrets).
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
     responses((status = 200, body = Vec<TokenInfo>), (status = 403, body = Problem)))]
-pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TokenInfo>>> {
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<TokenInfo>>> {
     caller.require(Action::Administer)?;
     Ok(Json(state.store.list_tokens().await?))
 }
@@ -69,7 +75,8 @@ pub async fn revoke_token(
     let mut tx = state.store.begin().await?;
     let info = tx.revoke_token(&name, Utc::now()).await?;
     tx.record(
-        NewEvent::new("token.revoked", "token", &info.name, &caller.name).with_data(json!({ "id": info.id })),
+        NewEvent::new("token.revoked", "token", &info.name, &caller.name)
+            .with_data(json!({ "id": info.id })),
     );
     tx.commit().await?;
     state.tokens.forget(&info.id);

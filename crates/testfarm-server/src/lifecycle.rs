@@ -1,0 +1,238 @@
+//! The transitions that touch several records at once, each written inside the
+//! caller's transaction: a job moving through its states, a lease ending and what hangs
+//! off it (the resource going back to the pool or to cleanup, the job that held it).
+//! Routes and background tasks all go through here, so the rules of `testfarm-core` are
+//! applied the same way whoever triggers them.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use testfarm_api::job::JobState;
+use testfarm_core::job::{JobEvent, LabError, on_lab_error};
+use testfarm_core::lease::{EndReason, Holder, Lease, LeaseState};
+use testfarm_core::resource::{MaintenanceWindow, ResourceState};
+use testfarm_store::jobs::JobRow;
+use testfarm_store::{NewEvent, StoreError, Tx};
+
+use crate::error::ApiError;
+
+/// Work to do after the transaction commits.
+#[derive(Debug, Default)]
+pub struct After {
+    /// Resources whose cleanup must run (their names).
+    pub cleanup: Vec<(String, String)>,
+    /// Something changed that may let queued jobs run.
+    pub wake_scheduler: bool,
+}
+
+impl After {
+    pub fn merge(&mut self, other: After) {
+        self.cleanup.extend(other.cleanup);
+        self.wake_scheduler |= other.wake_scheduler;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Refused(#[from] testfarm_core::job::Refused),
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::Store(s) => s.into(),
+            LifecycleError::Refused(r) => ApiError::conflict(r),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, LifecycleError>;
+
+fn event_kind(state: JobState) -> String {
+    format!("job.{}", state.as_str())
+}
+
+/// Applies a job event through the state machine and records it. Ending states release
+/// the job's lease (if it still holds one) in the same transaction.
+pub async fn apply_job_event(
+    tx: &mut Tx,
+    job: &mut JobRow,
+    event: JobEvent,
+    actor: &str,
+    now: DateTime<Utc>,
+    cleanup_configured: bool,
+) -> Result<After> {
+    let from = job.job.state;
+    let to = from.apply(&event)?;
+    let mut after = After::default();
+    job.job.state = to;
+    let reason = match &event {
+        JobEvent::Fail { reason } => Some(reason.clone()),
+        JobEvent::Error { reason } | JobEvent::Requeue { reason } => Some(reason.to_string()),
+        JobEvent::Cancel { by, reason } => Some(if reason.is_empty() {
+            format!("cancelled by {by}")
+        } else {
+            format!("cancelled by {by}: {reason}")
+        }),
+        JobEvent::TimeOut => Some("the job ran longer than its timeout".into()),
+        _ => None,
+    };
+    if reason.is_some() {
+        job.job.reason = reason;
+    }
+    match &event {
+        JobEvent::Assign { .. } => job.job.assigned_at = Some(now),
+        JobEvent::Start => {
+            job.job.started_at = Some(now);
+            job.last_report_at = Some(now);
+        }
+        JobEvent::Requeue { .. } => {
+            job.job.attempt += 1;
+            job.job.queued_at = now;
+            job.job.assigned_at = None;
+            job.job.started_at = None;
+        }
+        _ => {}
+    }
+    if to.is_terminal() {
+        job.job.ended_at = Some(now);
+        job.cancel_requested = None;
+    }
+    // A job that no longer runs gives its lease back.
+    if !to.holds_lease()
+        && let Some(lease_id) = job.job.lease_id.clone()
+    {
+        let lease = tx.get_lease(&lease_id).await?;
+        if lease.state == LeaseState::Active {
+            let mut ended = lease.clone();
+            ended.state = LeaseState::Released;
+            ended.ended_at = Some(now);
+            ended.end_reason = Some(EndReason::Released);
+            let abnormal = !matches!(to, JobState::Passed | JobState::Failed);
+            after
+                .merge(finish_lease(tx, &ended, actor, abnormal && cleanup_configured, now).await?);
+        }
+        if to == JobState::Queued {
+            job.job.lease_id = None;
+            job.job.resource = None;
+            job.resource_id = None;
+        }
+    }
+    tx.update_job(job).await?;
+    tx.record(
+        NewEvent::new(event_kind(to), "job", &job.job.id, actor).with_data(json!({
+            "from": from, "to": to, "event": event, "name": job.job.name,
+            "resource": job.job.resource, "attempt": job.job.attempt, "reason": job.job.reason,
+        })),
+    );
+    after.wake_scheduler = true;
+    Ok(after)
+}
+
+/// Writes an ended lease (`ended` already carries its end state and reason) and puts its
+/// resource back: to the pool, or out of it for cleanup when `cleanup` is set. Does not
+/// touch the holding job; see [`end_lease`].
+pub async fn finish_lease(
+    tx: &mut Tx,
+    ended: &Lease,
+    actor: &str,
+    cleanup: bool,
+    now: DateTime<Utc>,
+) -> Result<After> {
+    let mut after = After {
+        wake_scheduler: true,
+        ..After::default()
+    };
+    tx.update_lease(ended).await?;
+    let resource_id = ended.resource_id.to_string();
+    let mut resource = tx.get_resource_by_id(&resource_id).await?;
+    let remaining = tx.active_lease_count(ended.resource_id).await?;
+    let mut changed = false;
+    if cleanup && resource.state != ResourceState::Retired {
+        resource.maintenance = Some(MaintenanceWindow {
+            start: None,
+            end: None,
+            reason: format!("cleanup after lease {} ({})", ended.id, describe(ended)),
+        });
+        resource.state = ResourceState::Maintenance;
+        after
+            .cleanup
+            .push((resource.name.clone(), ended.id.to_string()));
+        changed = true;
+    } else if remaining == 0 && resource.state == ResourceState::Leased {
+        resource.state = ResourceState::Available;
+        changed = true;
+    }
+    if changed {
+        resource.updated_at = now;
+        tx.update_resource(&resource).await?;
+    }
+    let kind = match ended.state {
+        LeaseState::Expired => "lease.expired",
+        _ => "lease.released",
+    };
+    tx.record(
+        NewEvent::new(kind, "lease", ended.id.to_string(), actor).with_data(json!({
+            "resource": resource.name, "holder": ended.holder, "epoch": ended.epoch,
+            "reason": ended.end_reason.as_ref().map(|r| r.to_string()),
+            "resource_state": resource.state, "cleanup": cleanup,
+        })),
+    );
+    Ok(after)
+}
+
+fn describe(l: &Lease) -> String {
+    l.end_reason
+        .as_ref()
+        .map_or_else(|| l.state.as_str().to_string(), |r| r.to_string())
+}
+
+/// Ends a lease that ended without its holder's say (expired, forced, resource lost):
+/// writes it, and ends or re-queues the job that held it as a lab error.
+pub async fn end_lease(
+    tx: &mut Tx,
+    ended: &Lease,
+    actor: &str,
+    cleanup: bool,
+    now: DateTime<Utc>,
+) -> Result<After> {
+    let mut after = finish_lease(tx, ended, actor, cleanup, now).await?;
+    if let Holder::Job(job_id) = &ended.holder {
+        let mut job = tx.get_job(&job_id.to_string()).await?;
+        if job.job.lease_id.as_deref() == Some(&ended.id.to_string()) && job.job.state.holds_lease()
+        {
+            let reason = match &ended.end_reason {
+                Some(EndReason::Forced { by, reason }) => LabError::LeaseRevoked {
+                    by: by.clone(),
+                    reason: reason.clone(),
+                },
+                other => LabError::LeaseExpired {
+                    detail: other
+                        .as_ref()
+                        .map_or_else(|| "expired".to_string(), |r| r.to_string()),
+                },
+            };
+            let retry = retry_on_error(&job);
+            let event = on_lab_error(job.job.state, job.job.attempt, retry, reason);
+            // The lease is already written as ended; detach it so the job event does not
+            // try to release it again.
+            job.job.lease_id = None;
+            if matches!(event, JobEvent::Requeue { .. }) {
+                job.job.resource = None;
+                job.resource_id = None;
+            }
+            after.merge(apply_job_event(tx, &mut job, event, actor, now, false).await?);
+        }
+    }
+    Ok(after)
+}
+
+/// The spec's `retry_on_error`.
+pub fn retry_on_error(job: &JobRow) -> u32 {
+    job.job.spec["retry_on_error"]
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(0)
+}

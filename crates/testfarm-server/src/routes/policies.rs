@@ -1,0 +1,68 @@
+//! `/api/v1/policies`: admin-managed scheduling policies (max concurrent jobs per group,
+//! max VMs per host, boards reserved for a team, priority caps per role).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde_json::json;
+use testfarm_api::problem::Problem;
+use testfarm_core::Action;
+use testfarm_core::policy::Policy;
+use testfarm_core::resource::validate_name;
+use testfarm_store::NewEvent;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::json::ApiJson;
+use crate::state::AppState;
+
+/// Add a policy.
+#[utoipa::path(post, path = "/api/v1/policies", tag = "policies", request_body = Policy,
+    responses((status = 201, body = Policy), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(p): ApiJson<Policy>,
+) -> ApiResult<(StatusCode, Json<Policy>)> {
+    caller.require(Action::Administer)?;
+    validate_name(&p.name).map_err(|e| ApiError::unprocessable("name", e))?;
+    let mut tx = state.store.begin().await?;
+    tx.insert_policy(&p, Utc::now()).await?;
+    tx.record(NewEvent::new("policy.created", "policy", &p.name, &caller.name).with_data(json!(p)));
+    tx.commit().await?;
+    state.wake.notify_one();
+    Ok((StatusCode::CREATED, Json(p)))
+}
+
+/// List policies in evaluation order.
+#[utoipa::path(get, path = "/api/v1/policies", tag = "policies", responses((status = 200, body = Vec<Policy>)))]
+pub async fn list_policies(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<Policy>>> {
+    caller.require(Action::Read)?;
+    Ok(Json(state.store.list_policies().await?))
+}
+
+/// Delete a policy.
+#[utoipa::path(delete, path = "/api/v1/policies/{name}", tag = "policies", params(("name" = String, Path, description = "Policy name")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Action::Administer)?;
+    let mut tx = state.store.begin().await?;
+    tx.delete_policy(&name).await?;
+    tx.record(NewEvent::new(
+        "policy.deleted",
+        "policy",
+        &name,
+        &caller.name,
+    ));
+    tx.commit().await?;
+    state.wake.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}

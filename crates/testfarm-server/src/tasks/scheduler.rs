@@ -1,0 +1,264 @@
+//! The scheduler: a thin shell around `testfarm_core::placement::place`. Each pass loads
+//! one snapshot (resources, active leases, reported usage, history, policies, the queue),
+//! asks the core for decisions, and writes each placement (lease + assignment + events)
+//! in its own transaction, re-checking that the resource is still free.
+//!
+//! It runs when woken (submit, lease end, resource change) and on `scheduler.tick`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use testfarm_api::job::JobState;
+use testfarm_core::Selector;
+use testfarm_core::estimate::{DEFAULT_LAST_N, Estimator, HistoryEntry};
+use testfarm_core::job::JobEvent;
+use testfarm_core::jobspec::JobSpec;
+use testfarm_core::lease::{self, Holder, LeaseRequest, Share};
+use testfarm_core::placement::{Decision, Snapshot, Usage, place};
+use testfarm_core::policy::{Policies, PolicyNote};
+use testfarm_core::queue::{QueuedJob, queue_timeouts};
+use testfarm_core::resource::ResourceState;
+use testfarm_store::NewEvent;
+use testfarm_store::jobs::JobRow;
+use testfarm_store::resources::ResourceFilter;
+use tokio::sync::watch;
+use ulid::Ulid;
+
+use crate::lifecycle::{self, LifecycleError};
+use crate::state::AppState;
+
+/// Extra lease time beyond a job's timeout, for its `always` steps and the report.
+const LEASE_MARGIN: Duration = Duration::from_secs(300);
+
+pub(crate) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+    let tick = state.config.scheduler.tick.0;
+    loop {
+        if let Err(e) = pass(&state, Utc::now()).await {
+            tracing::warn!(error = %e, "scheduler pass failed");
+        }
+        tokio::select! {
+            _ = state.wake.notified() => {}
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// What a pass (or `why`) reads.
+pub(crate) struct World {
+    pub snapshot: Snapshot,
+    pub queue: Vec<QueuedJob>,
+    pub policies: Policies,
+}
+
+/// The scheduler's view of a queued job row.
+pub(crate) fn queued_job(row: &JobRow) -> Option<QueuedJob> {
+    let spec: JobSpec = serde_json::from_value(row.job.spec.clone()).ok()?;
+    let priority = testfarm_core::priority::Priority::new(u64::from(row.job.priority)).ok()?;
+    Some(QueuedJob {
+        id: Ulid::from_string(&row.job.id).ok()?,
+        name: row.job.name.clone(),
+        requirements: spec.requirements(),
+        priority,
+        queued_at: row.job.queued_at,
+        submitter: row.job.submitter.clone(),
+        role: row.submitter_role,
+        team: row.job.vars["team"].as_str().map(str::to_string),
+        timeout: spec.timeout.map(|t| t.get()),
+        queue_timeout: spec.queue_timeout.map(|t| t.get()),
+    })
+}
+
+pub(crate) async fn load_world(state: &AppState) -> Result<World, testfarm_store::StoreError> {
+    let store = &state.store;
+    let resources = store.list_resources(&ResourceFilter::default()).await?;
+    let leases = store.active_leases().await?;
+    let mut usage: HashMap<Ulid, Usage> = HashMap::new();
+    for (id, _, m) in store.latest_metrics().await? {
+        usage.insert(
+            id,
+            Usage {
+                cpu_pct: Some(m.cpu_pct),
+                memory_pct: Some(m.memory_pct),
+                disk_pct: Some(m.disk_pct),
+                load: None,
+                last_used: None,
+            },
+        );
+    }
+    for (id, at) in store.last_lease_ends().await? {
+        usage.entry(id).or_default().last_used = Some(at);
+    }
+    let mut history: Vec<HistoryEntry> = store
+        .job_history(2000)
+        .await?
+        .into_iter()
+        .map(|(name, kind, resource, ms)| HistoryEntry {
+            name,
+            kind: kind.and_then(|k| k.parse().ok()),
+            resource: resource.and_then(|r| Ulid::from_string(&r).ok()),
+            duration: Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+        })
+        .collect();
+    history.reverse(); // the estimator wants oldest first
+    let queue = store
+        .jobs_in(&[JobState::Queued])
+        .await?
+        .iter()
+        .filter_map(queued_job)
+        .collect();
+    let groups: BTreeMap<String, Selector> = store
+        .list_groups()
+        .await?
+        .into_iter()
+        .filter_map(|g| Some((g.name, Selector::parse(&g.selector).ok()?)))
+        .collect();
+    let policies = Policies {
+        policies: store.list_policies().await?,
+        groups,
+        max_utilisation_pct: state.config.health.max_utilization_pct,
+        ..Policies::default()
+    };
+    Ok(World {
+        snapshot: Snapshot {
+            resources,
+            leases,
+            usage,
+            estimator: Estimator::new(&history, DEFAULT_LAST_N),
+        },
+        queue,
+        policies,
+    })
+}
+
+/// One scheduling pass.
+pub(crate) async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<(), LifecycleError> {
+    let world = load_world(state).await?;
+    if world.queue.is_empty() {
+        return Ok(());
+    }
+    for (job, event) in queue_timeouts(&world.queue, now) {
+        let mut tx = state.store.begin().await?;
+        let mut row = tx.get_job(&job.to_string()).await?;
+        if row.job.state != JobState::Queued {
+            continue;
+        }
+        let after =
+            lifecycle::apply_job_event(&mut tx, &mut row, event, "scheduler", now, false).await?;
+        tx.commit().await?;
+        state.after_commit(after);
+    }
+    let decisions = place(&world.snapshot, &world.queue, &world.policies, now);
+    let by_id: HashMap<Ulid, &QueuedJob> = world.queue.iter().map(|q| (q.id, q)).collect();
+    let mut assigned = false;
+    for d in decisions {
+        match d {
+            Decision::Place {
+                job,
+                resource,
+                share,
+                notes,
+            } => {
+                let Some(q) = by_id.get(&job) else { continue };
+                match assign(state, q, resource, share, &notes, now).await {
+                    Ok(true) => assigned = true,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, %job, "assignment failed"),
+                }
+            }
+            Decision::RunOnServer { job } => {
+                if let Err(e) = crate::server_jobs::start(state, job, now).await {
+                    tracing::warn!(error = %e, %job, "could not start a server-side job");
+                }
+            }
+            Decision::Wait { .. } => {}
+        }
+    }
+    if assigned {
+        state.work_changed();
+    }
+    Ok(())
+}
+
+/// Places one job: a lease on the resource and the assignment, in one transaction.
+/// Returns false when the world moved since the snapshot (the next pass retries).
+async fn assign(
+    state: &AppState,
+    q: &QueuedJob,
+    resource_id: Ulid,
+    share: Share,
+    notes: &[PolicyNote],
+    now: DateTime<Utc>,
+) -> Result<bool, LifecycleError> {
+    let mut tx = state.store.begin().await?;
+    let mut job = tx.get_job(&q.id.to_string()).await?;
+    if job.job.state != JobState::Queued {
+        return Ok(false);
+    }
+    let mut resource = tx.get_resource_by_id(&resource_id.to_string()).await?;
+    if !resource.accepts_new_work() {
+        return Ok(false);
+    }
+    let held = tx.active_leases_on(resource_id).await?;
+    let conflict = match share {
+        Share::Whole => !held.is_empty(),
+        Share::Slice { .. } => held.iter().any(|l| l.share == Share::Whole),
+    };
+    if conflict {
+        return Ok(false);
+    }
+    let epoch = tx.last_epoch(resource_id).await?;
+    let timeout = q
+        .timeout
+        .unwrap_or(state.config.scheduler.default_job_timeout.0);
+    let lease = match lease::acquire(
+        LeaseRequest {
+            id: Ulid::new(),
+            resource_id,
+            resource_last_epoch: epoch,
+            holder: Holder::Job(q.id),
+            share,
+            duration: timeout + LEASE_MARGIN,
+            heartbeat_ttl: state.config.leases.heartbeat_ttl.0,
+        },
+        now,
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "lease refused");
+            return Ok(false);
+        }
+    };
+    tx.insert_lease(&lease).await?;
+    if resource.state == ResourceState::Available {
+        resource.state = ResourceState::Leased;
+        resource.updated_at = now;
+        tx.update_resource(&resource).await?;
+    }
+    job.job.lease_id = Some(lease.id.to_string());
+    job.job.resource = Some(resource.name.clone());
+    job.resource_id = Some(resource_id.to_string());
+    tx.record(
+        NewEvent::new("lease.acquired", "lease", lease.id.to_string(), "scheduler").with_data(json!({
+            "resource": resource.name, "holder": lease.holder, "epoch": lease.epoch, "share": lease.share,
+            "policies": notes,
+        })),
+    );
+    let after = lifecycle::apply_job_event(
+        &mut tx,
+        &mut job,
+        JobEvent::Assign {
+            resource: resource_id,
+            lease: lease.id,
+        },
+        "scheduler",
+        now,
+        false,
+    )
+    .await?;
+    tx.commit().await?;
+    state.after_commit(after);
+    Ok(true)
+}
