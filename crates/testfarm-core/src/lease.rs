@@ -30,6 +30,19 @@ use crate::resource::UnknownValue;
 /// Default heartbeat bound: a silent holder loses its lease after this long.
 pub const DEFAULT_HEARTBEAT_TTL: Duration = Duration::from_secs(30);
 
+/// Added to a job's timeout for its lease: `always` steps and cleanup run under the lease.
+pub const JOB_LEASE_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// A job's lease when its spec has no timeout; the agent extends it while work runs.
+pub const DEFAULT_JOB_LEASE: Duration = Duration::from_secs(60 * 60);
+
+/// The duration of the lease the scheduler takes for a job.
+pub fn job_lease_duration(timeout: Option<Duration>) -> Duration {
+    timeout
+        .unwrap_or(DEFAULT_JOB_LEASE)
+        .saturating_add(JOB_LEASE_MARGIN)
+}
+
 /// Who holds a lease.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
@@ -481,6 +494,15 @@ mod tests {
             t0(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn job_lease_covers_timeout_and_always() {
+        assert_eq!(
+            job_lease_duration(Some(Duration::from_secs(600))),
+            Duration::from_secs(900)
+        );
+        assert_eq!(job_lease_duration(None), Duration::from_secs(3900));
     }
 
     #[test]

@@ -22,7 +22,9 @@
 //! - [`estimate`]: job durations from history (median of the last N similar runs).
 //! - [`why`]: a waiting job explained in words, from the same rules as placement.
 //! - [`reconcile`]: what a restarted server does with leases and jobs.
+//! - [`cleanup`]: what an ended lease's resource needs, and a failed cleanup's consequence.
 
+pub mod cleanup;
 pub mod duration;
 pub mod estimate;
 pub mod job;

@@ -186,6 +186,39 @@ fn replace_or_push(leases: &mut Vec<Lease>, lease: Lease) {
     }
 }
 
+/// Ends the work on a resource that was lost under it (retired by force, declared dead
+/// by an operator): its active leases end, and each job under them ends `error` with
+/// `reason` (or is re-queued while `retry_on_error` allows). Manual leases just end.
+pub fn end_work_on(
+    resource_id: Ulid,
+    leases: &[Lease],
+    jobs: &[JobRecord],
+    reason: &LabError,
+    now: DateTime<Utc>,
+) -> Reconciliation {
+    let mut out = Reconciliation::default();
+    let by_id: HashMap<Ulid, &JobRecord> = jobs.iter().map(|j| (j.id, j)).collect();
+    for l in leases
+        .iter()
+        .filter(|l| l.resource_id == resource_id && l.state == LeaseState::Active)
+    {
+        let Some(ended) = l.end_reconciled(&reason.to_string(), now) else {
+            continue;
+        };
+        out.leases.push(ended);
+        if let Holder::Job(id) = &l.holder
+            && let Some(j) = by_id.get(id)
+            && j.state.holds_lease()
+        {
+            out.jobs.push((
+                j.id,
+                on_lab_error(j.state, j.attempt, j.retry_on_error, reason.clone()),
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +336,26 @@ mod tests {
         ));
         assert_eq!(ev(jobs[2].id), None);
         assert_eq!(r.next_check, Some(restarted + CD::seconds(90)));
+    }
+
+    #[test]
+    fn lost_resource_ends_its_work() {
+        let j = job(1, JobState::Running);
+        let jl = lease(1, Holder::Job(j.id), 600);
+        let mut other = lease(2, Holder::Person("bob".into()), 600);
+        other.resource_id = jl.resource_id;
+        let elsewhere = lease(3, Holder::Person("eve".into()), 600);
+        let reason = LabError::ResourceLost {
+            resource: "rpi-1".into(),
+            detail: "retired: burnt".into(),
+        };
+        let r = end_work_on(jl.resource_id, &[jl, other, elsewhere], &[j], &reason, t0());
+        assert_eq!(r.leases.len(), 2);
+        assert!(r.leases.iter().all(|l| l.state == LeaseState::Released));
+        assert_eq!(
+            r.jobs,
+            vec![(Ulid::from_parts(1, 0), JobEvent::Error { reason })]
+        );
     }
 
     #[test]

@@ -1,0 +1,101 @@
+//! What happens to a resource after a lease on it ends.
+//!
+//! Every ended lease (released, expired, force-released) is followed by a cleanup that
+//! returns the resource to a known state: a board is powered off, a VM is stopped. The
+//! actual work belongs to the agent's drivers; this module decides what to ask for and
+//! what a failure means. A resource whose cleanup fails goes to `maintenance` with the
+//! reason, never silently back to the pool: the next job would fail for the lab's fault.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::lease::{Lease, Share};
+use crate::resource::{MaintenanceWindow, Refused, Resource, ResourceKind};
+
+/// The cleanup to run after a lease ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CleanupAction {
+    /// Power the board off (and release its console).
+    PowerOffBoard,
+    /// Stop the lease's VM and remove its overlay.
+    StopVm,
+    /// Whole host held (manual lease): stop every VM the holder left.
+    StopAllVms,
+    /// Remove the job's work directory.
+    CleanWorkdir,
+}
+
+/// The cleanup an ended lease needs.
+pub fn cleanup_for(resource: &Resource, lease: &Lease) -> CleanupAction {
+    match (resource.kind, lease.share) {
+        (ResourceKind::Board, _) => CleanupAction::PowerOffBoard,
+        (ResourceKind::QemuHost, Share::Slice { .. }) => CleanupAction::StopVm,
+        (ResourceKind::QemuHost, Share::Whole) => CleanupAction::StopAllVms,
+        (ResourceKind::BuildServer, _) => CleanupAction::CleanWorkdir,
+    }
+}
+
+/// Applies a cleanup's outcome: on failure the resource goes to maintenance with the
+/// reason (returns true: the caller records the event and alerts). Work still running on
+/// a shared host keeps running (maintenance drains, it does not kill).
+pub fn after_cleanup(
+    resource: &mut Resource,
+    lease: &Lease,
+    outcome: Result<(), String>,
+    now: DateTime<Utc>,
+) -> Result<bool, Refused> {
+    let Err(why) = outcome else {
+        return Ok(false);
+    };
+    resource.maintenance_on(
+        MaintenanceWindow {
+            start: None,
+            end: None,
+            reason: format!(
+                "cleanup ({:?}) after lease {} failed: {why}",
+                cleanup_for(resource, lease),
+                lease.id
+            ),
+        },
+        now,
+    )?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::{Holder, LeaseRequest, acquire};
+    use crate::resource::ResourceState;
+    use std::time::Duration;
+    use ulid::Ulid;
+
+    #[test]
+    fn failed_cleanup_means_maintenance_with_reason() {
+        let now = Utc::now();
+        let mut r = Resource::new(Ulid::nil(), "rpi-1".into(), ResourceKind::Board, now);
+        let l = acquire(
+            LeaseRequest {
+                id: Ulid::nil(),
+                resource_id: r.id,
+                resource_last_epoch: 0,
+                holder: Holder::Person("ann".into()),
+                share: Share::Whole,
+                duration: Duration::from_secs(60),
+                heartbeat_ttl: Duration::from_secs(30),
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(cleanup_for(&r, &l), CleanupAction::PowerOffBoard);
+        assert!(!after_cleanup(&mut r, &l, Ok(()), now).unwrap());
+        assert_eq!(r.state, ResourceState::Available);
+        assert!(after_cleanup(&mut r, &l, Err("PDU did not answer".into()), now).unwrap());
+        assert_eq!(r.state, ResourceState::Maintenance);
+        let reason = &r.maintenance.as_ref().unwrap().reason;
+        assert!(reason.contains("PDU did not answer"), "{reason}");
+        assert!(reason.contains("PowerOffBoard"), "{reason}");
+    }
+}
