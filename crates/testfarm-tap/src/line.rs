@@ -227,6 +227,15 @@ fn test_point(line: &str, keep_text: bool) -> Option<Line<'static>> {
 /// SKIP/TODO/time directive stays in the description.
 fn split_directive(part: &str, keep_text: bool) -> (String, Option<Directive>, Option<f64>) {
     let b = part.as_bytes();
+    // Fast path for the common line: no `#` and no escape, so no directive either.
+    if memchr::memchr2(b'#', b'\\', b).is_none() {
+        let description = if keep_text {
+            part.trim().to_string()
+        } else {
+            String::new()
+        };
+        return (description, None, None);
+    }
     let mut split = None;
     let mut i = 0;
     // Whether the previous logical character counts as whitespace for the lookbehind.

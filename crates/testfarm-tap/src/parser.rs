@@ -119,7 +119,12 @@ impl Parser {
 
     fn line(&mut self, raw: &[u8], emit: &mut impl FnMut(Event)) {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let text = String::from_utf8_lossy(raw);
+        // `from_utf8` validates ASCII a word at a time; the lossy decoder is only for the
+        // rare invalid line (it walks byte by byte).
+        let text = match std::str::from_utf8(raw) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(raw),
+        };
         if let Some(marker) = marker(&text) {
             self.top.finish(&self.options, emit);
             self.top = Level::new(0, false);
