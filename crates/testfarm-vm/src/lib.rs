@@ -6,16 +6,20 @@
 //! Used by `testfarm vmtest` (standalone, on a laptop) and meant for the agent's `qemu-host`
 //! work, so nothing here prints or reads flags: it takes configs and returns values.
 
+pub mod accel;
 pub mod agent;
 pub mod config;
 mod cpio;
+pub mod discover;
 pub mod error;
 pub mod guest_build;
 pub mod image;
 pub mod overlay;
+pub mod pod;
 pub mod process;
 pub mod qemu_cmd;
 pub mod qmp;
+pub mod report;
 pub mod runtime_dir;
 pub mod vm;
 

@@ -1,0 +1,167 @@
+//! `testfarm vmtest` end to end with real QEMU VMs (TCG) over `examples/vmtest`: two VMs,
+//! pass/fail/skip/TODO/hang/crash, reports, crash replacement, parallel runs, Ctrl-C, and
+//! nothing left behind. Each run gets its own XDG_RUNTIME_DIR so leftovers are visible.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The static guest, built once (cached, lock-protected) into target/guest-static.
+fn guest() -> PathBuf {
+    static G: OnceLock<PathBuf> = OnceLock::new();
+    G.get_or_init(|| testfarm_vm::guest_build::build_static_guest(&workspace()).expect("guest"))
+        .clone()
+}
+
+fn vmtest(runtime: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_testfarm"));
+    c.arg("vmtest")
+        .current_dir(workspace().join("examples/vmtest"))
+        .env("TESTFARM_GUEST", guest())
+        .env("XDG_RUNTIME_DIR", runtime)
+        .env("XDG_CACHE_HOME", workspace().join("target/vmtest-cache"))
+        .args(["--accel", "tcg"])
+        .stdin(Stdio::null());
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// QEMU processes whose command line mentions `dir`.
+fn qemus_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("qemu-system") && cmd.contains(&needle) {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
+fn assert_clean(runtime: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !qemus_under(runtime).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(qemus_under(runtime).is_empty(), "QEMU left running");
+    let base = runtime.join("testfarm");
+    let left: Vec<_> = std::fs::read_dir(&base)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}
+
+#[test]
+fn example_tree_on_two_vms() {
+    let runtime = tempfile::tempdir().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let junit = reports.path().join("junit.xml");
+    let json = reports.path().join("report.json");
+    let start = Instant::now();
+    let out = vmtest(runtime.path())
+        .args(["-j", "2", "--keep-going", "--timeout", "4s"])
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let s = text(&out);
+    eprintln!("{s}");
+    assert!(start.elapsed() < Duration::from_secs(150));
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    let line = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with('[') && l.contains(name))
+            .unwrap_or_else(|| panic!("no line for {name}"))
+            .to_string()
+    };
+    assert!(line("pass_test.sh").contains("... ok"));
+    assert!(
+        line("markers_test.sh").contains("... ok"),
+        "v2 confused by TAP_END"
+    );
+    assert!(line("skip_test.sh").contains("skipped: needs a real board"));
+    assert!(line("todo_test.sh").contains("1 todo"));
+    assert!(line("fail_test.sh").contains("Failed 1/2"));
+    assert!(line("hang_test.sh").contains("timed out after 4s"));
+    assert!(line("panic_test.sh").contains("guest crashed"));
+    // Two VMs served tests, and the crashed one was replaced by a third when needed.
+    assert!(s.contains("(vm-1,") && s.contains("(vm-2,"), "{s}");
+    assert!(s.contains("accel tcg"));
+    assert!(s.contains("Rerun the failed tests with:\n  testfarm vmtest t/02-failing/fail_test.sh t/03-hanging/hang_test.sh t/04-crashing/panic_test.sh"));
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<testsuites") && xml.contains("hang_test.sh"));
+    assert!(
+        xml.contains("Kernel panic") || xml.contains("sysrq"),
+        "console tail in JUnit"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(v.to_string().contains("panic_test.sh"));
+    assert_clean(runtime.path());
+}
+
+#[test]
+fn parallel_runs_do_not_collide_and_ctrl_c_cleans_up() {
+    let runtime = tempfile::tempdir().unwrap();
+    // Two runs side by side in the same runtime base.
+    let spawn = || {
+        vmtest(runtime.path())
+            .args(["-j", "1", "--filter", "pass_test"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", text(&a));
+    assert!(b.status.success(), "{}", text(&b));
+    assert_clean(runtime.path());
+
+    // Ctrl-C while a test hangs: QEMU and the run directory go away.
+    let mut child = vmtest(runtime.path())
+        .args(["--filter", "hang_test", "--timeout", "120s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while qemus_under(runtime.path()).is_empty() {
+        assert!(Instant::now() < deadline, "QEMU never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "vmtest ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert_clean(runtime.path());
+}
