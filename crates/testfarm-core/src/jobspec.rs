@@ -447,11 +447,13 @@ impl fmt::Display for Mismatch {
             Mismatch::WrongKind { wanted, got } => {
                 write!(f, "is a {got}, the job needs a {wanted}")
             }
-            Mismatch::Label { requirement } => write!(f, "labels do not satisfy {requirement}"),
+            Mismatch::Label { requirement } => {
+                write!(f, "has labels that do not satisfy {requirement}")
+            }
             Mismatch::WrongArch { wanted, got } => {
                 write!(
                     f,
-                    "arch is {}, the job needs {wanted}",
+                    "has arch {}, the job needs {wanted}",
                     or_unknown(got.clone())
                 )
             }

@@ -196,7 +196,7 @@ mod tests {
         let e = check_pinned(&pinned("build-a"), &lab()).unwrap_err();
         assert_eq!(e.problems.len(), 2, "{e}");
         assert!(e.to_string().contains("lacks toolchain gcc-aarch64"), "{e}");
-        assert!(e.to_string().contains("arch is x86_64"), "{e}");
+        assert!(e.to_string().contains("it has arch x86_64"), "{e}");
         assert_eq!(e.alternatives, vec!["build-b".to_string()]);
     }
 

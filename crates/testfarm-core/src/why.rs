@@ -414,7 +414,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("rpi-x: arch is riscv64, the job needs arm64"),
+            text.contains("rpi-x: has arch riscv64, the job needs arm64"),
             "{text}"
         );
     }
