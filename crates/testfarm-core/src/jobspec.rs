@@ -1347,10 +1347,71 @@ vars:
         );
     }
 
+    /// YAML-shaped input built from the spec's own keys and values, to reach deep paths.
+    fn yamlish() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("name"),
+            Just("priority"),
+            Just("timeout"),
+            Just("requires"),
+            Just("kind"),
+            Just("labels"),
+            Just("selector"),
+            Just("in"),
+            Just("notin"),
+            Just("exists"),
+            Just("steps"),
+            Just("always"),
+            Just("shell"),
+            Just("test"),
+            Just("http"),
+            Just("wait_for"),
+            Just("sleep"),
+            Just("memory"),
+            Just("cpus"),
+            Just("run"),
+            Just("vars"),
+            Just("x"),
+        ];
+        let value = prop_oneof![
+            Just("board"),
+            Just("1s"),
+            Just("4G"),
+            Just("high"),
+            Just("[a, b]"),
+            Just("{}"),
+            Just("true"),
+            Just("-1"),
+            Just("99999999999999999999"),
+            Just("\"team in (a\""),
+            Just("~"),
+            Just("&a x"),
+            Just("*a"),
+            Just("|\n  t"),
+            Just(""),
+        ];
+        let line = (
+            0usize..4,
+            key,
+            prop_oneof![Just(": "), Just(":\n"), Just("- ")],
+            value,
+        )
+            .prop_map(|(indent, k, sep, v)| format!("{}{k}{sep}{v}", "  ".repeat(indent)));
+        proptest::collection::vec(line, 0..16).prop_map(|l| l.join("\n"))
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(s in "\\PC{0,80}") {
             let _ = JobSpec::parse(&s);
+        }
+
+        #[test]
+        fn never_panics_on_yamlish(s in yamlish()) {
+            if let Err(e) = JobSpec::parse(&s) {
+                proptest::prop_assert!(!e.message.is_empty());
+            }
         }
     }
 }
