@@ -9,6 +9,7 @@
 //! - [`selector`]: label selectors (`arch=arm64,team in (a,b),!retired`).
 //! - [`resource`]: resource kinds, states, health, capabilities, and their transitions.
 //! - [`role`]: API roles and what each may do.
+//! - [`diagnostic`]: line/column and did-you-mean for configuration file errors.
 //! - [`duration`]: human durations (`30s`, `5m`, `2h`) as users type them.
 //! - [`size`]: byte sizes (`512M`, `4G`) as users type them.
 //! - [`priority`]: job priorities and aging (why low priority is never starved).
@@ -25,6 +26,7 @@
 //! - [`cleanup`]: what an ended lease's resource needs, and a failed cleanup's consequence.
 
 pub mod cleanup;
+pub mod diagnostic;
 pub mod duration;
 pub mod estimate;
 pub mod job;

@@ -1,0 +1,34 @@
+//! testfarm-agent: the `testfarm agent` process, and the server's built-in local agent.
+//!
+//! An agent registers the resources it manages (this host as a build server or QEMU host,
+//! boards wired to it, remote hosts over SSH) with capabilities it measured, heartbeats
+//! with their load, long-polls for work, runs it, ships its log in numbered chunks, and
+//! renews each job's lease while it works. Agents pull; the server never dials one.
+//!
+//! Map of the crate:
+//! - [`config`]: `agent.toml`, strict, with line/column errors.
+//! - [`detect`]: capabilities, measured (CPU, memory, disk, KVM, QEMU, toolchains, libvirt).
+//! - [`metrics`]: load for heartbeats (CPU/memory/disk use, running compilations).
+//! - [`client`]: the protocol client (`testfarm_api::agent`), 409 as a typed stale epoch.
+//! - [`control`]: run / cancel / drop, the one signal a running job obeys.
+//! - [`logs`]: log shipping in numbered chunks, retried, never lost or doubled.
+//! - [`shell`]: one process group per step: spawn, pipe to the log, timeout, kill.
+//! - [`upload`]: `upload` steps' globs and file listing.
+//! - [`executor`]: one job: work directory, steps, `always`, outcomes.
+//! - [`ssh`]: remote hosts through the system OpenSSH client, with precise errors.
+//! - [`agent`]: the loop tying them together: [`run`].
+
+pub mod agent;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod detect;
+pub mod executor;
+pub mod logs;
+pub mod metrics;
+pub mod shell;
+pub mod ssh;
+pub mod upload;
+
+pub use agent::{AgentError, run};
+pub use config::AgentConfig;
