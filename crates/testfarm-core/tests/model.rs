@@ -8,6 +8,8 @@
 //!
 //! - no board ever has two active leases;
 //! - no QEMU host's active shares exceed 85% of its cpus or memory;
+//! - policies hold: at most `MAX_BOARDS_BUSY` boards leased at once (`max_concurrent`),
+//!   at most `MAX_VMS` VMs per host (`max_vms_per_host`);
 //! - epochs strictly grow per resource;
 //! - a job holds exactly one active lease while assigned or running, none otherwise;
 //! - a job enters a terminal state at most once and never leaves it; at the end, after
@@ -26,7 +28,7 @@ use testfarm_core::lease::{
     DEFAULT_HEARTBEAT_TTL, Holder, Lease, LeaseRequest, LeaseState, Share, acquire, reap,
 };
 use testfarm_core::placement::{Decision, Snapshot, place};
-use testfarm_core::policy::Policies;
+use testfarm_core::policy::{Policies, Policy, PolicyRule};
 use testfarm_core::priority::Priority;
 use testfarm_core::queue::{QueuedJob, queue_timeouts};
 use testfarm_core::reconcile::{JobRecord, reconcile};
@@ -39,6 +41,35 @@ const BOARDS: usize = 3;
 const HOSTS: usize = 2;
 const HOST_CPUS: u32 = 8;
 const HOST_MEM: u64 = 8192;
+const MAX_BOARDS_BUSY: usize = 2;
+const MAX_VMS: usize = 3;
+
+fn policies() -> Policies {
+    let mut groups = std::collections::BTreeMap::new();
+    groups.insert("boards".to_string(), Selector::parse("kind=board").unwrap());
+    Policies {
+        policies: vec![
+            Policy {
+                name: "two-boards".into(),
+                priority: 10,
+                rule: PolicyRule::MaxConcurrent {
+                    group: "boards".into(),
+                    max: MAX_BOARDS_BUSY as u32,
+                },
+            },
+            Policy {
+                name: "three-vms".into(),
+                priority: 5,
+                rule: PolicyRule::MaxVmsPerHost {
+                    group: None,
+                    max: MAX_VMS as u32,
+                },
+            },
+        ],
+        groups,
+        ..Policies::default()
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -286,7 +317,7 @@ impl Model {
                     .filter(|j| j.state == JobState::Queued)
                     .map(|j| j.q.clone())
                     .collect();
-                let decisions = place(&self.snapshot(), &queued, &Policies::default(), self.now);
+                let decisions = place(&self.snapshot(), &queued, &policies(), self.now);
                 assert_eq!(decisions.len(), queued.len());
                 for d in decisions {
                     if let Decision::Place {
@@ -470,7 +501,7 @@ impl Model {
                     queue_timeout: None,
                 };
                 let rid = res.id;
-                let d = place(&self.snapshot(), &[q], &Policies::default(), self.now);
+                let d = place(&self.snapshot(), &[q], &policies(), self.now);
                 if let Decision::Place {
                     resource, share, ..
                 } = &d[0]
@@ -512,6 +543,18 @@ impl Model {
     }
 
     fn check(&self) {
+        let busy_boards = self
+            .leases
+            .iter()
+            .filter(|l| {
+                l.state == LeaseState::Active
+                    && self
+                        .resources
+                        .iter()
+                        .any(|r| r.id == l.resource_id && r.kind == ResourceKind::Board)
+            })
+            .count();
+        assert!(busy_boards <= MAX_BOARDS_BUSY, "{busy_boards} boards busy");
         for r in &self.resources {
             let active: Vec<&Lease> = self
                 .leases
@@ -538,6 +581,12 @@ impl Model {
                     let mem: u64 = active.iter().map(|l| l.share.memory_mb()).sum();
                     assert!(cpus * 100 <= HOST_CPUS * 85, "{} cpus on {}", cpus, r.name);
                     assert!(mem * 100 <= HOST_MEM * 85, "{} MiB on {}", mem, r.name);
+                    assert!(
+                        active.len() <= MAX_VMS,
+                        "{} VMs on {}",
+                        active.len(),
+                        r.name
+                    );
                 }
             }
             // Epochs strictly grow in grant order.
