@@ -37,6 +37,18 @@ enum Command {
     Group(cmd::group::Args),
     /// Manage API tokens (admins).
     Token(cmd::token::Args),
+    /// Submit a job spec (YAML).
+    Submit(cmd::job::SubmitArgs),
+    /// List jobs.
+    Jobs(cmd::job::JobsArgs),
+    /// Show, cancel or explain one job.
+    Job(cmd::job::JobArgs),
+    /// Print a job's log (-f follows it until the job ends).
+    Logs(cmd::job::LogsArgs),
+    /// Take, renew, release and list leases; run a command under one.
+    Lease(cmd::lease::Args),
+    /// Manage scheduling policies (admins).
+    Policy(cmd::policy::Args),
     /// Show the event log, or follow it live.
     Events(cmd::events::Args),
     /// Parse a TAP stream and print a summary, JSON or JUnit XML.
@@ -71,6 +83,12 @@ fn main() -> ExitCode {
         Command::Group(args) => block_on(cmd::group::run(args)),
         Command::Token(args) => block_on(cmd::token::run(args)),
         Command::Events(args) => block_on(cmd::events::run(args)),
+        Command::Submit(args) => block_on(cmd::job::submit(args)),
+        Command::Jobs(args) => block_on(cmd::job::jobs(args)),
+        Command::Job(args) => block_on(cmd::job::job(args)),
+        Command::Logs(args) => block_on(cmd::job::logs(args)),
+        Command::Lease(args) => block_on(cmd::lease::run(args)),
+        Command::Policy(args) => block_on(cmd::policy::run(args)),
         Command::Tap(args) => cmd::tap::run(args),
         Command::Prove(args) => cmd::prove::run(args),
         Command::Vmtest(args) => cmd::vmtest::run(args),

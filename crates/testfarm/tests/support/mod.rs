@@ -18,14 +18,30 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Lab {
-        let dir = tempfile::Builder::new().prefix("tf-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("tf-test-")
+            .tempdir()
+            .unwrap();
         let out = Command::new(BIN)
-            .args(["init", "--non-interactive", "--listen", "127.0.0.1:0", "--base-dir"])
+            .args([
+                "init",
+                "--non-interactive",
+                "--listen",
+                "127.0.0.1:0",
+                "--base-dir",
+            ])
             .arg(dir.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
-        let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_string();
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = std::fs::read_to_string(dir.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
         Lab { dir, token }
     }
 
@@ -39,6 +55,52 @@ impl Lab {
 
     pub fn start(&self) -> Server {
         Server::start(&self.config(), &[])
+    }
+
+    /// Replaces `key = …` in `[section]` of config.toml (the key must exist there).
+    pub fn set(&self, section: &str, key: &str, value: &str) {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        let mut out = Vec::new();
+        let mut in_section = false;
+        let mut done = false;
+        for line in text.lines() {
+            if line.starts_with('[') {
+                in_section = line.trim() == format!("[{section}]");
+            }
+            if in_section && !done && line.starts_with(&format!("{key} =")) {
+                out.push(format!("{key} = {value}"));
+                done = true;
+            } else {
+                out.push(line.to_string());
+            }
+        }
+        assert!(done, "no {key} in [{section}]");
+        std::fs::write(self.config(), out.join("\n") + "\n").unwrap();
+    }
+
+    /// Fast clocks for tests: short heartbeat TTL, offline detection, reaping.
+    pub fn fast(&self) {
+        self.set("leases", "heartbeat_ttl", "\"2s\"");
+        self.set("leases", "reap_interval", "\"200ms\"");
+        self.set("health", "offline_after", "\"3s\"");
+        self.set("health", "heartbeat_interval", "\"1s\"");
+        self.set("scheduler", "tick", "\"200ms\"");
+        self.set("scheduler", "restart_grace", "\"3s\"");
+        self.set("agent.local", "enabled", "false");
+    }
+}
+
+/// Polls `f` every 100 ms until it returns Some, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -83,10 +145,17 @@ impl Server {
             Err(_) => {
                 let _ = child.kill();
                 let err: Vec<String> = erx.try_iter().collect();
-                panic!("server did not start within 30 s; stderr:\n{}", err.join("\n"));
+                panic!(
+                    "server did not start within 30 s; stderr:\n{}",
+                    err.join("\n")
+                );
             }
         };
-        Server { child, url, stderr: erx }
+        Server {
+            child,
+            url,
+            stderr: erx,
+        }
     }
 
     pub fn stderr_lines(&self) -> Vec<String> {
@@ -95,7 +164,10 @@ impl Server {
 
     /// SIGTERM, then wait (bounded) for a clean exit; returns the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         for _ in 0..200 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
@@ -142,12 +214,24 @@ impl Http {
     pub fn new(url: &str) -> Http {
         Http {
             url: url.to_string(),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
-            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
         }
     }
 
-    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<(&str, &str)>) -> Resp {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, &str)>,
+    ) -> Resp {
         let mut req = self
             .client
             .request(method.parse().unwrap(), format!("{}{}", self.url, path));
@@ -167,7 +251,47 @@ impl Http {
                 .unwrap_or_default();
             let text = resp.text().await.unwrap();
             let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-            Resp { status, content_type, body, text }
+            Resp {
+                status,
+                content_type,
+                body,
+                text,
+            }
+        })
+    }
+
+    pub fn call_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{}", self.url, path))
+            .bearer_auth(token)
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.rt.block_on(async {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let text = resp.text().await.unwrap();
+            let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+            Resp {
+                status,
+                content_type,
+                body,
+                text,
+            }
         })
     }
 
@@ -176,7 +300,12 @@ impl Http {
     }
 
     pub fn post(&self, path: &str, token: &str, json: serde_json::Value) -> Resp {
-        self.call("POST", path, Some(token), Some(("application/json", &json.to_string())))
+        self.call(
+            "POST",
+            path,
+            Some(token),
+            Some(("application/json", &json.to_string())),
+        )
     }
 }
 
