@@ -268,10 +268,8 @@ async fn worker(mut vm: Option<Vm>, shared: Arc<Shared>) -> Option<Vm> {
         }
         let Some(v) = vm.as_mut() else { continue };
         let (mut result, vm_ok) = run_one(v, &job, &shared.opts).await;
-        if !vm_ok {
-            if let Some(dead) = vm.take() {
-                dead.kill().await;
-            }
+        if !vm_ok && let Some(dead) = vm.take() {
+            dead.kill().await;
         }
         let passed = result.passed();
         if !passed && job.attempt <= shared.opts.retries {

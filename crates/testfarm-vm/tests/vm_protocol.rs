@@ -1,6 +1,8 @@
 //! One real VM (TCG) driven first with the literal v1 table, then, on the same guest after
 //! `EXIT`, with framed v2: output split, in-band markers, timeouts, cancel, files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! pass/fail/skip/TODO/hang/crash, reports, crash replacement, parallel runs, Ctrl-C, and
 //! nothing left behind. Each run gets its own XDG_RUNTIME_DIR so leftovers are visible.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

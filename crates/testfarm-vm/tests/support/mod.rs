@@ -1,7 +1,7 @@
 //! Shared by the VM tests: the default image, built once per machine (cached by content) from
 //! the host's kernel, busybox-static and a static build of testfarm-guest.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -3,7 +3,7 @@
 //! `PodOptions`, results become `testfarm-tap` reports.
 
 mod image;
-mod settings;
+pub(crate) mod settings;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
