@@ -5,7 +5,6 @@
 
 mod client;
 mod cmd;
-mod host;
 mod logging;
 mod output;
 

@@ -7,13 +7,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use testfarm_agent::detect;
 use testfarm_api::resource::{BoardInfo, Capabilities, CreateResource, Labels, Resource, ResourceKind};
 use testfarm_server::config::{Config, LogFormat};
 use testfarm_server::{Paths, Server};
 
 use crate::client::Client;
 use crate::cmd::init;
-use crate::host;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -117,7 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Registers this host and two simulated boards through the API, as an operator would.
 async fn register_lab(client: &Client, data_dir: &std::path::Path) -> anyhow::Result<Vec<Resource>> {
-    let caps = host::detect(data_dir);
+    let caps = detect::detect_local(data_dir, &[]).await.capabilities();
     let arch = caps.arch.clone().unwrap_or_default();
     let labels = |pairs: &[(&str, &str)]| -> Labels {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -129,7 +129,7 @@ async fn register_lab(client: &Client, data_dir: &std::path::Path) -> anyhow::Re
         capabilities: caps.clone(),
         board: None,
     }];
-    if host::which("qemu-system-x86_64").is_some() || host::which("qemu-system-aarch64").is_some() {
+    if detect::which("qemu-system-x86_64").is_some() || detect::which("qemu-system-aarch64").is_some() {
         wanted.push(CreateResource {
             name: "local-qemu".into(),
             kind: ResourceKind::QemuHost,
