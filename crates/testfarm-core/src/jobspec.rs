@@ -1007,9 +1007,27 @@ pub fn parse_var(arg: &str) -> Result<(String, String), SpecError> {
 
 fn from_yaml_error(e: &serde_saphyr::Error, path: Option<String>, text: &str) -> SpecError {
     use serde_saphyr::MessageFormatter;
-    let message = serde_saphyr::DefaultMessageFormatter
+    let mut message = serde_saphyr::DefaultMessageFormatter
         .format_message(e)
         .into_owned();
+    // A misspelt key or step kind gets the closest known one ("did you mean `steps`?").
+    let unknown = match e {
+        serde_saphyr::Error::SerdeUnknownField {
+            field, expected, ..
+        } => Some((field.as_str(), expected)),
+        serde_saphyr::Error::SerdeUnknownVariant {
+            variant, expected, ..
+        } => Some((variant.as_str(), expected)),
+        _ => None,
+    };
+    if let Some((got, expected)) = unknown {
+        let listed: Vec<String> = expected.iter().map(|x| format!("`{x}`")).collect();
+        let serde_style = format!("unknown field `{got}`, expected {}", listed.join(", "));
+        let suggested = crate::diagnostic::with_suggestion(&serde_style);
+        if let Some(hint) = suggested.strip_prefix(serde_style.as_str()) {
+            message.push_str(hint);
+        }
+    }
     let mut path = path.filter(|p| p != ".").unwrap_or_default();
     // An unknown key's path stops at its parent: name the key itself.
     if let serde_saphyr::Error::SerdeUnknownField { field, .. } = e
@@ -1245,6 +1263,14 @@ vars:
         let e = err("name: x\nstep:\n  - shell: a\n");
         assert_eq!(e.path, "step", "{e}");
         assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.ends_with("did you mean `steps`?"), "{e}");
+        assert!(
+            !err("name: x\nzzz: 1\nsteps:\n  - sleep: 1s\n")
+                .message
+                .contains("did you mean")
+        );
+        let e = err("name: x\nsteps:\n  - shel: a\n");
+        assert!(e.message.ends_with("did you mean `shell`?"), "{e}");
     }
 
     #[test]
