@@ -181,10 +181,17 @@ while :; do /sbin/testfarm-guest; sleep 1; done
 /// mount namespace whose / is an overlay of the real root with a fresh tmpfs on top, so every
 /// write the test makes disappears with it.
 const ISOLATE: &str = r#"#!/bin/sh
+# Clean up after isolated tests whose helper was killed (timeout): their cgroups may hold
+# escaped processes.
+for old in /sys/fs/cgroup/testfarm-*; do
+  [ -d "$old" ] || continue
+  kill -0 "${old##*-}" 2>/dev/null && continue
+  echo 1 > "$old/cgroup.kill" 2>/dev/null; sleep 0.05; rmdir "$old" 2>/dev/null
+done
 cg=/sys/fs/cgroup/testfarm-$$
-if mkdir "$cg" 2>/dev/null; then echo $$ > "$cg/cgroup.procs"; fi
-cleanup() { [ -d "$cg" ] && { echo 1 > "$cg/cgroup.kill" 2>/dev/null; sleep 0.05; rmdir "$cg" 2>/dev/null; }; }
-unshare -m /bin/sh -c '
+mkdir "$cg" 2>/dev/null || cg=
+TF_CG="$cg" unshare -m /bin/sh -c '
+  [ -n "$TF_CG" ] && echo $$ > "$TF_CG/cgroup.procs"
   set -e
   w=/run/isolate-$$; mkdir -p $w; mount -t tmpfs tmpfs $w
   mkdir -p $w/upper $w/work $w/root
@@ -192,14 +199,18 @@ unshare -m /bin/sh -c '
   for d in proc sys dev mnt/host; do [ -d /$d ] && mount --rbind /$d $w/root/$d; done
   mount -t tmpfs tmpfs $w/root/tmp
   mount -t tmpfs tmpfs $w/root/run
-  cd "${PWD:-/}" 2>/dev/null || cd /
-  exec chroot $w/root /bin/sh -c "cd \"\$0\" 2>/dev/null; exec \"\$@\"" "$PWD" "$@"
+  exec chroot $w/root /bin/sh -c "cd \"\$0\" 2>/dev/null || cd /; exec \"\$@\"" "$PWD" "$@"
 ' testfarm-isolate "$@" &
 child=$!
 trap 'kill -9 $child 2>/dev/null' TERM INT
 wait $child
 rc=$?
-cleanup
+if [ -n "$cg" ]; then
+  echo 1 > "$cg/cgroup.kill" 2>/dev/null
+  i=0
+  while [ -n "$(cat "$cg/cgroup.procs" 2>/dev/null)" ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done
+  rmdir "$cg" 2>/dev/null
+fi
 exit $rc
 "#;
 

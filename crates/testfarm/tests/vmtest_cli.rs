@@ -167,3 +167,32 @@ fn parallel_runs_do_not_collide_and_ctrl_c_cleans_up() {
     assert_eq!(status.code(), Some(130));
     assert_clean(runtime.path());
 }
+
+#[test]
+fn isolate_test_gives_each_test_a_clean_guest() {
+    let runtime = tempfile::tempdir().unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tree.path().join("t")).unwrap();
+    // a leaves a file and a process that escaped its process group; b must see neither.
+    std::fs::write(
+        tree.path().join("t/a_test.sh"),
+        "echo 1..1\necho dirty > /root/marker\nsetsid sleep 1000 >/dev/null 2>&1 </dev/null &\necho ok 1 - left a mess\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tree.path().join("t/b_test.sh"),
+        "echo 1..2\n[ ! -e /root/marker ] && echo ok 1 - no file || echo not ok 1 - file survived\n\
+         [ -z \"$(ps | grep '[s]leep 1000')\" ] && echo ok 2 - no process || echo not ok 2 - process survived\n",
+    )
+    .unwrap();
+    let out = vmtest(runtime.path())
+        .arg("--root")
+        .arg(tree.path())
+        .args(["-j", "1", "--isolate", "test", "--keep-going"])
+        .output()
+        .unwrap();
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    assert!(s.contains("isolate test"), "{s}");
+    assert_clean(runtime.path());
+}
