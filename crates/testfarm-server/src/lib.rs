@@ -68,7 +68,11 @@ impl Paths {
         db_override: Option<&Path>,
         admin_token_env: Option<PathBuf>,
     ) -> Paths {
-        let data_dir = config_dir.join(&config.server.data_dir);
+        let data_dir = if config.server.data_dir == Path::new(".") {
+            config_dir.to_path_buf()
+        } else {
+            config_dir.join(&config.server.data_dir)
+        };
         Paths {
             database: db_override
                 .map(Path::to_path_buf)
@@ -141,6 +145,31 @@ impl Server {
         &self.state.store
     }
 
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// Issues a fresh agent-role token named `name` for the built-in agent and returns
+    /// its text. The secret lives only in this process; a restart issues a new one.
+    pub async fn issue_agent_token(&self, name: &str) -> Result<String, ServerError> {
+        let err = |why: String| ServerError::AdminToken {
+            path: PathBuf::from("(built-in agent token)"),
+            why,
+        };
+        let (id, text) = auth::new_token();
+        let parts = testfarm_core::token::parse(&text).map_err(|e| err(e.to_string()))?;
+        let hash = testfarm_core::token::hash_secret(parts.secret);
+        let mut tx = self.state.store.begin().await.map_err(|e| err(e.to_string()))?;
+        tx.upsert_named_token(&id, name, testfarm_core::Role::Agent, &hash, Utc::now())
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        tx.record(NewEvent::new("token.created", "token", name, "server").with_data(
+            serde_json::json!({ "role": "agent", "id": id, "source": "built-in agent" }),
+        ));
+        tx.commit().await.map_err(|e| err(e.to_string()))?;
+        Ok(text)
+    }
+
     /// Serves until `shutdown` completes, then lets in-flight requests finish (bounded
     /// by `server.shutdown_grace`) and closes the database.
     pub async fn run(
@@ -197,7 +226,7 @@ async fn install_admin_token(store: &Store, path: &Path) -> Result<(), ServerErr
     let now = Utc::now();
     let mut tx = store.begin().await.map_err(|e| err(e.to_string()))?;
     let changed = tx
-        .upsert_bootstrap_token(parts.id, "admin", &hash, now)
+        .upsert_named_token(parts.id, "admin", testfarm_core::Role::Admin, &hash, now)
         .await
         .map_err(|e| err(e.to_string()))?;
     if changed {

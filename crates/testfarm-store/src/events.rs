@@ -110,7 +110,10 @@ impl Store {
     /// Starts the one transaction a state change is written in.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
-            inner: self.pool.begin().await?,
+            // IMMEDIATE takes the write lock up front: a deferred transaction that reads
+            // and then writes fails at once (SQLITE_BUSY_SNAPSHOT) when another writer
+            // committed in between, whatever the busy timeout.
+            inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
             events: Vec::new(),
             store: self.clone(),
         })

@@ -134,23 +134,26 @@ impl Tx {
         Ok(token)
     }
 
-    /// Installs or replaces the bootstrap admin token (read from `admin.token` at start),
-    /// so the file on disk is always the one that works.
-    pub async fn upsert_bootstrap_token(
+    /// Installs or replaces the token called `name` (the bootstrap admin token read from
+    /// `admin.token`, the built-in agent's token), so the secret the server holds is
+    /// always the one that works. Returns whether anything changed.
+    pub async fn upsert_named_token(
         &mut self,
         id: &str,
         name: &str,
+        role: Role,
         secret_sha256: &[u8],
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let existing = sqlx::query("SELECT id, secret_sha256 FROM tokens WHERE name = ?")
+        let existing = sqlx::query("SELECT id, secret_sha256, role FROM tokens WHERE name = ?")
             .bind(name)
             .fetch_optional(self.conn())
             .await?;
         if let Some(row) = existing {
             let old_id: String = row.try_get("id")?;
             let old_hash: Vec<u8> = row.try_get("secret_sha256")?;
-            if old_id == id && old_hash == secret_sha256 {
+            let old_role: String = row.try_get("role")?;
+            if old_id == id && old_hash == secret_sha256 && old_role == role.as_str() {
                 return Ok(false);
             }
             sqlx::query("DELETE FROM tokens WHERE name = ?")
@@ -161,7 +164,7 @@ impl Tx {
         let info = TokenInfo {
             id: id.to_string(),
             name: name.to_string(),
-            role: Role::Admin,
+            role,
             created_at: now,
             last_used_at: None,
             revoked_at: None,

@@ -5,6 +5,7 @@
 
 mod client;
 mod cmd;
+mod local_agent;
 mod logging;
 mod output;
 

@@ -1,19 +1,45 @@
-//! `testfarm demo`: a whole lab on this machine in one command. A server with its
-//! SQLite database in a temporary base directory, this host registered as a build server
-//! (and a QEMU host when QEMU is installed), two simulated boards, and pointers to look.
+//! `testfarm demo`: a whole lab on this machine in one command. A server with its SQLite
+//! database in a temporary base directory, the built-in agent registering this host as a
+//! build server (and a QEMU host when QEMU is installed) and two simulated boards, two
+//! example jobs run through it, and pointers to where to look.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use testfarm_agent::detect;
-use testfarm_api::resource::{BoardInfo, Capabilities, CreateResource, Labels, Resource, ResourceKind};
+use testfarm_api::Page;
+use testfarm_api::job::{Job, SubmitJob};
+use testfarm_api::resource::Resource;
 use testfarm_server::config::{Config, LogFormat};
 use testfarm_server::{Paths, Server};
 
 use crate::client::Client;
 use crate::cmd::init;
+
+/// The simulated boards the demo's agent manages.
+const SIM_BOARDS: &str = r#"
+[[resource]]
+kind = "board"
+name = "sim-board-1"
+arch = "arm64"
+peripherals = ["serial", "ethernet"]
+labels = { site = "local", board_type = "sim", team = "demo" }
+board = { board_type = "sim", serial_number = "SIM-0001", power_method = "process", flash_station = "local-build" }
+
+[[resource]]
+kind = "board"
+name = "sim-board-2"
+arch = "arm64"
+peripherals = ["serial", "ethernet"]
+labels = { site = "local", board_type = "sim", team = "demo" }
+board = { board_type = "sim", serial_number = "SIM-0002", power_method = "process", flash_station = "local-build" }
+"#;
+
+const JOBS: [(&str, &str); 2] = [
+    ("examples/demo/hello-board.yaml", include_str!("../../../../examples/demo/hello-board.yaml")),
+    ("examples/demo/build.yaml", include_str!("../../../../examples/demo/build.yaml")),
+];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -54,7 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let token = std::fs::read_to_string(&done.token_path)?.trim().to_string();
     let mut config = Config::load(&done.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         let paths = Paths::resolve(&config, &base, None, None);
         let server = match Server::bind(config.clone(), &paths).await {
             Ok(s) => s,
@@ -65,36 +91,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e.into()),
         };
         let url = format!("http://{}", server.local_addr()?);
+        let agent = crate::local_agent::start(&server, &url, &paths.data_dir.join("work"), SIM_BOARDS).await?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
+            agent.stop().await;
         }));
 
         let client = Client::new(&url, token.clone())?;
-        let registered = register_lab(&client, &paths.data_dir).await?;
-
-        println!("testfarm demo is running");
-        println!();
-        println!("  server    {url}");
-        println!("  base dir  {}", base.display());
-        println!("  database  {}", paths.database.display());
-        println!("  token     {}", done.token_path.display());
-        println!();
-        println!("resources:");
-        for r in &registered {
-            println!("  {:<14} {:<13} {}", r.name, r.kind, r.labels);
-        }
-        println!();
-        println!("try, in another terminal:");
-        println!("  export TESTFARM_URL={url} TESTFARM_TOKEN_FILE={}", done.token_path.display());
-        println!("  testfarm resource list");
-        println!("  testfarm resource maintenance sim-board-2 on --reason 'reflash'");
-        println!("  testfarm events --follow");
-        println!("  curl -H \"Authorization: Bearer $(cat {})\" {url}/api/v1/openapi.json", done.token_path.display());
+        let code = tour(&client, &url, &base, &paths.database, &done.token_path).await;
 
         match args.exit_after {
             Some(secs) => {
-                println!();
                 println!("(stopping after {secs} s)");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
@@ -102,68 +110,83 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
             None => {
-                println!();
                 println!("Ctrl-C to stop.");
                 crate::cmd::server::shutdown_signal().await;
             }
         }
         let _ = stop_tx.send(());
         serving.await??;
-        Ok::<_, anyhow::Error>(())
+        code
     })?;
     drop(temp);
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
-/// Registers this host and two simulated boards through the API, as an operator would.
-async fn register_lab(client: &Client, data_dir: &std::path::Path) -> anyhow::Result<Vec<Resource>> {
-    let caps = detect::detect_local(data_dir, &[]).await.capabilities();
-    let arch = caps.arch.clone().unwrap_or_default();
-    let labels = |pairs: &[(&str, &str)]| -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    };
-    let mut wanted = vec![CreateResource {
-        name: "local-build".into(),
-        kind: ResourceKind::BuildServer,
-        labels: labels(&[("site", "local"), ("arch", &arch)]),
-        capabilities: caps.clone(),
-        board: None,
-    }];
-    if detect::which("qemu-system-x86_64").is_some() || detect::which("qemu-system-aarch64").is_some() {
-        wanted.push(CreateResource {
-            name: "local-qemu".into(),
-            kind: ResourceKind::QemuHost,
-            labels: labels(&[("site", "local"), ("arch", &arch)]),
-            capabilities: caps.clone(),
-            board: None,
-        });
+/// Waits for the lab to come up, runs the example jobs, and prints where to look.
+async fn tour(
+    client: &Client,
+    url: &str,
+    base: &std::path::Path,
+    database: &std::path::Path,
+    token_path: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    // The built-in agent registers its resources within a moment of starting.
+    let mut resources: Vec<Resource> = Vec::new();
+    for _ in 0..100 {
+        let page: Page<Resource> = client.get("/api/v1/resources").await?;
+        resources = page.items;
+        if resources.iter().filter(|r| r.name.starts_with("sim-board")).count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for i in 1..=2 {
-        wanted.push(CreateResource {
-            name: format!("sim-board-{i}"),
-            kind: ResourceKind::Board,
-            labels: labels(&[("site", "local"), ("board_type", "sim"), ("team", "demo")]),
-            capabilities: Capabilities {
-                arch: Some("arm64".into()),
-                peripherals: vec!["serial".into(), "ethernet".into()],
-                ..Default::default()
-            },
-            board: Some(BoardInfo {
-                board_type: Some("sim".into()),
-                serial_number: Some(format!("SIM-000{i}")),
-                power_method: Some("process".into()),
-                flash_station: Some("local-build".into()),
-            }),
-        });
+    println!("testfarm demo is running");
+    println!();
+    println!("  server    {url}");
+    println!("  base dir  {}", base.display());
+    println!("  database  {}", database.display());
+    println!("  token     {}", token_path.display());
+    println!();
+    println!("resources (registered by the built-in agent):");
+    for r in &resources {
+        println!("  {:<14} {:<13} {:<10} {}", r.name, r.kind, r.state, r.labels);
     }
-    let mut out = Vec::new();
-    for req in wanted {
-        let existing: anyhow::Result<Resource> = client.get(&format!("/api/v1/resources/{}", req.name)).await;
-        let r = match existing {
-            Ok(r) => r,
-            Err(_) => client.post("/api/v1/resources", &req).await?,
-        };
-        out.push(r);
+    println!();
+    let mut all_passed = true;
+    for (path, spec) in JOBS {
+        let job: Job = client
+            .post("/api/v1/jobs", &SubmitJob { spec: spec.to_string(), vars: Default::default(), priority: None })
+            .await?;
+        let end = wait(client, &job.id, Duration::from_secs(120)).await?;
+        all_passed &= end.state == testfarm_api::job::JobState::Passed;
+        println!(
+            "job {:<18} {:<7} on {:<12} ({path}, id {})",
+            end.name,
+            end.state.to_string(),
+            end.resource.clone().unwrap_or_default(),
+            end.id
+        );
     }
-    Ok(out)
+    println!();
+    println!("try, in another terminal:");
+    println!("  export TESTFARM_URL={url} TESTFARM_TOKEN_FILE={}", token_path.display());
+    println!("  testfarm resource list");
+    println!("  testfarm jobs");
+    println!("  testfarm logs <job id>");
+    println!("  testfarm submit examples/demo/hello-board.yaml --wait");
+    println!("  testfarm lease exec -s board_type=sim -- sh -c 'echo holding $TESTFARM_RESOURCE'");
+    println!("  testfarm events --follow");
+    println!();
+    Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn wait(client: &Client, id: &str, limit: Duration) -> anyhow::Result<Job> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let job: Job = client.get(&format!("/api/v1/jobs/{id}")).await?;
+        if job.state.is_terminal() || tokio::time::Instant::now() > deadline {
+            return Ok(job);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -42,7 +42,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
-    crate::logging::init(args.log_format.unwrap_or(config.log.format), &config.log.level);
+    crate::logging::init(
+        args.log_format.unwrap_or(config.log.format),
+        &config.log.level,
+    );
     let config_dir = args
         .config
         .parent()
@@ -53,12 +56,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let paths = Paths::resolve(&config, &config_dir, args.database.as_deref(), token_env);
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
+        let local_enabled = config.agent.local.enabled;
         let server = Server::bind(config, &paths).await?;
         let addr = server.local_addr()?;
         tracing::info!(%addr, database = %paths.database.display(), "testfarm server listening");
+        let url = format!("http://{addr}");
+        let agent = if local_enabled {
+            Some(crate::local_agent::start(&server, &url, &paths.data_dir.join("work"), "").await?)
+        } else {
+            None
+        };
         // Scripts (and tests) read the bound address from this line on stdout.
-        println!("listening on http://{addr}");
-        server.run(shutdown_signal()).await?;
+        println!("listening on {url}");
+        server
+            .run(async move {
+                shutdown_signal().await;
+                if let Some(agent) = agent {
+                    agent.stop().await;
+                }
+            })
+            .await?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_testfarm");
 
-/// A base directory set up with `testfarm init`.
+/// A base directory set up with `testfarm init`, with the built-in agent switched off.
 pub struct Lab {
     pub dir: tempfile::TempDir,
     pub token: String,
@@ -42,7 +42,11 @@ impl Lab {
             .unwrap()
             .trim()
             .to_string();
-        Lab { dir, token }
+        let lab = Lab { dir, token };
+        // Tests see only the resources they create; `lab.set("agent.local", "enabled",
+        // "true")` turns the built-in agent back on.
+        lab.set("agent.local", "enabled", "false");
+        lab
     }
 
     pub fn path(&self) -> &Path {
