@@ -39,7 +39,11 @@ pub fn parse(token: &str) -> Result<TokenParts<'_>, MalformedToken> {
         && id.chars().all(|c| c.is_ascii_alphanumeric())
         && secret.len() == 64
         && secret.chars().all(|c| c.is_ascii_hexdigit());
-    if ok { Ok(TokenParts { id, secret }) } else { Err(MalformedToken) }
+    if ok {
+        Ok(TokenParts { id, secret })
+    } else {
+        Err(MalformedToken)
+    }
 }
 
 /// The stored form of a secret.

@@ -15,7 +15,12 @@ use testfarm_api::Problem;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
     /// Server URL.
-    #[arg(long, global = true, env = "TESTFARM_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "TESTFARM_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub url: String,
     /// API token (prefer --token-file or TESTFARM_TOKEN_FILE: command lines are visible to
     /// other users of the machine).
@@ -77,11 +82,16 @@ impl Client {
     }
 
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(path)).bearer_auth(&self.token)
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token)
     }
 
     /// Sends and decodes JSON; a non-2xx answer becomes [`Refused`].
-    pub async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
         let resp = req
             .timeout(Duration::from_secs(60))
             .send()
@@ -93,19 +103,29 @@ impl Client {
             return Err(problem(status, &bytes).into());
         }
         let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-        serde_json::from_slice(body).with_context(|| format!("unexpected response from the server (HTTP {status})"))
+        serde_json::from_slice(body)
+            .with_context(|| format!("unexpected response from the server (HTTP {status})"))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.request(Method::GET, path)).await
     }
 
-    pub async fn post<T: DeserializeOwned, B: Serialize + ?Sized>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub async fn post<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
-    pub async fn patch<T: DeserializeOwned, B: Serialize + ?Sized>(&self, path: &str, body: &B) -> anyhow::Result<T> {
-        self.send(self.request(Method::PATCH, path).json(body)).await
+    pub async fn patch<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.request(Method::PATCH, path).json(body))
+            .await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

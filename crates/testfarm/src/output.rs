@@ -1,7 +1,7 @@
 //! How commands print: a readable table by default, JSON with `--json`.
 
 use comfy_table::presets::NOTHING;
-use comfy_table::{Table, ContentArrangement};
+use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
 /// The `--json` flag every list/show command takes.
@@ -42,5 +42,8 @@ pub fn fields(pairs: &[(&str, String)]) {
 
 /// Renders an optional timestamp compactly.
 pub fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    t.map_or_else(|| "-".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    t.map_or_else(
+        || "-".to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+    )
 }

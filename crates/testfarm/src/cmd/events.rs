@@ -54,7 +54,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.follow {
         q.push(("limit", "1000".into()));
         let events: Vec<Event> = client
-            .send(client.request(reqwest::Method::GET, "/api/v1/events").query(&q))
+            .send(
+                client
+                    .request(reqwest::Method::GET, "/api/v1/events")
+                    .query(&q),
+            )
             .await?;
         if args.format.json {
             output::json(&events)?;
@@ -72,7 +76,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await?;
     if !resp.status().is_success() {
         let status = resp.status();
-        anyhow::bail!("the server refused the stream: HTTP {status}: {}", resp.text().await.unwrap_or_default());
+        anyhow::bail!(
+            "the server refused the stream: HTTP {status}: {}",
+            resp.text().await.unwrap_or_default()
+        );
     }
     let mut body = resp.bytes_stream();
     let mut buf = Vec::new();

@@ -41,9 +41,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = args.conn.client()?;
     let json = args.format.json;
     match args.cmd {
-        Cmd::Add { name, selector, description } => {
+        Cmd::Add {
+            name,
+            selector,
+            description,
+        } => {
             let g: Group = client
-                .post("/api/v1/groups", &CreateGroup { name, selector, description })
+                .post(
+                    "/api/v1/groups",
+                    &CreateGroup {
+                        name,
+                        selector,
+                        description,
+                    },
+                )
                 .await?;
             if json {
                 output::json(&g)?;
@@ -64,7 +75,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Show { name } => {
-            let d: GroupDetail = client.get(&format!("/api/v1/groups/{}", enc(&name))).await?;
+            let d: GroupDetail = client
+                .get(&format!("/api/v1/groups/{}", enc(&name)))
+                .await?;
             if json {
                 output::json(&d)?;
             } else {
@@ -92,7 +105,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     })
                     .collect();
                 output::table(
-                    &["kind", "total", "available", "leased", "maintenance", "offline", "cpus", "memory mb", "utilization"],
+                    &[
+                        "kind",
+                        "total",
+                        "available",
+                        "leased",
+                        "maintenance",
+                        "offline",
+                        "cpus",
+                        "memory mb",
+                        "utilization",
+                    ],
                     rows,
                 );
                 println!();
@@ -100,7 +123,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Delete { name } => {
-            let _: serde_json::Value = client.delete(&format!("/api/v1/groups/{}", enc(&name))).await?;
+            let _: serde_json::Value = client
+                .delete(&format!("/api/v1/groups/{}", enc(&name)))
+                .await?;
             println!("deleted group {name}");
         }
     }

@@ -43,12 +43,21 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     println!("config: {}", done.config_path.display());
     match &done.token {
         Some(token) => {
-            println!("admin token (shown once; also in {} with mode 0600):", done.token_path.display());
+            println!(
+                "admin token (shown once; also in {} with mode 0600):",
+                done.token_path.display()
+            );
             println!("{token}");
         }
-        None => println!("admin token: kept the existing {}", done.token_path.display()),
+        None => println!(
+            "admin token: kept the existing {}",
+            done.token_path.display()
+        ),
     }
-    println!("start the server with: testfarm server -f {}", done.config_path.display());
+    println!(
+        "start the server with: testfarm server -f {}",
+        done.config_path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -60,7 +69,11 @@ fn ask(args: &mut Args) -> anyhow::Result<()> {
         let mut line = String::new();
         stdin.lock().read_line(&mut line)?;
         let line = line.trim();
-        Ok(if line.is_empty() { default.to_string() } else { line.to_string() })
+        Ok(if line.is_empty() {
+            default.to_string()
+        } else {
+            line.to_string()
+        })
     };
     loop {
         let answer = prompt("Listen address", &args.listen.to_string())?;
@@ -84,7 +97,8 @@ fn ask(args: &mut Args) -> anyhow::Result<()> {
 /// overwriting an existing config or token without `force`.
 pub fn init(args: &Args) -> anyhow::Result<Initialised> {
     let base = &args.base_dir;
-    std::fs::create_dir_all(base.join("work")).with_context(|| format!("cannot create {}", base.display()))?;
+    std::fs::create_dir_all(base.join("work"))
+        .with_context(|| format!("cannot create {}", base.display()))?;
     let config_path = base.join("config.toml");
     let token_path = base.join("admin.token");
 
@@ -99,9 +113,13 @@ pub fn init(args: &Args) -> anyhow::Result<Initialised> {
     // Refuse to write a file the server would refuse to read.
     Config::parse(&config_path, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
     if config_path.exists() && !args.force {
-        eprintln!("{} exists; keeping it (use --force to overwrite)", config_path.display());
+        eprintln!(
+            "{} exists; keeping it (use --force to overwrite)",
+            config_path.display()
+        );
     } else {
-        std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
+        std::fs::write(&config_path, text)
+            .with_context(|| format!("cannot write {}", config_path.display()))?;
     }
 
     let token = if token_path.exists() && !args.force {

@@ -164,7 +164,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("added {} {} ({})", r.kind, r.name, r.id);
             }
         }
-        Cmd::List { kind, state, selector } => {
+        Cmd::List {
+            kind,
+            state,
+            selector,
+        } => {
             let mut items = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
@@ -174,7 +178,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 q.extend(selector.clone().map(|s| ("selector", s)));
                 q.extend(cursor.clone().map(|c| ("cursor", c)));
                 let page: Page<Resource> = client
-                    .send(client.request(reqwest::Method::GET, "/api/v1/resources").query(&q))
+                    .send(
+                        client
+                            .request(reqwest::Method::GET, "/api/v1/resources")
+                            .query(&q),
+                    )
                     .await?;
                 items.extend(page.items);
                 match page.next_cursor {
@@ -189,7 +197,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Show { name } => {
-            let r: Resource = client.get(&format!("/api/v1/resources/{}", enc(&name))).await?;
+            let r: Resource = client
+                .get(&format!("/api/v1/resources/{}", enc(&name)))
+                .await?;
             if json {
                 output::json(&r)?;
             } else {
@@ -215,7 +225,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("{}: {}", r.name, r.labels);
             }
         }
-        Cmd::Maintenance { name, switch, reason, start, end } => {
+        Cmd::Maintenance {
+            name,
+            switch,
+            reason,
+            start,
+            end,
+        } => {
             let req = MaintenanceRequest {
                 enabled: switch == "on",
                 start,
@@ -223,7 +239,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 reason,
             };
             let r: Resource = client
-                .post(&format!("/api/v1/resources/{}/maintenance", enc(&name)), &req)
+                .post(
+                    &format!("/api/v1/resources/{}/maintenance", enc(&name)),
+                    &req,
+                )
                 .await?;
             if json {
                 output::json(&r)?;
@@ -231,9 +250,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("{} is {}", r.name, r.state);
             }
         }
-        Cmd::Retire { name, force, reason } => {
+        Cmd::Retire {
+            name,
+            force,
+            reason,
+        } => {
             let r: Resource = client
-                .post(&format!("/api/v1/resources/{}/retire", enc(&name)), &RetireRequest { force, reason })
+                .post(
+                    &format!("/api/v1/resources/{}/retire", enc(&name)),
+                    &RetireRequest { force, reason },
+                )
                 .await?;
             if json {
                 output::json(&r)?;
@@ -242,7 +268,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Delete { name } => {
-            let _: serde_json::Value = client.delete(&format!("/api/v1/resources/{}", enc(&name))).await?;
+            let _: serde_json::Value = client
+                .delete(&format!("/api/v1/resources/{}", enc(&name)))
+                .await?;
             if json {
                 output::json(&serde_json::json!({ "deleted": name }))?;
             } else {
@@ -268,7 +296,18 @@ pub fn list(items: &[Resource]) {
             ]
         })
         .collect();
-    output::table(&["name", "kind", "state", "health", "arch", "labels", "last seen"], rows);
+    output::table(
+        &[
+            "name",
+            "kind",
+            "state",
+            "health",
+            "arch",
+            "labels",
+            "last seen",
+        ],
+        rows,
+    );
 }
 
 fn show(r: &Resource) {
@@ -279,7 +318,14 @@ fn show(r: &Resource) {
         ("id", r.id.to_string()),
         ("kind", r.kind.to_string()),
         ("state", r.state.to_string()),
-        ("health", format!("{} {}", r.health.status.as_str(), r.health.reasons.join("; "))),
+        (
+            "health",
+            format!(
+                "{} {}",
+                r.health.status.as_str(),
+                r.health.reasons.join("; ")
+            ),
+        ),
         ("labels", r.labels.to_string()),
         ("cpus", opt(c.cpus.map(|v| v.to_string()))),
         ("memory", opt(c.memory_mb.map(|v| format!("{v} MB")))),
@@ -299,7 +345,12 @@ fn show(r: &Resource) {
     if let Some(m) = &r.maintenance {
         f.push((
             "maintenance",
-            format!("{} (from {} to {})", m.reason, output::when(m.start), output::when(m.end)),
+            format!(
+                "{} (from {} to {})",
+                m.reason,
+                output::when(m.start),
+                output::when(m.end)
+            ),
         ));
     }
     if let Some(reason) = &r.retired_reason {

@@ -39,11 +39,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let json = args.format.json;
     match args.cmd {
         Cmd::Create { name, role } => {
-            let t: CreatedToken = client.post("/api/v1/tokens", &CreateToken { name, role }).await?;
+            let t: CreatedToken = client
+                .post("/api/v1/tokens", &CreateToken { name, role })
+                .await?;
             if json {
                 output::json(&t)?;
             } else {
-                eprintln!("created {} token {:?}; it is shown only this once:", t.info.role, t.info.name);
+                eprintln!(
+                    "created {} token {:?}; it is shown only this once:",
+                    t.info.role, t.info.name
+                );
                 println!("{}", t.token);
             }
         }
@@ -65,11 +70,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .collect();
-                output::table(&["name", "role", "id", "created", "last used", "revoked"], rows);
+                output::table(
+                    &["name", "role", "id", "created", "last used", "revoked"],
+                    rows,
+                );
             }
         }
         Cmd::Revoke { name } => {
-            let t: TokenInfo = client.delete(&format!("/api/v1/tokens/{}", enc(&name))).await?;
+            let t: TokenInfo = client
+                .delete(&format!("/api/v1/tokens/{}", enc(&name)))
+                .await?;
             if json {
                 output::json(&t)?;
             } else {
