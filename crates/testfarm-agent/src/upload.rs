@@ -87,12 +87,28 @@ pub fn list_files(root: &std::path::Path) -> std::io::Result<Vec<String>> {
 }
 
 /// The output name of a matched file: the step's `name` when it matched exactly one file,
-/// otherwise the relative path.
+/// otherwise the relative path flattened into one name the server accepts (letters,
+/// digits, `.`, `_`, `-`, no leading dot): `out/sub/a.xml` → `out_sub_a.xml`.
 pub fn output_name(step_name: Option<&str>, rel: &str, matches: usize) -> String {
-    match step_name {
-        Some(n) if matches == 1 => n.to_string(),
-        _ => rel.to_string(),
+    let raw = match step_name {
+        Some(n) if matches == 1 => n,
+        _ => rel,
+    };
+    let mut name: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while name.starts_with('.') {
+        name.replace_range(..1, "_");
     }
+    name.truncate(200);
+    name
 }
 
 /// Names the agent itself keeps in the work directory, never uploaded by a glob.
@@ -118,6 +134,14 @@ mod tests {
         assert!(glob_match(".*.log", ".hidden.log"));
         assert!(!glob_match("a*b", "acbd"));
         assert!(glob_match("a*b*", "acbd"));
+    }
+
+    #[test]
+    fn output_names_are_flat() {
+        assert_eq!(output_name(None, "out/sub/a.xml", 2), "out_sub_a.xml");
+        assert_eq!(output_name(Some("r.txt"), "out/c.txt", 1), "r.txt");
+        assert_eq!(output_name(Some("r.txt"), "out/c.txt", 2), "out_c.txt");
+        assert_eq!(output_name(None, ".hidden dir/x", 2), "_hidden_dir_x");
     }
 
     #[test]

@@ -389,7 +389,7 @@ async fn uploads_by_glob() {
     .await;
     assert_eq!(r.result.unwrap().outcome, Outcome::Passed, "{}", r.log);
     let names: Vec<&String> = r.outputs.keys().collect();
-    assert_eq!(names, vec!["out/a.xml", "out/sub/b.xml", "report.txt"]);
+    assert_eq!(names, vec!["out_a.xml", "out_sub_b.xml", "report.txt"]);
     assert_eq!(r.outputs["report.txt"].as_ref(), b"c\n");
     let r = run(&spec("steps:\n  - upload: \"nothing/*\"\n")).await;
     assert_eq!(r.result.unwrap().outcome, Outcome::Failed);

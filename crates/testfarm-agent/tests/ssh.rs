@@ -241,7 +241,7 @@ async fn steps_run_over_ssh() {
     let sshd = Sshd::start();
     let (res, steps, rec, log) = run_remote(
         &sshd,
-        "steps:\n  - shell: |\n      echo \"hello $who from $TESTFARM_JOB_ID in $(pwd)\"\n      mkdir out && echo data > out/r.txt\n  - upload: \"out/*.txt\"\n  - shell: exit 3\n  - shell: echo skipped\nalways:\n  - shell: |\n      #!/bin/sh\n      echo always over ssh\n",
+        "steps:\n  - shell: |\n      echo \"hello $who from $TESTFARM_JOB_ID in $(pwd)\"\n      mkdir out && echo data > out/r.txt\n  - upload: { path: \"out/*.txt\", name: r.txt }\n  - shell: exit 3\n  - shell: echo skipped\nalways:\n  - shell: |\n      #!/bin/sh\n      echo always over ssh\n",
         JobControl::new(),
     )
     .await;
@@ -266,7 +266,7 @@ async fn steps_run_over_ssh() {
         "{log}"
     );
     assert!(log.contains("always over ssh"), "{log}");
-    assert_eq!(rec.outputs.lock().unwrap()["out/r.txt"].as_ref(), b"data\n");
+    assert_eq!(rec.outputs.lock().unwrap()["r.txt"].as_ref(), b"data\n");
 }
 
 #[tokio::test]
