@@ -171,6 +171,7 @@ pub fn local_compilations() -> u32 {
 }
 
 /// The script a remote host runs to report its load; [`parse_remote`] reads its output.
+/// It ends in `true`: a process exiting between the glob and `cat` is not a failure.
 pub fn remote_script(disk_path: &str) -> String {
     format!(
         "LC_ALL=C; export LC_ALL\n\
@@ -178,7 +179,8 @@ pub fn remote_script(disk_path: &str) -> String {
          grep -E '^(MemTotal|MemAvailable):' /proc/meminfo\n\
          d={}; mkdir -p \"$d\" 2>/dev/null; df -Pk \"$d\" | awk 'NR==2 {{print \"df\", $2, $4}}'\n\
          echo comm_start\n\
-         cat /proc/[0-9]*/comm 2>/dev/null\n",
+         cat /proc/[0-9]*/comm 2>/dev/null\n\
+         true\n",
         detect::shell_quote(disk_path)
     )
 }
