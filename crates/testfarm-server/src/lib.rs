@@ -149,6 +149,29 @@ impl Server {
         &self.state.config
     }
 
+    /// One scheduler pass now, exactly as the background scheduler runs it when woken:
+    /// load the world, place, write each placement in its own transaction. For benchmarks
+    /// and tools (`testfarm bench placement`); a running server never needs to call it.
+    pub async fn schedule_once(&self) -> Result<(), lifecycle::LifecycleError> {
+        tasks::scheduler::pass(&self.state, Utc::now()).await
+    }
+
+    /// What a scheduler pass reads (the first phase of [`Server::schedule_once`]): the
+    /// snapshot, the queue and the policies, so `place` can be measured on its own.
+    pub async fn scheduler_world(
+        &self,
+    ) -> Result<
+        (
+            testfarm_core::placement::Snapshot,
+            Vec<testfarm_core::queue::QueuedJob>,
+            testfarm_core::policy::Policies,
+        ),
+        testfarm_store::StoreError,
+    > {
+        let w = tasks::scheduler::load_world(&self.state).await?;
+        Ok((w.snapshot, w.queue, w.policies))
+    }
+
     /// Issues a fresh agent-role token named `name` for the built-in agent and returns
     /// its text. The secret lives only in this process; a restart issues a new one.
     pub async fn issue_agent_token(&self, name: &str) -> Result<String, ServerError> {
@@ -159,13 +182,20 @@ impl Server {
         let (id, text) = auth::new_token();
         let parts = testfarm_core::token::parse(&text).map_err(|e| err(e.to_string()))?;
         let hash = testfarm_core::token::hash_secret(parts.secret);
-        let mut tx = self.state.store.begin().await.map_err(|e| err(e.to_string()))?;
+        let mut tx = self
+            .state
+            .store
+            .begin()
+            .await
+            .map_err(|e| err(e.to_string()))?;
         tx.upsert_named_token(&id, name, testfarm_core::Role::Agent, &hash, Utc::now())
             .await
             .map_err(|e| err(e.to_string()))?;
-        tx.record(NewEvent::new("token.created", "token", name, "server").with_data(
-            serde_json::json!({ "role": "agent", "id": id, "source": "built-in agent" }),
-        ));
+        tx.record(
+            NewEvent::new("token.created", "token", name, "server").with_data(
+                serde_json::json!({ "role": "agent", "id": id, "source": "built-in agent" }),
+            ),
+        );
         tx.commit().await.map_err(|e| err(e.to_string()))?;
         Ok(text)
     }

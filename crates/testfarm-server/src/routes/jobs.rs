@@ -50,14 +50,15 @@ pub async fn submit_job(
         };
         ApiError::unprocessable(field, e)
     })?;
-    for (k, v) in req.vars {
-        spec.vars.insert(k, serde_json::Value::String(v));
-    }
-    if let Some(p) = &req.priority {
-        spec.priority = p
-            .parse::<Priority>()
-            .map_err(|e| ApiError::unprocessable("priority", e))?;
-    }
+    let priority = req
+        .priority
+        .as_deref()
+        .map(str::parse::<Priority>)
+        .transpose()
+        .map_err(|e| ApiError::unprocessable("priority", e))?;
+    let vars: Vec<(String, String)> = req.vars.into_iter().collect();
+    spec.apply_overrides(&vars, priority)
+        .map_err(|e| ApiError::unprocessable(format!("spec.{}", e.path), e))?;
     let policies = state.store.list_policies().await?;
     let capped = testfarm_core::policy::Policies {
         policies,

@@ -6,6 +6,7 @@ use std::process::Stdio;
 
 use chrono::Utc;
 use serde_json::json;
+use testfarm_core::cleanup::{after_cleanup, cleanup_for};
 use testfarm_core::resource::ResourceState;
 use testfarm_store::NewEvent;
 
@@ -20,18 +21,29 @@ pub(crate) async fn run(state: AppState, resource: String, lease: String) {
 
 async fn execute(state: &AppState, resource: &str, lease: &str) -> Result<(), String> {
     let command = state.config.leases.cleanup_command.clone();
-    let kind = state
+    let r = state
         .store
         .get_resource(resource)
         .await
-        .map(|r| r.kind.to_string())
+        .map_err(|e| e.to_string())?;
+    let l = state
+        .store
+        .get_lease(lease)
+        .await
+        .map_err(|e| e.to_string())?;
+    // What the core says this resource needs (power a board off, stop a VM, ...), so the
+    // operator's script can dispatch on it.
+    let action = serde_json::to_value(cleanup_for(&r, &l))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
     let child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(&command)
         .env("TESTFARM_RESOURCE", resource)
-        .env("TESTFARM_RESOURCE_KIND", kind)
+        .env("TESTFARM_RESOURCE_KIND", r.kind.as_str())
         .env("TESTFARM_LEASE_ID", lease)
+        .env("TESTFARM_CLEANUP", action)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -48,15 +60,8 @@ async fn execute(state: &AppState, resource: &str, lease: &str) -> Result<(), St
         Ok(Ok(out)) if out.status.success() => Ok(()),
         Ok(Ok(out)) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: String = stderr
-                .trim()
-                .chars()
-                .rev()
-                .take(300)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
+            let stderr = stderr.trim();
+            let tail = &stderr[stderr.len().saturating_sub(300)..];
             Err(format!(
                 "the cleanup command exited with {}: {tail}",
                 out.status
@@ -74,36 +79,30 @@ async fn record(
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
     let mut r = tx.get_resource(resource).await?;
-    match outcome {
-        Ok(()) => {
-            if r.state == ResourceState::Maintenance {
-                let active = tx.active_lease_count(r.id).await?;
-                r.maintenance = None;
-                r.state = if active > 0 {
-                    ResourceState::Leased
-                } else {
-                    ResourceState::Available
-                };
-                r.updated_at = now;
-                tx.update_resource(&r).await?;
-            }
-            tx.record(
-                NewEvent::new("resource.cleaned", "resource", resource, "reaper")
-                    .with_data(json!({ "lease": lease })),
-            );
-        }
-        Err(why) => {
-            tracing::warn!(%resource, %why, "cleanup failed; resource stays in maintenance");
-            if let Some(m) = r.maintenance.as_mut() {
-                m.reason = format!("cleanup after lease {lease} failed: {why}");
-            }
-            r.updated_at = now;
+    let l = tx.get_lease(lease).await?;
+    let failure = outcome.as_ref().err().cloned();
+    // The resource sat in maintenance while its cleanup ran; the core decides what the
+    // outcome means (a failure keeps it there, with the reason).
+    let failed = after_cleanup(&mut r, &l, outcome, now).unwrap_or(true);
+    if failed {
+        tracing::warn!(%resource, why = ?failure, "cleanup failed; resource stays in maintenance");
+        r.updated_at = now;
+        tx.update_resource(&r).await?;
+        tx.record(
+            NewEvent::new("resource.cleanup_failed", "resource", resource, "reaper")
+                .with_data(json!({ "lease": lease, "reason": failure })),
+        );
+    } else {
+        if r.state == ResourceState::Maintenance {
+            let active = tx.active_lease_count(r.id).await?;
+            // Ends the cleanup's own maintenance; refused only for retired resources.
+            let _ = r.maintenance_off(active, now);
             tx.update_resource(&r).await?;
-            tx.record(
-                NewEvent::new("resource.cleanup_failed", "resource", resource, "reaper")
-                    .with_data(json!({ "lease": lease, "reason": why })),
-            );
         }
+        tx.record(
+            NewEvent::new("resource.cleaned", "resource", resource, "reaper")
+                .with_data(json!({ "lease": lease })),
+        );
     }
     tx.commit().await?;
     state.wake.notify_one();

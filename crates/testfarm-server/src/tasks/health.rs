@@ -5,8 +5,9 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use testfarm_core::job::{JobEvent, LabError, on_lab_error};
-use testfarm_core::lease::{Holder, LeaseState};
+use testfarm_core::job::{JobEvent, LabError};
+use testfarm_core::lease::Holder;
+use testfarm_core::reconcile::{JobRecord, end_work_on};
 use testfarm_core::resource::{HealthStatus, ResourceState};
 use testfarm_store::NewEvent;
 use testfarm_store::resources::ResourceFilter;
@@ -72,35 +73,41 @@ async fn mark_offline(
         NewEvent::new("resource.offline", "resource", &r.name, "health")
             .with_data(json!({ "reason": reason, "previous_state": previous })),
     );
-    let mut after = lifecycle::After::default();
-    for l in tx.active_leases_on(r.id).await? {
-        let mut ended = l.clone();
-        ended.state = LeaseState::Released;
-        ended.ended_at = Some(now);
-        ended.end_reason = Some(testfarm_core::lease::EndReason::Reconciled {
-            detail: format!("resource {} went offline", r.name),
-        });
-        after.merge(lifecycle::finish_lease(&mut tx, &ended, "health", false, now).await?);
-        if let Holder::Job(job_id) = &l.holder {
-            let mut job = tx.get_job(&job_id.to_string()).await?;
-            if job.job.state.holds_lease() && job.job.lease_id.as_deref() == Some(&l.id.to_string())
-            {
-                let lab = LabError::ResourceLost {
-                    resource: r.name.clone(),
-                    detail: reason.clone(),
-                };
-                let event = on_lab_error(job.job.state, job.job.attempt, retry_on_error(&job), lab);
-                job.job.lease_id = None;
-                if matches!(event, JobEvent::Requeue { .. }) {
-                    job.job.resource = None;
-                    job.resource_id = None;
-                }
-                after.merge(
-                    lifecycle::apply_job_event(&mut tx, &mut job, event, "health", now, false)
-                        .await?,
-                );
-            }
+    // The core decides what losing the resource means for the work on it.
+    let leases = tx.active_leases_on(r.id).await?;
+    let mut jobs = Vec::new();
+    for l in &leases {
+        if let Holder::Job(id) = &l.holder {
+            let j = tx.get_job(&id.to_string()).await?;
+            jobs.push(JobRecord {
+                id: *id,
+                state: j.job.state,
+                attempt: j.job.attempt,
+                retry_on_error: retry_on_error(&j),
+                last_report_at: j.last_report_at,
+            });
         }
+    }
+    let lost = LabError::ResourceLost {
+        resource: r.name.clone(),
+        detail: reason.clone(),
+    };
+    let plan = end_work_on(r.id, &leases, &jobs, &lost, now);
+    let mut after = lifecycle::After::default();
+    for ended in &plan.leases {
+        after.merge(lifecycle::finish_lease(&mut tx, ended, "health", false, now).await?);
+    }
+    for (id, event) in plan.jobs {
+        let mut job = tx.get_job(&id.to_string()).await?;
+        // Its lease was ended above; do not release it twice.
+        job.job.lease_id = None;
+        if matches!(event, JobEvent::Requeue { .. }) {
+            job.job.resource = None;
+            job.resource_id = None;
+        }
+        after.merge(
+            lifecycle::apply_job_event(&mut tx, &mut job, event, "health", now, false).await?,
+        );
     }
     // The lease release above may have set the resource available again; it is offline.
     let mut r2 = tx.get_resource(name).await?;

@@ -29,9 +29,6 @@ use ulid::Ulid;
 use crate::lifecycle::{self, LifecycleError};
 use crate::state::AppState;
 
-/// Extra lease time beyond a job's timeout, for its `always` steps and the report.
-const LEASE_MARGIN: Duration = Duration::from_secs(300);
-
 pub(crate) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let tick = state.config.scheduler.tick.0;
     loop {
@@ -220,7 +217,7 @@ async fn assign(
             resource_last_epoch: epoch,
             holder: Holder::Job(q.id),
             share,
-            duration: timeout + LEASE_MARGIN,
+            duration: lease::job_lease_duration(Some(timeout)),
             heartbeat_ttl: state.config.leases.heartbeat_ttl.0,
         },
         now,
