@@ -22,5 +22,6 @@ pub mod qmp;
 pub mod report;
 pub mod runtime_dir;
 pub mod vm;
+pub mod warm;
 
 pub use error::{Result, VmError};

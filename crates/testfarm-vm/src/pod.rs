@@ -49,7 +49,7 @@ impl PodOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TestOutcome {
     /// The script ran to its end; the TAP verdict decides pass or fail.
     Exited {
@@ -61,8 +61,9 @@ pub enum TestOutcome {
     Error(String),
 }
 
-/// One test script's final result (after retries).
-#[derive(Debug, Clone)]
+/// One test script's final result (after retries). Serializable: warm pods send it over
+/// their socket.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TestResult {
     /// Relative to the project root, e.g. `t/01-sanity/api_test.sh`.
     pub path: String,
@@ -202,6 +203,11 @@ impl Pod {
         &self.opts
     }
 
+    /// Per-run settings (timeout, isolation, retries) of a pod that outlives one run.
+    pub fn options_mut(&mut self) -> &mut PodOptions {
+        &mut self.opts
+    }
+
     /// Runs `paths` (in this order) across the pod; each final result goes to `tx` as soon as
     /// it is known. Returns when every test has a result.
     pub async fn run(&mut self, paths: Vec<String>, tx: mpsc::UnboundedSender<TestResult>) {
@@ -233,6 +239,22 @@ impl Pod {
             vms.push(h.await.ok().flatten());
         }
         self.vms = vms;
+    }
+
+    /// Boots replacements until the pod is back to its size (a warm pod after a crash whose
+    /// replacement was not needed by the run). Returns the boot errors.
+    pub async fn refill(&mut self) -> Vec<VmError> {
+        self.vms.retain(Option::is_some);
+        let missing = self.opts.size.saturating_sub(self.vms.len());
+        let boots = (0..missing).map(|_| boot_named(&self.seq, &self.dir, &self.opts.vm));
+        let mut errors = Vec::new();
+        for r in futures::future::join_all(boots).await {
+            match r {
+                Ok(vm) => self.vms.push(Some(vm)),
+                Err(e) => errors.push(e),
+            }
+        }
+        errors
     }
 
     pub async fn shutdown(mut self) {

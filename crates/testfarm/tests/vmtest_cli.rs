@@ -196,3 +196,60 @@ fn isolate_test_gives_each_test_a_clean_guest() {
     assert!(s.contains("isolate test"), "{s}");
     assert_clean(runtime.path());
 }
+
+#[test]
+fn warm_pod_up_run_status_down() {
+    let runtime = tempfile::tempdir().unwrap();
+    let pod = |args: &[&str]| {
+        let mut d = Command::new(env!("CARGO_BIN_EXE_testfarm"));
+        d.args(["vmtest", "pod"])
+            .args(args)
+            .args(["--accel", "tcg"])
+            .current_dir(workspace().join("examples/vmtest"))
+            .env("TESTFARM_GUEST", guest())
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .env("XDG_CACHE_HOME", workspace().join("target/vmtest-cache"))
+            .stdin(Stdio::null());
+        d.output().unwrap()
+    };
+    let up = pod(&["up", "-j", "2"]);
+    assert!(up.status.success(), "{}", text(&up));
+    assert!(text(&up).contains("up: 2 VMs"), "{}", text(&up));
+
+    // A run on the warm pod pays no boot.
+    let start = Instant::now();
+    let out = vmtest(runtime.path())
+        .args(["--filter", "sanity"])
+        .output()
+        .unwrap();
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    assert!(s.contains("using warm pod"), "{s}");
+    assert!(start.elapsed() < Duration::from_secs(20), "{s}");
+
+    // A crash on the warm pod: replaced, and the pod keeps two VMs.
+    let out = vmtest(runtime.path())
+        .args(["--filter", "panic"])
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("guest crashed"), "{}", text(&out));
+    let out = vmtest(runtime.path())
+        .args(["--filter", "pass_test"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let st = pod(&["status"]);
+    let st = text(&st);
+    assert!(st.contains("(current)") && st.contains("vm-3"), "{st}");
+
+    // Different VM settings: a different pod key, so the warm pod is not used.
+    let out = vmtest(runtime.path())
+        .args(["--filter", "pass_test", "--memory", "300M"])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && !text(&out).contains("using warm pod"));
+
+    let down = pod(&["down"]);
+    assert!(text(&down).contains("stopped 1 pod"), "{}", text(&down));
+    assert_clean(runtime.path());
+}

@@ -3,6 +3,7 @@
 //! `PodOptions`, results become `testfarm-tap` reports.
 
 mod image;
+mod pod;
 pub(crate) mod settings;
 
 use std::io::{IsTerminal, Write};
@@ -32,6 +33,9 @@ enum Sub {
     /// Build the default guest image (host kernel + busybox-static + testfarm-guest).
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// Warm pods: VMs that stay booted between runs (`up`, `status`, `down`).
+    #[command(subcommand)]
+    Pod(pod::PodCmd),
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +66,9 @@ pub struct RunArgs {
     /// Rerun a failed test up to N times on another VM; a pass on retry is reported flaky.
     #[arg(long)]
     pub retries: Option<u32>,
+    /// Boot fresh VMs even if a warm pod (`vmtest pod up`) matches.
+    #[arg(long)]
+    pub cold: bool,
     #[command(flatten)]
     pub vm: VmFlags,
 }
@@ -74,6 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let result = rt.block_on(async move {
         match args.sub {
             Some(Sub::Image(cmd)) => image::run(cmd).await,
+            Some(Sub::Pod(cmd)) => pod::run(cmd).await,
             None => {
                 tokio::select! {
                     r = run_tests(args.run) => r,
@@ -114,13 +122,12 @@ async fn run_tests(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         if s.isolate { "test" } else { "worker" }
     );
-    let mut opts = PodOptions::new(jobs, s.vm.clone());
-    opts.timeout = s.timeout;
-    opts.isolate = s.isolate;
-    opts.retries = s.retries;
-    opts.fail_fast = !args.keep_going;
-    let dir = RuntimeDir::new("vmtest-")?;
-    let mut pod = Pod::start(opts, dir).await.context("starting the pod")?;
+    let spec = testfarm_vm::warm::WarmSpec::from_options(jobs, &s.image_id, &s.root, &s.vm);
+    let sock = testfarm_vm::warm::socket_path(&spec.key())?;
+    let warm = match args.cold {
+        true => None,
+        false => testfarm_vm::warm::status(&sock).await.ok(),
+    };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let width = ordered.iter().map(|p| p.chars().count()).max().unwrap_or(0);
     let printer = tokio::spawn(async move {
@@ -146,8 +153,35 @@ async fn run_tests(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         runs
     });
-    pod.run(ordered.clone(), tx).await;
-    pod.shutdown().await;
+    match warm {
+        Some(info) => {
+            eprintln!(
+                "vmtest: using warm pod {} ({} VMs: {}); -j is the pod's size",
+                info.key,
+                info.vms.len(),
+                info.vms.join(",")
+            );
+            let req = testfarm_vm::warm::RunRequest {
+                paths: ordered.clone(),
+                timeout_ms: u64::try_from(s.timeout.as_millis()).unwrap_or(u64::MAX),
+                isolate: s.isolate,
+                retries: s.retries,
+                fail_fast: !args.keep_going,
+            };
+            testfarm_vm::warm::run(&sock, req, tx).await?;
+        }
+        None => {
+            let mut opts = PodOptions::new(jobs, s.vm.clone());
+            opts.timeout = s.timeout;
+            opts.isolate = s.isolate;
+            opts.retries = s.retries;
+            opts.fail_fast = !args.keep_going;
+            let dir = RuntimeDir::new("vmtest-")?;
+            let mut pod = Pod::start(opts, dir).await.context("starting the pod")?;
+            pod.run(ordered.clone(), tx).await;
+            pod.shutdown().await;
+        }
+    }
     let runs = printer.await.context("collecting results")?;
     report(&s.root, &args, &runs, &ordered, wall.elapsed())
 }
