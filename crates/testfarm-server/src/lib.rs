@@ -11,6 +11,7 @@ pub mod error;
 pub mod json;
 pub mod lifecycle;
 pub mod logs;
+pub mod results;
 pub mod routes;
 mod server_jobs;
 pub mod state;

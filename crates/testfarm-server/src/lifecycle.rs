@@ -22,12 +22,15 @@ pub struct After {
     pub cleanup: Vec<(String, String)>,
     /// Something changed that may let queued jobs run.
     pub wake_scheduler: bool,
+    /// Jobs that ended (their test results are parsed and stored).
+    pub ended_jobs: Vec<String>,
 }
 
 impl After {
     pub fn merge(&mut self, other: After) {
         self.cleanup.extend(other.cleanup);
         self.wake_scheduler |= other.wake_scheduler;
+        self.ended_jobs.extend(other.ended_jobs);
     }
 }
 
@@ -99,6 +102,7 @@ pub async fn apply_job_event(
     if to.is_terminal() {
         job.job.ended_at = Some(now);
         job.cancel_requested = None;
+        after.ended_jobs.push(job.job.id.clone());
     }
     // A job that no longer runs gives its lease back.
     if !to.holds_lease()

@@ -36,6 +36,9 @@ impl AppState {
         if after.wake_scheduler {
             self.wake.notify_one();
         }
+        for job in after.ended_jobs {
+            tokio::spawn(crate::results::store(self.clone(), job));
+        }
         if !after.cleanup.is_empty() {
             self.work.send_modify(|v| *v += 1);
             for (resource, lease) in after.cleanup {

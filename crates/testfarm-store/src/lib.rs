@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod leases;
 pub mod policies;
 pub mod resources;
+pub mod results;
 mod sqlite;
 pub mod tokens;
 

@@ -45,6 +45,8 @@ enum Command {
     Job(cmd::job::JobArgs),
     /// Print a job's log (-f follows it until the job ends).
     Logs(cmd::job::LogsArgs),
+    /// Show a job's test results (TAP → table, JSON, JUnit XML).
+    Results(cmd::job::ResultsArgs),
     /// Take, renew, release and list leases; run a command under one.
     Lease(cmd::lease::Args),
     /// Manage scheduling policies (admins).
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Command::Job(args) => block_on(cmd::job::job(args)),
         Command::Logs(args) => block_on(cmd::job::logs(args)),
         Command::Lease(args) => block_on(cmd::lease::run(args)),
+        Command::Results(args) => block_on(cmd::job::results(args)),
         Command::Policy(args) => block_on(cmd::policy::run(args)),
         Command::Tap(args) => cmd::tap::run(args),
         Command::Prove(args) => cmd::prove::run(args),

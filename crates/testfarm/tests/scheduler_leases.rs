@@ -678,3 +678,103 @@ fn kill_9_mid_burst_then_restart_keeps_the_invariants() {
     assert!(jobs.parse::<u32>().unwrap() > 0, "the burst stored jobs");
     assert_eq!(http.get("/readyz", t).status, 200);
 }
+
+#[test]
+fn tap_in_a_job_log_becomes_json_and_junit_results() {
+    let lab = Lab::new();
+    lab.fast();
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    let agent = ProtoAgent {
+        http: &http,
+        token: token(&http, t, "agent-r", "agent"),
+    };
+    let reg = agent.post(
+        "/api/v1/agents/register",
+        json!({"version": "t", "hostname": "h",
+        "resources": [{"name": "r-board", "kind": "board"}]}),
+    );
+    assert_eq!(reg.status, 200, "{}", reg.text);
+    let job = submit(
+        &http,
+        t,
+        "name: tap-job\nrequires:\n  kind: board\nsteps:\n  - test: { run: 't/*_test.sh', format: tap }\n",
+    );
+    let id = job["id"].as_str().unwrap().to_string();
+    let work = wait_for("assignment", Duration::from_secs(10), || {
+        let w = agent.work();
+        (!w.is_empty()).then_some(w)
+    });
+    let epoch = work[0]["epoch"].as_u64().unwrap();
+    assert_eq!(
+        agent
+            .post(&format!("/api/v1/jobs/{id}/start"), json!({"epoch": epoch}))
+            .status,
+        200
+    );
+    let log = "booting\nTAP_START t/01_net_test.sh\nTAP version 14\n1..2\nok 1 - link up\nnot ok 2 - dns\n  ---\n  got: 1\n  ...\nTAP_END t/01_net_test.sh exit=1\nnoise\nTAP_START t/02_disk_test.sh\n1..1\nok 1 - mounted # TODO flaky\nTAP_END t/02_disk_test.sh exit=0\n";
+    // Split mid-line across chunks: the parser streams.
+    let (a, b) = log.split_at(57);
+    assert_eq!(agent.log(&id, 0, epoch, a).status, 200);
+    // While it runs, results are computed from the log so far.
+    let partial = http.get(&format!("/api/v1/jobs/{id}/results"), t);
+    assert_eq!(partial.status, 200, "{}", partial.text);
+    assert_eq!(agent.log(&id, 1, epoch, b).status, 200);
+    let fin = agent.post(
+        &format!("/api/v1/jobs/{id}/finish"),
+        json!({"epoch": epoch, "outcome": "failed", "log_chunks": 2}),
+    );
+    assert_eq!(fin.status, 200, "{}", fin.text);
+    let report = wait_for("stored results", Duration::from_secs(5), || {
+        let r = http.get(&format!("/api/v1/jobs/{id}/results"), t);
+        (r.status == 200 && r.body["runs"].as_array().is_some_and(|a| a.len() == 2))
+            .then_some(r.body)
+    });
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["runs"][0]["name"], "t/01_net_test.sh");
+    assert_eq!(report["runs"][0]["status"], "failed");
+    assert_eq!(report["runs"][0]["exit_code"], 1);
+    assert_eq!(report["runs"][0]["document"]["tests"][1]["yaml"]["got"], 1);
+    assert_eq!(report["runs"][1]["status"], "passed");
+    assert_eq!(report["runs"][0]["properties"]["resource"], "r-board");
+    let xml = http.call(
+        "GET",
+        &format!("/api/v1/jobs/{id}/results.xml"),
+        Some(t),
+        None,
+    );
+    assert_eq!(xml.status, 200);
+    assert!(xml.content_type.starts_with("application/xml"));
+    let file = lab.path().join("results.xml");
+    std::fs::write(&file, &xml.text).unwrap();
+    let xsd = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testfarm-tap/tests/data/junit-10.xsd"
+    );
+    let lint = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema", xsd])
+        .arg(&file)
+        .output()
+        .expect("xmllint (libxml2-utils) is installed by .ci/run");
+    assert!(
+        lint.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&lint.stderr),
+        xml.text
+    );
+    // The CLI: a table, exit 1 because a suite failed, and --junit writes the file.
+    let out_file = lab.path().join("cli.xml");
+    let out = cli(
+        &server.url,
+        t,
+        &["results", &id, "--junit", out_file.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("t/02_disk_test.sh"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), xml.text);
+}

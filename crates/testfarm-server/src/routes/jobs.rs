@@ -345,3 +345,34 @@ pub async fn get_log(
         let _ = tokio::time::timeout_at(deadline, written.changed()).await;
     }
 }
+
+/// A job's test results as JSON: one suite per TAP stream in its log (see docs/tap.md).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/results", tag = "jobs", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "JSON test report", body = Object), (status = 404, body = Problem)))]
+pub async fn get_results(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    caller.require(Action::Read)?;
+    let job = state.store.get_job(&id).await?;
+    Ok(Json(crate::results::report(&state, &job).await?.0))
+}
+
+/// A job's test results as JUnit XML (validates against Jenkins' junit-10.xsd).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/results.xml", tag = "jobs", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "JUnit XML", content_type = "application/xml"), (status = 404, body = Problem)))]
+pub async fn get_results_xml(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    caller.require(Action::Read)?;
+    let job = state.store.get_job(&id).await?;
+    let xml = crate::results::report(&state, &job).await?.1;
+    Ok((
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        xml,
+    )
+        .into_response())
+}

@@ -85,6 +85,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::why_job))
         .routes(routes!(jobs::get_log))
+        .routes(routes!(jobs::get_results))
+        .routes(routes!(jobs::get_results_xml))
         .routes(routes!(leases::acquire_lease, leases::list_leases))
         .routes(routes!(leases::get_lease, leases::release_lease))
         .routes(routes!(leases::renew_lease))

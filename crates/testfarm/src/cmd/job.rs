@@ -362,3 +362,82 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
         stdout.write_all(&bytes)?;
     }
 }
+
+#[derive(Debug, clap::Args)]
+pub struct ResultsArgs {
+    id: String,
+    /// Also write the JUnit XML report to this file.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    #[command(flatten)]
+    conn: Connection,
+    #[command(flatten)]
+    format: Format,
+}
+
+/// `testfarm results ID`: the job's TAP results, one line per suite; exit 1 when any
+/// suite did not pass.
+pub async fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
+    let client = args.conn.client()?;
+    let report: serde_json::Value = client
+        .get(&format!("/api/v1/jobs/{}/results", enc(&args.id)))
+        .await?;
+    if let Some(path) = &args.junit {
+        let resp = client
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/v1/jobs/{}/results.xml", enc(&args.id)),
+            )
+            .send()
+            .await?;
+        let status = resp.status();
+        let xml = resp.text().await?;
+        if !status.is_success() {
+            anyhow::bail!("HTTP {status}: {xml}");
+        }
+        std::fs::write(path, xml).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.format.json {
+        output::json(&report)?;
+    } else {
+        let runs = report["runs"].as_array().cloned().unwrap_or_default();
+        if runs.is_empty() {
+            println!("no TAP results in job {}", args.id);
+        }
+        let rows = runs
+            .iter()
+            .map(|r| {
+                let s = &r["document"]["summary"];
+                vec![
+                    r["name"].as_str().unwrap_or_default().to_string(),
+                    r["status"].as_str().unwrap_or_default().to_string(),
+                    s["count"].to_string(),
+                    s["pass"].to_string(),
+                    s["fail"].to_string(),
+                    s["skip"].to_string(),
+                    s["todo"].to_string(),
+                    s["reasons"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        })
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "suite", "status", "tests", "pass", "fail", "skip", "todo", "reasons",
+            ],
+            rows,
+        );
+    }
+    Ok(if report["ok"].as_bool().unwrap_or(false) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

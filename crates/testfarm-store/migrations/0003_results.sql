@@ -1,0 +1,8 @@
+-- Test results parsed from a job's TAP output, kept once the job has ended so reports
+-- do not re-read its log.
+CREATE TABLE job_results (
+    job_id          TEXT PRIMARY KEY,
+    report          TEXT NOT NULL,             -- JSON report (testfarm_tap::json::render)
+    junit           TEXT NOT NULL,             -- JUnit XML
+    created_at      TEXT NOT NULL
+);
