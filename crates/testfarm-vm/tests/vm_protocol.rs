@@ -57,6 +57,8 @@ async fn run() {
     eprintln!("step 2: SHELL: an interactive shell on the po");
     // SHELL: an interactive shell on the port until it exits, then back to commands.
     a.send_raw(b"SHELL\n").await.unwrap();
+    // Input sent before the shell starts would be read by the agent's command loop.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     a.send_raw(b"echo shell-$((1+2)); exit\n").await.unwrap();
     loop {
         if a.next_line().await.unwrap().contains("shell-3") {

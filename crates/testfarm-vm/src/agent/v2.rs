@@ -317,7 +317,13 @@ async fn read_frames(
                 };
             }
             Ok(n) => pending.extend_from_slice(&buf[..n]),
-            Err(e) => return format!("reading from the guest failed: {e}"),
+            // A reset is an end of stream too: say what was left half-received, if anything.
+            Err(e) => {
+                return match v2::check_eof(&pending) {
+                    Err(t) => format!("guest protocol error (v2): {t} ({e})"),
+                    Ok(()) => format!("reading from the guest failed: {e}"),
+                };
+            }
         }
     }
 }
