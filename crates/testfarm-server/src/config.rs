@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use testfarm_core::diagnostic::{line_col, with_suggestion};
 
 /// The commented configuration `testfarm init` writes: every option, at its default.
 pub const DEFAULT_TOML: &str = r#"# testfarm server configuration.
@@ -18,7 +19,7 @@ pub const DEFAULT_TOML: &str = r#"# testfarm server configuration.
 # Durations are written like 30s, 5m, 2h, 1h30m. Relative paths are relative to this file.
 
 [server]
-# Address the HTTP server listens on (API, web UI, agents).
+# Address the HTTP server listens on (the API, for people, CI and agents).
 listen = "127.0.0.1:8080"
 # The URL people and agents use to reach this server; printed in messages and links.
 # Empty: derived from `listen`.
@@ -53,10 +54,11 @@ restart_grace = "60s"
 heartbeat_ttl = "30s"
 # How often the reaper looks for expired leases (they end within this of their expiry).
 reap_interval = "1s"
-# Command run after a lease ends abnormally (expired, forced), with TESTFARM_RESOURCE,
-# TESTFARM_RESOURCE_KIND and TESTFARM_LEASE_ID in its environment: power a board off, stop
-# a VM. The resource is out of the pool while it runs; if it fails, the resource stays in
-# maintenance with the reason. Empty: no cleanup.
+# Command run (by /bin/sh) after a lease ends abnormally (expired, force-released, its job
+# ended error or cancelled), with TESTFARM_RESOURCE, TESTFARM_RESOURCE_KIND,
+# TESTFARM_LEASE_ID and TESTFARM_CLEANUP (power_off_board, stop_vm, stop_all_vms,
+# clean_workdir) in its environment. The resource is out of the pool while it runs; if it
+# fails, the resource stays in maintenance with the reason. Empty: no cleanup.
 cleanup_command = ""
 # Longest a cleanup may run before it counts as failed.
 cleanup_timeout = "5m"
@@ -323,36 +325,6 @@ impl Config {
         } else {
             self.server.url.trim_end_matches('/').to_string()
         }
-    }
-}
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
-/// Adds "did you mean" to serde's "unknown field `x`, expected one of `a`, `b`".
-fn with_suggestion(message: &str) -> String {
-    let message = message.trim_end();
-    let Some(rest) = message.strip_prefix("unknown field `") else {
-        return message.to_string();
-    };
-    let Some((unknown, expected)) = rest.split_once('`') else {
-        return message.to_string();
-    };
-    let best = expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(|cand| (strsim::jaro_winkler(unknown, cand), cand))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((_, cand)) => format!("{message}; did you mean `{cand}`?"),
-        None => message.to_string(),
     }
 }
 
