@@ -121,6 +121,6 @@ pub fn is_static(path: &Path) -> bool {
     };
     (0..phnum).all(|i| {
         let o = phoff.saturating_add(i.saturating_mul(phentsize));
-        bytes.get(o..o + 4) != Some(&[3, 0, 0, 0][..])
+        bytes.get(o..o.saturating_add(4)) != Some(&[3, 0, 0, 0][..])
     })
 }

@@ -96,6 +96,17 @@ async fn bench(args: Args) -> anyhow::Result<serde_json::Value> {
         a.exec(noop.clone()).await?;
         per_test.push(t.elapsed());
     }
+    // The same request without the shared filesystem: what the agent path itself costs.
+    let mut exec_true = Vec::new();
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        a.exec(Exec {
+            argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            ..Exec::default()
+        })
+        .await?;
+        exec_true.push(t.elapsed());
+    }
     // Baseline: spawning `/bin/sh -c true` inside the guest, timed by the guest's clock
     // (/proc/uptime, 10 ms resolution, so the loop runs long enough for it to matter little).
     let n = args.runs.max(100);
@@ -169,6 +180,7 @@ async fn bench(args: Args) -> anyhow::Result<serde_json::Value> {
             "runs": args.runs,
             "p50_ms": ms(per_test_p50),
             "baseline_sh_c_true_in_guest_ms": ms(spawn),
+            "exec_sh_c_true_via_agent_p50_ms": ms(median(exec_true)),
             "ratio_vs_sh_c_true": per_test_p50.as_secs_f64() / spawn.as_secs_f64().max(1e-9),
             "ratio_vs_fresh_boot": per_test_p50.as_secs_f64() / boot.as_secs_f64().max(1e-9),
             "target": "within 2x of sh -c true",
