@@ -27,12 +27,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::duration;
+pub use crate::duration::HumanDuration;
 use crate::labels::{self, Labels};
 use crate::priority::Priority;
 use crate::resource::{Resource, ResourceKind};
@@ -59,50 +58,6 @@ fn path_prefix(path: &str) -> String {
         String::new()
     } else {
         format!("{path}: ")
-    }
-}
-
-/// A duration written as users type them (`30s`, `5m`, `1h30m`), kept as such on output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "schema", schema(value_type = String, example = "30m"))]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    pub fn get(self) -> Duration {
-        self.0
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&duration::format(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = HumanDuration;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as 90s, 30m, 2h, 1h30m")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
-                duration::parse(v).map(HumanDuration).map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<HumanDuration, E> {
-                Err(E::custom(format!(
-                    "invalid duration {v}: a unit is required (write {v}s or {v}m)"
-                )))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
-                Err(E::custom(format!(
-                    "invalid duration {v}: a unit is required (write {v}s or {v}m)"
-                )))
-            }
-        }
-        d.deserialize_any(V)
     }
 }
 
@@ -1185,6 +1140,7 @@ mod locate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const GOOD: &str = r#"
 name: kernel-smoke

@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use testfarm_core::diagnostic::{line_col, with_suggestion};
+pub use testfarm_core::duration::HumanDuration;
 
 /// The commented configuration `testfarm init` writes: every option, at its default.
 pub const DEFAULT_TOML: &str = r#"# testfarm server configuration.
@@ -217,19 +218,6 @@ impl Default for LogSection {
             format: LogFormat::Text,
             level: "info".to_string(),
         }
-    }
-}
-
-/// A duration written the human way (`30s`), parsed by the core's one parser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        testfarm_core::duration::parse(&s)
-            .map(HumanDuration)
-            .map_err(serde::de::Error::custom)
     }
 }
 
