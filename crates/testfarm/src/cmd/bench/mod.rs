@@ -3,6 +3,9 @@
 
 use std::process::ExitCode;
 
+pub mod lease;
+pub mod placement;
+mod spawn;
 pub mod tap;
 pub mod vm;
 
@@ -12,11 +15,17 @@ pub enum Bench {
     Tap(tap::Args),
     /// VM pod figures: boot to HELLO, per-test overhead, reset time, tree wall time.
     Vm(vm::Args),
+    /// One scheduler pass over a large queue (in-process, real SQLite): seconds to place all.
+    Placement(placement::Args),
+    /// Lease acquire+release round trips against a server: p50/p99 vs `/healthz`.
+    Lease(lease::Args),
 }
 
 pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
     match bench {
         Bench::Tap(args) => tap::run(args),
         Bench::Vm(args) => vm::run(args),
+        Bench::Placement(args) => placement::run(args),
+        Bench::Lease(args) => lease::run(args),
     }
 }

@@ -1,0 +1,223 @@
+//! `testfarm bench lease [--url URL --token T | --spawn] --n 2000 --concurrency 8 [--json]`:
+//! the round trip of taking and giving back a board, as `lease exec` and CI scripts do.
+//!
+//! Creates as many boards as workers, labelled with a label unique to this run so the
+//! selector matches only them; each worker then loops `POST /api/v1/leases` (selector,
+//! no wait) and `DELETE /api/v1/leases/{id}?epoch=E`, timing the pair. Baseline: as many
+//! `GET /healthz` round trips, same client, same pool, same concurrency. At the end the
+//! boards it created are retired and deleted; nothing else is touched.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use super::spawn::{Target, client, latency, load_average, send, send_json};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Server to measure (default: spawn one in a temporary directory).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Token with operator rights on the server at --url (or TESTFARM_TOKEN).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Start a server of this binary in a temporary directory, even with --url.
+    #[arg(long)]
+    pub spawn: bool,
+    /// Acquire+release round trips in all.
+    #[arg(long, default_value_t = 2000)]
+    pub n: usize,
+    /// Concurrent workers (and boards created for them).
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Print one JSON object instead of lines for people.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.n == 0 || args.concurrency == 0 {
+        eprintln!("error: --n and --concurrency must be at least 1");
+        return Ok(ExitCode::from(2));
+    }
+    let target = Target::new(args.url.clone(), args.token.clone(), args.spawn)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = rt.block_on(bench(&args, &target))?;
+    drop(target);
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench(args: &Args, target: &Target) -> anyhow::Result<serde_json::Value> {
+    let http = client(args.concurrency)?;
+    let url = target.url.as_str();
+    let token = target.token.as_str();
+    let run_label = format!("r{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut boards = Vec::new();
+    let result = async {
+        for i in 0..args.concurrency {
+            let name = format!("bench-lease-{run_label}-{i}");
+            send(
+                http.post(format!("{url}/api/v1/resources"))
+                    .bearer_auth(token)
+                    .json(&json!({
+                        "name": name, "kind": "board",
+                        "labels": { "bench-run": run_label },
+                    })),
+            )
+            .await
+            .with_context(|| format!("creating board {name}"))?;
+            boards.push(name);
+        }
+        // Warm the pool's connections and the server's caches (token, statements).
+        let health_once = {
+            let url = url.to_string();
+            move |c: reqwest::Client| {
+                let url = url.clone();
+                async move { healthz(&c, &url).await }
+            }
+        };
+        timed(
+            &http,
+            args.concurrency,
+            args.concurrency * 4,
+            health_once.clone(),
+        )
+        .await?;
+        let lease_once = {
+            let (url, token) = (url.to_string(), token.to_string());
+            let selector = format!("bench-run={run_label}");
+            move |c: reqwest::Client| {
+                let (url, token, selector) = (url.clone(), token.clone(), selector.clone());
+                async move { acquire_release(&c, &url, &token, &selector).await }
+            }
+        };
+        timed(
+            &http,
+            args.concurrency,
+            args.concurrency * 4,
+            lease_once.clone(),
+        )
+        .await?;
+
+        let (mut base, base_wall) = timed(&http, args.concurrency, args.n, health_once).await?;
+        let (mut lease, lease_wall) = timed(&http, args.concurrency, args.n, lease_once).await?;
+        let base_stats = latency(&mut base);
+        let lease_stats = latency(&mut lease);
+        let p50 = lease_stats["p50_ms"].as_f64().unwrap_or(f64::NAN);
+        let ratio = |k: &str| {
+            let b = base_stats[k].as_f64().unwrap_or(0.0);
+            let l = lease_stats[k].as_f64().unwrap_or(0.0);
+            (l / b.max(1e-6) * 100.0).round() / 100.0
+        };
+        Ok::<_, anyhow::Error>(json!({
+            "bench": "lease",
+            "server": if target.spawned.is_some() { "spawned" } else { "url" },
+            "n": args.n,
+            "concurrency": args.concurrency,
+            "boards_created": boards.len(),
+            "acquire_release": lease_stats,
+            "acquire_release_per_s": (args.n as f64 / lease_wall.as_secs_f64().max(1e-9)).round(),
+            "baseline_healthz": base_stats,
+            "baseline_healthz_per_s": (args.n as f64 / base_wall.as_secs_f64().max(1e-9)).round(),
+            "p50_vs_baseline": ratio("p50_ms"),
+            "p99_vs_baseline": ratio("p99_ms"),
+            "target": { "p50_ms": 1.0 },
+            "meets_target": p50 <= 1.0,
+            "load_average_1m": load_average(),
+        }))
+    }
+    .await;
+    // Remove what this run created, even when it failed half-way.
+    for name in &boards {
+        let _ = send(
+            http.post(format!("{url}/api/v1/resources/{name}/retire"))
+                .bearer_auth(token)
+                .json(&json!({ "force": true, "reason": "bench lease done" })),
+        )
+        .await;
+        let _ = send(
+            http.delete(format!("{url}/api/v1/resources/{name}"))
+                .bearer_auth(token),
+        )
+        .await;
+    }
+    result
+}
+
+async fn healthz(c: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    send(c.get(format!("{url}/healthz"))).await?;
+    Ok(())
+}
+
+async fn acquire_release(
+    c: &reqwest::Client,
+    url: &str,
+    token: &str,
+    selector: &str,
+) -> anyhow::Result<()> {
+    let lease = send_json(
+        c.post(format!("{url}/api/v1/leases"))
+            .bearer_auth(token)
+            .json(
+                &json!({ "selector": selector, "kind": "board", "duration": "5m", "wait": "30s" }),
+            ),
+    )
+    .await
+    .context("acquiring a lease")?;
+    let (Some(id), Some(epoch)) = (lease["id"].as_str(), lease["epoch"].as_u64()) else {
+        bail!("lease answer without id and epoch: {lease}");
+    };
+    send(
+        c.delete(format!("{url}/api/v1/leases/{id}?epoch={epoch}"))
+            .bearer_auth(token),
+    )
+    .await
+    .context("releasing the lease")?;
+    Ok(())
+}
+
+/// Runs `op` `n` times over `workers` concurrent tasks; returns each call's duration
+/// and the wall time of the whole run.
+pub(super) async fn timed<F, Fut>(
+    http: &reqwest::Client,
+    workers: usize,
+    n: usize,
+    op: F,
+) -> anyhow::Result<(Vec<Duration>, Duration)>
+where
+    F: Fn(reqwest::Client) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (next, op, c) = (Arc::clone(&next), op.clone(), http.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let t = Instant::now();
+                op(c.clone()).await?;
+                out.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(out)
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.context("a worker panicked")??);
+    }
+    Ok((all, start.elapsed()))
+}

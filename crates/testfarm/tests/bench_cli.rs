@@ -1,0 +1,91 @@
+//! Smoke tests of `testfarm bench placement|lease|fleet|logs`: each runs tiny and the JSON
+//! it prints has the expected shape and sane counts. Benchmarks, not timed tests: no
+//! assertion here is about speed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_testfarm");
+
+/// Runs `testfarm bench ARGS --json` (killed after `limit`) and parses its one JSON line.
+fn bench(args: &[&str], limit: Duration) -> serde_json::Value {
+    let mut child = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("bench {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+fn non_negative(v: &serde_json::Value, path: &[&str]) -> f64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    let x = cur
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number in {v}"));
+    assert!(x >= 0.0 && x.is_finite(), "{path:?} = {x}");
+    x
+}
+
+#[test]
+fn placement_places_every_job_of_a_tiny_lab() {
+    let v = bench(
+        &["placement", "--jobs", "60", "--resources", "20"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(v["bench"], "placement");
+    assert_eq!(v["jobs"], 60);
+    assert_eq!(v["placed"], 60, "{v}");
+    assert_eq!(v["active_leases"], 60, "{v}");
+    assert_eq!(v["still_queued"], 0, "{v}");
+    for k in ["load", "place", "write"] {
+        non_negative(&v, &["split_seconds", k]);
+    }
+    assert!(non_negative(&v, &["seconds_to_place_all"]) > 0.0);
+    non_negative(&v, &["placements_per_s"]);
+    non_negative(&v, &["baseline_empty_tx", "seconds"]);
+    assert!(v["meets_target"].is_boolean());
+}
+
+#[test]
+fn lease_times_round_trips_against_a_spawned_server() {
+    let v = bench(
+        &["lease", "--n", "40", "--concurrency", "2"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(v["bench"], "lease");
+    assert_eq!(v["server"], "spawned");
+    assert_eq!(v["boards_created"], 2);
+    assert_eq!(v["acquire_release"]["n"], 40);
+    assert_eq!(v["baseline_healthz"]["n"], 40);
+    for k in ["p50_ms", "p99_ms"] {
+        non_negative(&v, &["acquire_release", k]);
+        non_negative(&v, &["baseline_healthz", k]);
+    }
+    non_negative(&v, &["p50_vs_baseline"]);
+}
