@@ -43,6 +43,7 @@ pub mod resource;
 pub mod role;
 pub mod selector;
 pub mod size;
+pub mod test_step;
 pub mod token;
 pub mod why;
 
