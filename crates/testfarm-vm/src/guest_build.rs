@@ -91,7 +91,32 @@ pub fn build_static_guest(workspace: &Path) -> Result<PathBuf> {
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    Ok(built_guest_path(workspace))
+    // Cargo rewrites its output in place on the next rebuild, possibly while another process
+    // is reading it for an image: hand out an immutable, content-named copy instead (made
+    // while the lock is held).
+    let built = built_guest_path(workspace);
+    let bytes = std::fs::read(&built)
+        .map_err(|e| VmError::io(format!("reading {}", built.display()), e))?;
+    let digest: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes)
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let copy = target_dir.join(format!("testfarm-guest-{digest}"));
+    if !copy.is_file() {
+        let tmp = target_dir.join(format!(".testfarm-guest-{digest}.tmp"));
+        std::fs::write(&tmp, &bytes)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            })
+            .and_then(|()| std::fs::rename(&tmp, &copy))
+            .map_err(|e| VmError::io(format!("writing {}", copy.display()), e))?;
+    }
+    Ok(copy)
 }
 
 /// A 64-bit ELF executable without a `PT_INTERP` program header (no dynamic loader), which

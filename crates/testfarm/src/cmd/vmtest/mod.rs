@@ -35,7 +35,7 @@ enum Sub {
     Image(image::ImageCmd),
     /// Warm pods: VMs that stay booted between runs (`up`, `status`, `down`).
     #[command(subcommand)]
-    Pod(pod::PodCmd),
+    Pod(Box<pod::PodCmd>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let result = rt.block_on(async move {
         match args.sub {
             Some(Sub::Image(cmd)) => image::run(cmd).await,
-            Some(Sub::Pod(cmd)) => pod::run(cmd).await,
+            Some(Sub::Pod(cmd)) => pod::run(*cmd).await,
             None => {
                 tokio::select! {
                     r = run_tests(args.run) => r,
