@@ -1,0 +1,261 @@
+//! Shared by the agent tests: a lab whose config is tuned for the test, a real
+//! `testfarm agent` process with its own token and work directory, and job helpers over
+//! the API.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{BIN, Http, Lab};
+
+/// Sets `key = value` in `[section]` of the lab's config.toml (the key must be there, as
+/// `testfarm init` writes every key).
+pub fn set_config(lab: &Lab, section: &str, key: &str, value: &str) {
+    let path = lab.config();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut out = Vec::new();
+    let mut in_section = false;
+    let mut done = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_section = line.trim() == format!("[{section}]");
+        }
+        if in_section && !done && line.starts_with(&format!("{key} =")) {
+            out.push(format!("{key} = {value}"));
+            done = true;
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    assert!(done, "no {key} in [{section}] of {}", path.display());
+    std::fs::write(&path, out.join("\n") + "\n").unwrap();
+}
+
+/// A lab without the built-in agent (tests bring their own), with faster health checks.
+pub fn lab(offline_after: &str, heartbeat_ttl: &str) -> Lab {
+    let lab = Lab::new();
+    set_config(&lab, "agent.local", "enabled", "false");
+    set_config(
+        &lab,
+        "health",
+        "offline_after",
+        &format!("{offline_after:?}"),
+    );
+    set_config(&lab, "health", "heartbeat_interval", "\"500ms\"");
+    set_config(
+        &lab,
+        "leases",
+        "heartbeat_ttl",
+        &format!("{heartbeat_ttl:?}"),
+    );
+    set_config(&lab, "leases", "reap_interval", "\"200ms\"");
+    set_config(&lab, "scheduler", "tick", "\"500ms\"");
+    lab
+}
+
+/// Creates an agent-role token named `name`; returns its text.
+pub fn agent_token(http: &Http, admin: &str, name: &str) -> String {
+    let r = http.post(
+        "/api/v1/tokens",
+        admin,
+        serde_json::json!({ "name": name, "role": "agent" }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body["token"].as_str().unwrap().to_string()
+}
+
+/// A `testfarm agent` process; killed when dropped.
+pub struct Agent {
+    pub name: String,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Agent {
+    /// Writes `<dir>/agent.toml` (the host as build server `<name>-build`, plus `extra`)
+    /// and starts the agent against `url`.
+    pub fn start(url: &str, token: &str, name: &str, extra: &str) -> Agent {
+        let dir = tempfile::Builder::new()
+            .prefix("tf-agent-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        std::fs::write(dir.join("agent.token"), token).unwrap();
+        let toml = format!(
+            "url = {url:?}\nname = {name:?}\ntoken_file = \"agent.token\"\nwork_dir = \"work\"\n\
+             kill_grace = \"1s\"\n\n[[resource]]\nkind = \"build-server\"\n{extra}"
+        );
+        std::fs::write(dir.join("agent.toml"), toml).unwrap();
+        let mut a = Agent {
+            name: name.to_string(),
+            dir,
+            child: None,
+        };
+        a.spawn();
+        a
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["agent", "--config"])
+            .arg(self.dir.join("agent.toml"))
+            .env("RUST_LOG", "info,testfarm_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn resource(&self) -> String {
+        format!("{}-build", self.name)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// SIGTERM, bounded wait.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        if self.child.is_some() {
+            self.signal("TERM");
+        }
+        let mut c = self.child.take()?;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(40) {
+            if let Some(s) = c.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A stopped agent does not die of SIGKILL until continued? It does; be sure.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls until `f` returns Some, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the agent's resource is registered and available.
+pub fn wait_registered(http: &Http, token: &str, resource: &str) -> serde_json::Value {
+    wait_for(Duration::from_secs(60), "the agent's resource", || {
+        let r = http.get(&format!("/api/v1/resources/{resource}"), token);
+        (r.status == 200 && r.body["state"] == "available").then_some(r.body)
+    })
+}
+
+/// Submits a job spec; returns its id.
+pub fn submit(http: &Http, token: &str, spec: &str) -> String {
+    let r = http.post("/api/v1/jobs", token, serde_json::json!({ "spec": spec }));
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+pub fn job(http: &Http, token: &str, id: &str) -> serde_json::Value {
+    let r = http.get(&format!("/api/v1/jobs/{id}"), token);
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}
+
+const TERMINAL: &[&str] = &["passed", "failed", "error", "cancelled", "timed_out"];
+
+/// Waits for a job to end; returns it.
+pub fn wait_job(http: &Http, token: &str, id: &str, timeout: Duration) -> serde_json::Value {
+    wait_for(timeout, &format!("job {id} to end"), || {
+        let j = job(http, token, id);
+        TERMINAL
+            .contains(&j["state"].as_str().unwrap_or(""))
+            .then_some(j)
+    })
+}
+
+/// Waits for a job to reach `state`.
+pub fn wait_state(http: &Http, token: &str, id: &str, state: &str, timeout: Duration) {
+    wait_for(timeout, &format!("job {id} to be {state}"), || {
+        (job(http, token, id)["state"] == state).then_some(())
+    });
+}
+
+/// The job's whole log.
+pub fn log(http: &Http, token: &str, id: &str) -> String {
+    http.get(&format!("/api/v1/jobs/{id}/log"), token).text
+}
+
+/// A spec pinned to `resource`.
+pub fn spec(resource: &str, body: &str) -> String {
+    format!("name: t\nrequires: {{ kind: build-server, resource: {resource} }}\n{body}")
+}
+
+/// Whether a process is alive (and not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+pub fn read_pid(path: &Path) -> i32 {
+    wait_for(Duration::from_secs(30), "a pid file", || {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+}
