@@ -25,7 +25,10 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.bench_function("counting", |b| {
         b.iter(|| {
-            let mut p = Parser::with_options(Options { parse_yaml: false, keep_text: false });
+            let mut p = Parser::with_options(Options {
+                parse_yaml: false,
+                keep_text: false,
+            });
             let mut counter = Counter::new();
             for chunk in data.chunks(64 * 1024) {
                 p.feed(chunk, &mut |e| counter.event(&e));
@@ -34,7 +37,9 @@ fn bench(c: &mut Criterion) {
             counter.finish().summary(None)
         })
     });
-    g.bench_function("document", |b| b.iter(|| Document::parse(&data).tests.len()));
+    g.bench_function("document", |b| {
+        b.iter(|| Document::parse(&data).tests.len())
+    });
     g.finish();
 }
 

@@ -120,14 +120,14 @@ impl DocumentBuilder {
                 });
             }
             Event::SubtestEnd => {
-                if depth > 1 {
-                    if let Some(child) = self.stack.pop() {
-                        let doc = close(child);
-                        if let Some(parent) = self.stack.last_mut() {
-                            if let Some(orphan) = parent.pending.replace(doc) {
-                                parent.doc.orphan_subtests.push(orphan);
-                            }
-                        }
+                if depth > 1
+                    && let Some(child) = self.stack.pop()
+                {
+                    let doc = close(child);
+                    if let Some(parent) = self.stack.last_mut()
+                        && let Some(orphan) = parent.pending.replace(doc)
+                    {
+                        parent.doc.orphan_subtests.push(orphan);
                     }
                 }
             }

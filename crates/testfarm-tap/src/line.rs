@@ -10,11 +10,17 @@ use crate::event::{Directive, DirectiveKind, Plan, TestPoint};
 /// stands (a second plan, a late version line… become [`Line::Unknown`] there).
 #[derive(Debug)]
 pub(crate) enum Line<'a> {
-    TestPoint { point: TestPoint, buffered: bool },
+    TestPoint {
+        point: TestPoint,
+        buffered: bool,
+    },
     Plan(Plan),
     BailOut(String),
     Version(u32),
-    Pragma { name: &'a str, enabled: bool },
+    Pragma {
+        name: &'a str,
+        enabled: bool,
+    },
     /// `# Subtest` / `# Subtest: name`.
     Subtest(&'a str),
     Comment(&'a str),
@@ -388,14 +394,13 @@ pub(crate) fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(&n) = chars.peek() {
-                if n == '\\' || n == '#' {
-                    out.push(n);
-                    chars.next();
-                    continue;
-                }
-            }
+        if c == '\\'
+            && let Some(&n) = chars.peek()
+            && (n == '\\' || n == '#')
+        {
+            out.push(n);
+            chars.next();
+            continue;
         }
         out.push(c);
     }
@@ -452,13 +457,19 @@ mod tests {
         assert_eq!(p.description, "dns answers");
 
         let (p, _) = tp("ok 3 # skip");
-        assert_eq!(p.directive.as_ref().map(|d| d.kind), Some(DirectiveKind::Skip));
+        assert_eq!(
+            p.directive.as_ref().map(|d| d.kind),
+            Some(DirectiveKind::Skip)
+        );
         assert_eq!(p.directive.and_then(|d| d.reason), None);
         assert_eq!(p.description, "");
 
         // no space after `#`, any case, longer keyword
         let (p, _) = tp("ok 4 - net #SKIP no network");
-        assert_eq!(p.directive.map(|d| (d.kind, d.reason)), Some((DirectiveKind::Skip, Some("no network".into()))));
+        assert_eq!(
+            p.directive.map(|d| (d.kind, d.reason)),
+            Some((DirectiveKind::Skip, Some("no network".into())))
+        );
         let (p, _) = tp("ok 5 - x # Skipped: later");
         assert_eq!(p.directive.map(|d| d.kind), Some(DirectiveKind::Skip));
         let (p, _) = tp("not ok 6 - y #todo");
@@ -508,30 +519,62 @@ mod tests {
 
     #[test]
     fn plans() {
-        let Line::Plan(p) = classify("1..3", true) else { panic!() };
+        let Line::Plan(p) = classify("1..3", true) else {
+            panic!()
+        };
         assert_eq!((p.start, p.end, p.skip_all, p.reason), (1, 3, false, None));
-        let Line::Plan(p) = classify("1..0 # SKIP no network", true) else { panic!() };
+        let Line::Plan(p) = classify("1..0 # SKIP no network", true) else {
+            panic!()
+        };
         assert!(p.skip_all);
         assert_eq!(p.reason.as_deref(), Some("no network"));
-        let Line::Plan(p) = classify("1..0 #Skipped: all", true) else { panic!() };
+        let Line::Plan(p) = classify("1..0 #Skipped: all", true) else {
+            panic!()
+        };
         assert_eq!(p.reason.as_deref(), Some("all"));
         assert!(matches!(classify("1..3 junk", true), Line::Unknown));
         assert!(matches!(classify("1..3#x", true), Line::Unknown));
         assert!(matches!(classify("1..", true), Line::Unknown));
-        assert!(matches!(classify("1..99999999999999999999999", true), Line::Unknown));
+        assert!(matches!(
+            classify("1..99999999999999999999999", true),
+            Line::Unknown
+        ));
     }
 
     #[test]
     fn others() {
-        assert!(matches!(classify("Bail out! disk full", true), Line::BailOut(r) if r == "disk full"));
+        assert!(
+            matches!(classify("Bail out! disk full", true), Line::BailOut(r) if r == "disk full")
+        );
         assert!(matches!(classify("BAIL OUT!", true), Line::BailOut(r) if r.is_empty()));
-        assert!(matches!(classify("TAP version 14", true), Line::Version(14)));
-        assert!(matches!(classify("tap VERSION 13", true), Line::Version(13)));
+        assert!(matches!(
+            classify("TAP version 14", true),
+            Line::Version(14)
+        ));
+        assert!(matches!(
+            classify("tap VERSION 13", true),
+            Line::Version(13)
+        ));
         assert!(matches!(classify("TAP version x", true), Line::Unknown));
-        assert!(matches!(classify("pragma +strict", true), Line::Pragma { name: "strict", enabled: true }));
-        assert!(matches!(classify("pragma -x_y-z", true), Line::Pragma { name: "x_y-z", enabled: false }));
+        assert!(matches!(
+            classify("pragma +strict", true),
+            Line::Pragma {
+                name: "strict",
+                enabled: true
+            }
+        ));
+        assert!(matches!(
+            classify("pragma -x_y-z", true),
+            Line::Pragma {
+                name: "x_y-z",
+                enabled: false
+            }
+        ));
         assert!(matches!(classify("pragma strict", true), Line::Unknown));
-        assert!(matches!(classify("# Subtest: name here", true), Line::Subtest("name here")));
+        assert!(matches!(
+            classify("# Subtest: name here", true),
+            Line::Subtest("name here")
+        ));
         assert!(matches!(classify("# Subtest", true), Line::Subtest("")));
         assert!(matches!(classify("# hello", true), Line::Comment("hello")));
         assert!(matches!(classify("hello", true), Line::Unknown));

@@ -114,7 +114,8 @@ impl Parser {
 
     fn push_partial(&mut self, bytes: &[u8]) {
         let room = MAX_LINE.saturating_sub(self.partial.len());
-        self.partial.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.partial
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     fn line(&mut self, raw: &[u8], emit: &mut impl FnMut(Event)) {
@@ -343,14 +344,14 @@ impl Level {
     }
 
     fn indented(&mut self, line: &str, o: &Options, emit: &mut impl FnMut(Event)) -> Flow {
-        if self.child.is_some() {
-            if let Some(rest) = line.strip_prefix("    ") {
-                let flow = match self.child.as_mut() {
-                    Some(child) => child.line(rest, o, emit),
-                    None => Flow::Continue,
-                };
-                return self.after_child(flow, o, emit);
-            }
+        if self.child.is_some()
+            && let Some(rest) = line.strip_prefix("    ")
+        {
+            let flow = match self.child.as_mut() {
+                Some(child) => child.line(rest, o, emit),
+                None => Flow::Continue,
+            };
+            return self.after_child(flow, o, emit);
         }
         if let Some(y) = self.yaml.as_mut() {
             if let Some(rest) = line.strip_prefix(y.indent.as_str()) {
@@ -387,9 +388,9 @@ impl Level {
             // subtest; an indented comment stays a comment of this level.
             let stripped = rest.trim_start_matches("    ");
             if !stripped.starts_with(' ') && line::is_tap(stripped) {
-                if stripped.starts_with('#') {
+                if let Some(comment) = stripped.strip_prefix('#') {
                     emit(Event::Comment {
-                        text: keep(stripped[1..].trim(), o),
+                        text: keep(comment.trim(), o),
                     });
                     return Flow::Continue;
                 }

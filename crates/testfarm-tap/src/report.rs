@@ -39,7 +39,7 @@ impl RunOutcome {
 /// `1.5s`, `60s`: a duration as people write it.
 pub(crate) fn seconds(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{:.3}s", d.as_secs_f64())

@@ -13,13 +13,13 @@ pub fn status_line(run: &SuiteRun) -> String {
     if let Some(outcome) = &run.outcome {
         return outcome.message();
     }
-    if let Some(plan) = run.document.plan.as_ref().filter(|p| p.skip_all) {
-        if s.ok {
-            return match &plan.reason {
-                Some(r) => format!("skipped: {r}"),
-                None => "skipped".to_string(),
-            };
-        }
+    if let Some(plan) = run.document.plan.as_ref().filter(|p| p.skip_all)
+        && s.ok
+    {
+        return match &plan.reason {
+            Some(r) => format!("skipped: {r}"),
+            None => "skipped".to_string(),
+        };
     }
     if s.ok {
         let mut line = "ok".to_string();
@@ -46,7 +46,11 @@ pub fn progress_line(run: &SuiteRun, width: usize) -> String {
 
 /// The whole summary for a finished set of runs (`wall` is the elapsed wall clock).
 pub fn render_with_wall(runs: &[SuiteRun], wall: Option<Duration>) -> String {
-    let width = runs.iter().map(|r| r.name.chars().count()).max().unwrap_or(0);
+    let width = runs
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
     for run in runs {
         let _ = writeln!(out, "{}", progress_line(run, width));
@@ -100,7 +104,11 @@ pub fn tail(runs: &[SuiteRun], wall: Option<Duration>) -> String {
         let _ = write!(out, ", {:.2} wallclock secs", w.as_secs_f64());
     }
     out.push('\n');
-    let _ = writeln!(out, "Result: {}", if bad.is_empty() { "PASS" } else { "FAIL" });
+    let _ = writeln!(
+        out,
+        "Result: {}",
+        if bad.is_empty() { "PASS" } else { "FAIL" }
+    );
     out
 }
 

@@ -268,19 +268,15 @@ impl Counter {
         };
         match event {
             Event::Version { version } if depth == 1 => self.version = Some(*version),
-            Event::Plan(plan) => {
-                if frame.tally.plan.is_none() {
-                    frame.tally.plan = Some(plan.clone());
-                }
+            Event::Plan(plan) if frame.tally.plan.is_none() => {
+                frame.tally.plan = Some(plan.clone());
             }
             Event::TestPoint(point) => {
                 let sub = frame.pending.take();
                 frame.tally.test(point, sub);
             }
-            Event::BailOut(b) => {
-                if frame.tally.bailout.is_none() {
-                    frame.tally.bailout = Some(b.reason.clone());
-                }
+            Event::BailOut(b) if frame.tally.bailout.is_none() => {
+                frame.tally.bailout = Some(b.reason.clone());
             }
             Event::Comment { .. } if depth == 1 => self.comments += 1,
             Event::SubtestStart { .. } => {
@@ -298,10 +294,10 @@ impl Counter {
             Event::SubtestEnd if depth > 1 => {
                 if let Some(child) = self.stack.pop() {
                     let ok = close_counter(child);
-                    if let Some(parent) = self.stack.last_mut() {
-                        if parent.pending.replace(ok) == Some(false) {
-                            parent.tally.subtest_failures += 1;
-                        }
+                    if let Some(parent) = self.stack.last_mut()
+                        && parent.pending.replace(ok) == Some(false)
+                    {
+                        parent.tally.subtest_failures += 1;
                     }
                 }
             }
@@ -323,10 +319,10 @@ impl Counter {
         while self.stack.len() > 1 {
             if let Some(child) = self.stack.pop() {
                 let ok = close_counter(child);
-                if let Some(parent) = self.stack.last_mut() {
-                    if !ok {
-                        parent.tally.subtest_failures += 1;
-                    }
+                if let Some(parent) = self.stack.last_mut()
+                    && !ok
+                {
+                    parent.tally.subtest_failures += 1;
                 }
             }
         }

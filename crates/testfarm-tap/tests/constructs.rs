@@ -1,8 +1,9 @@
 //! Every construct of the issue, through the public API (events, documents, verdicts).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
 use testfarm_tap::parser::{MAX_DEPTH, MAX_LINE, events};
-use testfarm_tap::{Counter, Document, DirectiveKind, Event, Options, Parser, Reason};
+use testfarm_tap::{Counter, DirectiveKind, Document, Event, Options, Parser, Reason};
 
 fn doc(s: &str) -> Document {
     Document::parse(s.as_bytes())
@@ -14,11 +15,9 @@ fn kinds(s: &str) -> Vec<String> {
         .map(|e| match e {
             Event::Version { version } => format!("version {version}"),
             Event::Plan(p) => format!("plan {}..{}", p.start, p.end),
-            Event::TestPoint(t) => format!(
-                "{} {}",
-                if t.ok { "ok" } else { "not ok" },
-                t.description
-            ),
+            Event::TestPoint(t) => {
+                format!("{} {}", if t.ok { "ok" } else { "not ok" }, t.description)
+            }
             Event::Yaml { .. } => "yaml".into(),
             Event::BailOut(b) => format!("bail {}", b.reason),
             Event::Comment { text } => format!("# {text}"),
@@ -34,7 +33,9 @@ fn kinds(s: &str) -> Vec<String> {
 
 #[test]
 fn issue_example_json_shape() {
-    let d = doc("TAP version 14\n1..3\nok 1 - loopback exists\nnot ok - dns answers # TODO not implemented\n  ---\n  got: 1\n  expected: 2\n  ...\n");
+    let d = doc(
+        "TAP version 14\n1..3\nok 1 - loopback exists\nnot ok - dns answers # TODO not implemented\n  ---\n  got: 1\n  expected: 2\n  ...\n",
+    );
     let v = testfarm_tap::json::document(&d, None);
     assert_eq!(
         v,
@@ -57,10 +58,17 @@ fn issue_example_json_shape() {
     // key order is the documented one
     let text = testfarm_tap::json::document_string(&d, None);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), v);
-    let order: Vec<usize> = ["\"version\"", "\"plan\"", "\"bailout\"", "\"tests\"", "\"comments\"", "\"summary\""]
-        .iter()
-        .map(|k| text.rfind(k).unwrap())
-        .collect();
+    let order: Vec<usize> = [
+        "\"version\"",
+        "\"plan\"",
+        "\"bailout\"",
+        "\"tests\"",
+        "\"comments\"",
+        "\"summary\"",
+    ]
+    .iter()
+    .map(|k| text.rfind(k).unwrap())
+    .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
 }
 
@@ -118,12 +126,22 @@ fn skip_all() {
 
 #[test]
 fn directives_and_counts() {
-    let d = doc("1..5\nok 1 # SKIP a\nnot ok 2 # skip b\nnot ok 3 #TODO c\nok 4 # todo d\nnot ok 5\n");
+    let d =
+        doc("1..5\nok 1 # SKIP a\nnot ok 2 # skip b\nnot ok 3 #TODO c\nok 4 # todo d\nnot ok 5\n");
     let s = d.summary(None);
     assert_eq!((s.count, s.pass, s.fail, s.todo, s.skip), (5, 2, 3, 2, 2));
     assert_eq!(s.reasons, vec![Reason::Failures { count: 1 }]);
-    assert_eq!(d.tests[2].directive.as_ref().map(|d| d.kind), Some(DirectiveKind::Todo));
-    assert_eq!(d.tests[2].directive.as_ref().and_then(|d| d.reason.as_deref()), Some("c"));
+    assert_eq!(
+        d.tests[2].directive.as_ref().map(|d| d.kind),
+        Some(DirectiveKind::Todo)
+    );
+    assert_eq!(
+        d.tests[2]
+            .directive
+            .as_ref()
+            .and_then(|d| d.reason.as_deref()),
+        Some("c")
+    );
 }
 
 #[test]
@@ -137,16 +155,34 @@ fn escapes_in_descriptions() {
 #[test]
 fn bail_out() {
     let d = doc("1..3\nok 1\nBail out! database is gone\nok 2\nok 3\n");
-    assert_eq!(d.bailout.as_ref().map(|b| b.reason.as_str()), Some("database is gone"));
+    assert_eq!(
+        d.bailout.as_ref().map(|b| b.reason.as_str()),
+        Some("database is gone")
+    );
     assert_eq!(d.tests.len(), 1);
     let s = d.summary(None);
-    assert_eq!(s.reasons, vec![Reason::BailOut { reason: "database is gone".into() }]);
+    assert_eq!(
+        s.reasons,
+        vec![Reason::BailOut {
+            reason: "database is gone".into()
+        }]
+    );
 }
 
 #[test]
 fn bail_out_in_subtest_ends_everything() {
     let k = kinds("1..2\n# Subtest: a\n    1..1\n    Bail out! stop\nok 1 - a\nok 2\n");
-    assert_eq!(k, ["plan 1..2", "start a false", "plan 1..1", "bail stop", "end", "bail stop"]);
+    assert_eq!(
+        k,
+        [
+            "plan 1..2",
+            "start a false",
+            "plan 1..1",
+            "bail stop",
+            "end",
+            "bail stop"
+        ]
+    );
 }
 
 #[test]
@@ -165,22 +201,40 @@ fn version_rules() {
 #[test]
 fn pragmas_comments_unknown() {
     let k = kinds("TAP version 14\npragma +strict\n# hello\nrandom text\n1..0\n");
-    assert_eq!(k, ["version 14", "pragma true strict", "# hello", "? random text", "plan 1..0"]);
+    assert_eq!(
+        k,
+        [
+            "version 14",
+            "pragma true strict",
+            "# hello",
+            "? random text",
+            "plan 1..0"
+        ]
+    );
 }
 
 #[test]
 fn yaml_blocks() {
     let d = doc("1..1\nnot ok 1 - x\n  ---\n  message: boom\n  data:\n    got: [1, 2]\n  ...\n");
-    assert_eq!(d.tests[0].yaml, Some(json!({"message": "boom", "data": {"got": [1, 2]}})));
+    assert_eq!(
+        d.tests[0].yaml,
+        Some(json!({"message": "boom", "data": {"got": [1, 2]}}))
+    );
 }
 
 #[test]
 fn yaml_with_odd_indentation() {
     // three spaces, a tab, and four spaces (not a subtest: it follows a test point)
     for indent in ["   ", "\t", "    ", " "] {
-        let s = format!("1..1\nnot ok 1\n{indent}---\n{indent}a: 1\n{indent}b:\n{indent}  - x\n{indent}...\n");
+        let s = format!(
+            "1..1\nnot ok 1\n{indent}---\n{indent}a: 1\n{indent}b:\n{indent}  - x\n{indent}...\n"
+        );
         let d = doc(&s);
-        assert_eq!(d.tests[0].yaml, Some(json!({"a": 1, "b": ["x"]})), "indent {indent:?}");
+        assert_eq!(
+            d.tests[0].yaml,
+            Some(json!({"a": 1, "b": ["x"]})),
+            "indent {indent:?}"
+        );
         assert_eq!(d.unknown, 0);
     }
 }
@@ -212,7 +266,16 @@ fn subtest_with_comment_indented() {
     let s = "TAP version 14\n1..1\n    # Subtest: child one\n    1..2\n    ok 1 - a\n    not ok 2 - b\nnot ok 1 - child one\n";
     assert_eq!(
         kinds(s),
-        ["version 14", "plan 1..1", "start child one false", "plan 1..2", "ok a", "not ok b", "end", "not ok child one"]
+        [
+            "version 14",
+            "plan 1..1",
+            "start child one false",
+            "plan 1..2",
+            "ok a",
+            "not ok b",
+            "end",
+            "not ok child one"
+        ]
     );
     let d = doc(s);
     let sub = d.tests[0].subtest.as_deref().unwrap();
@@ -224,15 +287,38 @@ fn subtest_with_comment_indented() {
 #[test]
 fn subtest_with_comment_unindented() {
     let s = "1..1\n# Subtest: outer\n    1..1\n    ok 1 - inner\nok 1 - outer\n";
-    assert_eq!(kinds(s), ["plan 1..1", "start outer false", "plan 1..1", "ok inner", "end", "ok outer"]);
+    assert_eq!(
+        kinds(s),
+        [
+            "plan 1..1",
+            "start outer false",
+            "plan 1..1",
+            "ok inner",
+            "end",
+            "ok outer"
+        ]
+    );
 }
 
 #[test]
 fn unnamed_subtest_without_comment() {
     let s = "1..1\n    1..1\n    ok 1 - inner\nok 1 - outer\n";
-    assert_eq!(kinds(s), ["plan 1..1", "start  false", "plan 1..1", "ok inner", "end", "ok outer"]);
+    assert_eq!(
+        kinds(s),
+        [
+            "plan 1..1",
+            "start  false",
+            "plan 1..1",
+            "ok inner",
+            "end",
+            "ok outer"
+        ]
+    );
     // an indented comment alone is just a comment
-    assert_eq!(kinds("    # just a note\n1..0\n"), ["# just a note", "plan 1..0"]);
+    assert_eq!(
+        kinds("    # just a note\n1..0\n"),
+        ["# just a note", "plan 1..0"]
+    );
 }
 
 #[test]
@@ -259,11 +345,27 @@ ok 2 - buffered {
     assert_eq!(
         kinds(s),
         [
-            "version 14", "plan 1..2",
-            "start streamed false", "plan 1..1", "start deeper false", "plan 1..1", "ok leaf", "end", "ok deeper", "end", "ok streamed",
-            "start buffered true", "plan 1..2", "ok b1",
-            "start b2 true", "plan 1..1", "not ok deep leaf", "end", "ok b2",
-            "end", "ok buffered",
+            "version 14",
+            "plan 1..2",
+            "start streamed false",
+            "plan 1..1",
+            "start deeper false",
+            "plan 1..1",
+            "ok leaf",
+            "end",
+            "ok deeper",
+            "end",
+            "ok streamed",
+            "start buffered true",
+            "plan 1..2",
+            "ok b1",
+            "start b2 true",
+            "plan 1..1",
+            "not ok deep leaf",
+            "end",
+            "ok b2",
+            "end",
+            "ok buffered",
         ]
     );
     let d = doc(s);
@@ -276,7 +378,10 @@ ok 2 - buffered {
 #[test]
 fn failing_subtest_under_ok_point_fails_parent() {
     let d = doc("1..1\n# Subtest: s\n    1..1\n    not ok 1\nok 1 - s\n");
-    assert_eq!(d.summary(None).reasons, vec![Reason::SubtestFailures { count: 1 }]);
+    assert_eq!(
+        d.summary(None).reasons,
+        vec![Reason::SubtestFailures { count: 1 }]
+    );
     // buffered with yaml before the child
     let d = doc("1..1\nok 1 - s {\n  ---\n  note: x\n  ...\n    1..1\n    ok 1\n}\n");
     assert_eq!(d.tests[0].yaml, Some(json!({"note": "x"})));
@@ -296,13 +401,19 @@ fn orphan_subtest_counts() {
     let d = doc("1..1\n# Subtest: s\n    1..1\n    not ok 1\n");
     assert_eq!(d.orphan_subtests.len(), 1);
     let s = d.summary(None);
-    assert!(s.reasons.contains(&Reason::SubtestFailures { count: 1 }), "{s:?}");
+    assert!(
+        s.reasons.contains(&Reason::SubtestFailures { count: 1 }),
+        "{s:?}"
+    );
 }
 
 #[test]
 fn child_version_lines_are_dropped() {
     let k = kinds("1..1\n# Subtest: s\n    TAP version 14\n    1..0\nok 1 - s\n");
-    assert_eq!(k, ["plan 1..1", "start s false", "plan 1..0", "end", "ok s"]);
+    assert_eq!(
+        k,
+        ["plan 1..1", "start s false", "plan 1..0", "end", "ok s"]
+    );
 }
 
 #[test]
@@ -311,8 +422,18 @@ fn tap_start_end_markers() {
     let k = kinds(s);
     assert_eq!(
         k,
-        ["? noise", "TAP_START a_test.sh", "version 14", "plan 1..1", "ok ", "TAP_END a_test.sh 0",
-         "TAP_START b_test.sh", "plan 1..2", "ok ", "TAP_END b_test.sh 3"]
+        [
+            "? noise",
+            "TAP_START a_test.sh",
+            "version 14",
+            "plan 1..1",
+            "ok ",
+            "TAP_END a_test.sh 0",
+            "TAP_START b_test.sh",
+            "plan 1..2",
+            "ok ",
+            "TAP_END b_test.sh 3"
+        ]
     );
     let mut p = Parser::new();
     let mut c = testfarm_tap::report::Collector::new("stream");
@@ -324,7 +445,13 @@ fn tap_start_end_markers() {
     assert!(runs[0].ok());
     assert_eq!(runs[1].exit_code, Some(3));
     let reasons = runs[1].summary().reasons;
-    assert_eq!(reasons, vec![Reason::PlanMismatch { planned: 2, ran: 1 }, Reason::NonZeroExit { code: 3 }]);
+    assert_eq!(
+        reasons,
+        vec![
+            Reason::PlanMismatch { planned: 2, ran: 1 },
+            Reason::NonZeroExit { code: 3 }
+        ]
+    );
     // the seed's short form, and a start that never ends
     assert_eq!(kinds("TAP_END exit=1\n"), ["TAP_END  1"]);
     assert_eq!(kinds("TAP_END x exit=nope\n"), ["? TAP_END x exit=nope"]);
@@ -339,7 +466,8 @@ fn tap_start_end_markers() {
 #[test]
 fn markers_close_open_state() {
     // a subtest and a yaml block open when the script ends
-    let k = kinds("TAP_START a\n1..1\nok 1\n  ---\n  a: 1\n# Subtest: s\n    ok 1\nTAP_END a exit=1\n");
+    let k =
+        kinds("TAP_START a\n1..1\nok 1\n  ---\n  a: 1\n# Subtest: s\n    ok 1\nTAP_END a exit=1\n");
     assert_eq!(k.last().map(String::as_str), Some("TAP_END a 1"));
     assert!(k.contains(&"end".to_string()));
 }
@@ -379,7 +507,10 @@ fn deep_nesting_is_capped() {
         s.push_str("ok 1\n");
     }
     let evs = events(s.as_bytes());
-    let starts = evs.iter().filter(|e| matches!(e, Event::SubtestStart { .. })).count();
+    let starts = evs
+        .iter()
+        .filter(|e| matches!(e, Event::SubtestStart { .. }))
+        .count();
     assert!(starts < MAX_DEPTH);
     // a line of spaces only
     let s = format!("{}ok 1\n", " ".repeat(1_000_000));
@@ -390,7 +521,8 @@ fn deep_nesting_is_capped() {
 fn garbage_never_panics_and_is_unknown() {
     let d = doc("\u{0}\u{1}\n}}}\n{\n...\n---\n  \t \nnot\nok\tx\n1..\n..1\n# Subtest:\n");
     // fuzz finds: multi-byte characters where ASCII was expected
-    let _ = Document::parse("1..1\n    é\n    \u{FFFD}x\nok 1 # time=1é\nok 2 # time=é\n".as_bytes());
+    let _ =
+        Document::parse("1..1\n    é\n    \u{FFFD}x\nok 1 # time=1é\nok 2 # time=é\n".as_bytes());
     let _ = Document::parse(b"    \xff\xfe\n\t\xb9\n");
     assert!(!d.summary(None).ok);
 }
@@ -399,13 +531,23 @@ fn garbage_never_panics_and_is_unknown() {
 fn exit_code_fails_a_passing_stream() {
     let d = doc("1..1\nok 1\n");
     assert!(d.summary(Some(0)).ok);
-    assert_eq!(d.summary(Some(2)).reasons, vec![Reason::NonZeroExit { code: 2 }]);
+    assert_eq!(
+        d.summary(Some(2)).reasons,
+        vec![Reason::NonZeroExit { code: 2 }]
+    );
 }
 
 #[test]
 fn number_out_of_plan() {
     let s = doc("1..2\nok 1\nok 5\n").summary(None);
-    assert_eq!(s.reasons, vec![Reason::NumberOutOfPlan { number: 5, start: 1, end: 2 }]);
+    assert_eq!(
+        s.reasons,
+        vec![Reason::NumberOutOfPlan {
+            number: 5,
+            start: 1,
+            end: 2
+        }]
+    );
 }
 
 #[test]
@@ -420,15 +562,29 @@ fn counter_agrees_with_document() {
     ];
     for input in inputs {
         let d = doc(input);
-        for opts in [Options::default(), Options { parse_yaml: false, keep_text: false }] {
+        for opts in [
+            Options::default(),
+            Options {
+                parse_yaml: false,
+                keep_text: false,
+            },
+        ] {
             let mut p = Parser::with_options(opts);
             let mut c = Counter::new();
             p.feed(input.as_bytes(), &mut |e| c.event(&e));
             p.finish(&mut |e| c.event(&e));
             let a = c.finish().summary(Some(0));
             let b = d.summary(Some(0));
-            assert_eq!((a.ok, a.count, a.pass, a.fail, a.todo, a.skip), (b.ok, b.count, b.pass, b.fail, b.todo, b.skip), "{input:?}");
-            assert_eq!(a.reasons.iter().map(|r| r.kind()).collect::<Vec<_>>(), b.reasons.iter().map(|r| r.kind()).collect::<Vec<_>>(), "{input:?}");
+            assert_eq!(
+                (a.ok, a.count, a.pass, a.fail, a.todo, a.skip),
+                (b.ok, b.count, b.pass, b.fail, b.todo, b.skip),
+                "{input:?}"
+            );
+            assert_eq!(
+                a.reasons.iter().map(|r| r.kind()).collect::<Vec<_>>(),
+                b.reasons.iter().map(|r| r.kind()).collect::<Vec<_>>(),
+                "{input:?}"
+            );
         }
     }
 }

@@ -1,6 +1,7 @@
 //! JUnit output validated against Jenkins' junit-10.xsd with xmllint (CI installs
 //! libxml2-utils; a missing xmllint is a failure, not a skip, so the check cannot silently
 //! vanish).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -20,9 +21,16 @@ fn validate(xml: &str) {
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => panic!("xmllint is required to validate JUnit XML (apt-get install libxml2-utils): {e}"),
+        Err(e) => {
+            panic!("xmllint is required to validate JUnit XML (apt-get install libxml2-utils): {e}")
+        }
     };
-    child.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(xml.as_bytes())
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -70,14 +78,20 @@ fn rich_document_validates() {
     let mut run = SuiteRun::new("t/rich_test.sh", Document::parse(RICH.as_bytes()));
     run.duration = Duration::from_millis(1234);
     run.exit_code = Some(0);
-    run.properties = vec![("vm".into(), "vm-1".into()), ("arch".into(), "x86_64".into())];
+    run.properties = vec![
+        ("vm".into(), "vm-1".into()),
+        ("arch".into(), "x86_64".into()),
+    ];
     run.system_out = "stdout <with> markup & \u{0} nul\n".into();
     run.system_err = "stderr ]]> end\n".into();
     run.attempts = 2;
     run.flaky = true;
     let xml = testfarm_tap::junit::render(&[run]);
     validate(&xml);
-    assert!(xml.contains("<testsuite name=\"t/rich_test.sh.child\""), "{xml}");
+    assert!(
+        xml.contains("<testsuite name=\"t/rich_test.sh.child\""),
+        "{xml}"
+    );
     assert!(xml.contains("<property name=\"vm\" value=\"vm-1\"/>"));
     assert!(xml.contains("<failure type=\"not_ok\""));
     assert!(xml.contains("<skipped message=\"no network\"/>"));
@@ -91,19 +105,32 @@ fn rich_document_validates() {
 #[test]
 fn outcomes_and_verdict_reasons_validate() {
     let mut timed_out = SuiteRun::new("hang", Document::parse(b"1..3\nok 1\n"));
-    timed_out.outcome = Some(RunOutcome::TimedOut { after: Duration::from_secs(60) });
+    timed_out.outcome = Some(RunOutcome::TimedOut {
+        after: Duration::from_secs(60),
+    });
     let mut error = SuiteRun::new("err", Document::default());
-    error.outcome = Some(RunOutcome::Error { message: "spawn failed: ENOENT".into() });
+    error.outcome = Some(RunOutcome::Error {
+        message: "spawn failed: ENOENT".into(),
+    });
     let mut bailed = SuiteRun::new("bail", Document::parse(b"1..2\nBail out! no disk\n"));
     bailed.exit_code = Some(255);
     let skipped = SuiteRun::new("skip", Document::parse(b"1..0 # SKIP nothing to do\n"));
-    let orphan = SuiteRun::new("orphan", Document::parse(b"1..1\n# Subtest: s\n    not ok 1\n"));
+    let orphan = SuiteRun::new(
+        "orphan",
+        Document::parse(b"1..1\n# Subtest: s\n    not ok 1\n"),
+    );
     let xml = testfarm_tap::junit::render(&[timed_out, error, bailed, skipped, orphan]);
     validate(&xml);
-    assert!(xml.contains("<error type=\"timed_out\" message=\"timed out after 60s\"/>"), "{xml}");
+    assert!(
+        xml.contains("<error type=\"timed_out\" message=\"timed out after 60s\"/>"),
+        "{xml}"
+    );
     assert!(xml.contains("type=\"bail_out\""));
     assert!(xml.contains("type=\"non_zero_exit\""));
-    assert!(xml.contains("type=\"missing_plan\"") || xml.contains("orphan.s"), "{xml}");
+    assert!(
+        xml.contains("type=\"missing_plan\"") || xml.contains("orphan.s"),
+        "{xml}"
+    );
 }
 
 #[test]

@@ -1,4 +1,5 @@
 //! Property tests: the parser never panics, and chunking never changes what it emits.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use proptest::prelude::*;
 use testfarm_tap::{Event, Parser};
@@ -9,7 +10,11 @@ fn parse_in_chunks(data: &[u8], sizes: &[usize]) -> Vec<Event> {
     let mut rest = data;
     let mut i = 0;
     while !rest.is_empty() {
-        let n = if sizes.is_empty() { rest.len() } else { sizes[i % sizes.len()].max(1) };
+        let n = if sizes.is_empty() {
+            rest.len()
+        } else {
+            sizes[i % sizes.len()].max(1)
+        };
         let n = n.min(rest.len());
         p.feed(&rest[..n], &mut |e| out.push(e));
         rest = &rest[n..];
@@ -21,7 +26,14 @@ fn parse_in_chunks(data: &[u8], sizes: &[usize]) -> Vec<Event> {
 
 /// Lines that look like TAP (so the interesting paths are reached), mixed with noise.
 fn tap_line() -> impl Strategy<Value = String> {
-    let indent = prop_oneof![Just(""), Just("  "), Just("    "), Just("        "), Just("\t"), Just("   ")];
+    let indent = prop_oneof![
+        Just(""),
+        Just("  "),
+        Just("    "),
+        Just("        "),
+        Just("\t"),
+        Just("   ")
+    ];
     let body = prop_oneof![
         Just("TAP version 14".to_string()),
         Just("TAP_START s".to_string()),
@@ -43,7 +55,10 @@ fn tap_line() -> impl Strategy<Value = String> {
 }
 
 fn tap_stream() -> impl Strategy<Value = Vec<u8>> {
-    (proptest::collection::vec(tap_line(), 0..40), prop_oneof![Just("\n"), Just("\r\n")])
+    (
+        proptest::collection::vec(tap_line(), 0..40),
+        prop_oneof![Just("\n"), Just("\r\n")],
+    )
         .prop_map(|(lines, nl)| lines.join(nl).into_bytes())
 }
 

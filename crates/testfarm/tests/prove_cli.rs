@@ -46,25 +46,57 @@ fn stdout(out: &Output) -> String {
 }
 
 fn validate_junit(path: &Path) {
-    let xsd = concat!(env!("CARGO_MANIFEST_DIR"), "/../testfarm-tap/tests/data/junit-10.xsd");
+    let xsd = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testfarm-tap/tests/data/junit-10.xsd"
+    );
     let check = Command::new("xmllint")
         .args(["--noout", "--schema", xsd])
         .arg(path)
         .output()
         .expect("xmllint is required (apt-get install libxml2-utils)");
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 #[test]
 fn a_mixed_tree_with_reports() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    script(d, "t/01-ok/pass_test.sh", "echo 1..2\necho ok 1 - one\necho 'ok 2 - two # SKIP later'\n", true);
-    script(d, "t/02-bad/fail_test.sh", "echo 1..2\necho ok 1\necho 'not ok 2 - broken'\necho '  ---'\necho '  got: 1'\necho '  ...'\necho oops >&2\n", true);
-    script(d, "t/03-skip/skip_test.sh", "echo '1..0 # SKIP no board'\n", true);
-    script(d, "t/04-noexec/plain_test.sh", "echo 1..1\necho ok 1\n", false);
+    script(
+        d,
+        "t/01-ok/pass_test.sh",
+        "echo 1..2\necho ok 1 - one\necho 'ok 2 - two # SKIP later'\n",
+        true,
+    );
+    script(
+        d,
+        "t/02-bad/fail_test.sh",
+        "echo 1..2\necho ok 1\necho 'not ok 2 - broken'\necho '  ---'\necho '  got: 1'\necho '  ...'\necho oops >&2\n",
+        true,
+    );
+    script(
+        d,
+        "t/03-skip/skip_test.sh",
+        "echo '1..0 # SKIP no board'\n",
+        true,
+    );
+    script(
+        d,
+        "t/04-noexec/plain_test.sh",
+        "echo 1..1\necho ok 1\n",
+        false,
+    );
     script(d, "t/04-noexec/helper.sh", "echo not a test\n", true);
-    script(d, "t/05-exit/exit_test.sh", "echo 1..1\necho ok 1\nexit 3\n", true);
+    script(
+        d,
+        "t/05-exit/exit_test.sh",
+        "echo 1..1\necho ok 1\nexit 3\n",
+        true,
+    );
     let (out, _) = prove(d, &["--junit", "report.xml", "--json", "report.json"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
@@ -73,7 +105,10 @@ fn a_mixed_tree_with_reports() {
     assert!(text.contains("Failed 1/2 subtests"), "{text}");
     assert!(text.contains("skipped: no board"), "{text}");
     assert!(!text.contains("helper.sh"), "{text}");
-    assert!(text.contains("non_zero_exit: exited with status 3"), "{text}");
+    assert!(
+        text.contains("non_zero_exit: exited with status 3"),
+        "{text}"
+    );
     assert!(text.contains("Files=5, Tests=6"), "{text}");
     assert!(text.contains("Result: FAIL"), "{text}");
 
@@ -105,7 +140,11 @@ fn timeout_kills_the_process_group() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
     assert!(text.contains("timed out after 1s"), "{text}");
-    let pid: i32 = std::fs::read_to_string(d.join("grandchild.pid")).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(d.join("grandchild.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // Gone, or a zombie waiting for init to reap it: either way not running.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -130,7 +169,12 @@ fn jobs_run_in_parallel() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     for i in 0..4 {
-        script(d, &format!("t/s{i}_test.sh"), "sleep 1\necho 1..1\necho ok 1\n", true);
+        script(
+            d,
+            &format!("t/s{i}_test.sh"),
+            "sleep 1\necho 1..1\necho ok 1\n",
+            true,
+        );
     }
     let (out, elapsed) = prove(d, &["-j", "4"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));

@@ -11,7 +11,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_testfarm");
 fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -45,7 +49,10 @@ const EXAMPLE: &str = "TAP version 14\n1..3\nok 1 - loopback exists\nnot ok - dn
 #[test]
 fn json_is_the_issue_shape() {
     let f = file(EXAMPLE);
-    let out = run(&["tap", "--format", "json", f.path().to_str().unwrap()], None);
+    let out = run(
+        &["tap", "--format", "json", f.path().to_str().unwrap()],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -89,27 +96,40 @@ fn summary_from_stdin_and_exit_codes() {
 #[test]
 fn junit_output_validates() {
     let f = file(EXAMPLE);
-    let out = run(&["tap", "--format", "junit", f.path().to_str().unwrap()], None);
+    let out = run(
+        &["tap", "--format", "junit", f.path().to_str().unwrap()],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     let xml = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(xml.path(), &out.stdout).unwrap();
-    let xsd = concat!(env!("CARGO_MANIFEST_DIR"), "/../testfarm-tap/tests/data/junit-10.xsd");
+    let xsd = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testfarm-tap/tests/data/junit-10.xsd"
+    );
     let check = Command::new("xmllint")
         .args(["--noout", "--schema", xsd, xml.path().to_str().unwrap()])
         .output()
         .expect("xmllint is required (apt-get install libxml2-utils)");
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 #[test]
 fn marked_streams_report_per_script() {
-    let stream = b"TAP_START a_test.sh\n1..1\nok 1\nTAP_END a_test.sh exit=0\nTAP_START b_test.sh\n1..1\nok 1\nTAP_END b_test.sh exit=2\n";
+    let stream = b"boot noise\nTAP_START a_test.sh\n1..1\nok 1\nTAP_END a_test.sh exit=0\nTAP_START b_test.sh\n1..1\nok 1\nTAP_END b_test.sh exit=2\nlogin: \n";
     let out = run(&["tap"], Some(stream));
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("a_test.sh: ok"), "{text}");
     assert!(text.contains("b_test.sh: FAILED"), "{text}");
-    assert!(text.contains("non_zero_exit: exited with status 2"), "{text}");
+    assert!(
+        text.contains("non_zero_exit: exited with status 2"),
+        "{text}"
+    );
 
     let out = run(&["tap", "--format", "json"], Some(stream));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

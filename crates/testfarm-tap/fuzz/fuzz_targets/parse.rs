@@ -12,7 +12,11 @@ fn run(data: &[u8], sizes: &[u8], options: Options) -> Vec<Event> {
     let mut rest = data;
     let mut i = 0;
     while !rest.is_empty() {
-        let n = if sizes.is_empty() { rest.len() } else { (sizes[i % sizes.len()] as usize).max(1) };
+        let n = if sizes.is_empty() {
+            rest.len()
+        } else {
+            (sizes[i % sizes.len()] as usize).max(1)
+        };
         let n = n.min(rest.len());
         p.feed(&rest[..n], &mut |e| out.push(e));
         rest = &rest[n..];
@@ -41,14 +45,24 @@ fuzz_target!(|input: &[u8]| {
     let doc: Document = builder.finish();
     assert_eq!(doc, Document::parse(data));
 
-    let fast = run(data, sizes, Options { parse_yaml: false, keep_text: false });
+    let fast = run(
+        data,
+        sizes,
+        Options {
+            parse_yaml: false,
+            keep_text: false,
+        },
+    );
     let mut counter = Counter::new();
     for e in &fast {
         counter.event(e);
     }
     let a = counter.finish().summary(Some(1));
     let b = doc.summary(Some(1));
-    assert_eq!((a.count, a.pass, a.fail, a.todo, a.skip), (b.count, b.pass, b.fail, b.todo, b.skip));
+    assert_eq!(
+        (a.count, a.pass, a.fail, a.todo, a.skip),
+        (b.count, b.pass, b.fail, b.todo, b.skip)
+    );
 
     let runs = vec![SuiteRun::new("fuzz", doc)];
     let xml = testfarm_tap::junit::render(&runs);

@@ -53,7 +53,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Summary => summary(&mut input, &name)?,
         Format::Json | Format::Junit => full(&mut input, &name, args.format)?,
     };
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Feeds `input` to the parser in chunks.
@@ -100,7 +104,10 @@ impl Counting {
                 self.close(Some(exit));
             }
             other => {
-                self.touched = true;
+                // Noise around markers (unknown lines, comments) does not make a run.
+                if !matches!(other, Event::Unknown { .. } | Event::Comment { .. }) {
+                    self.touched = true;
+                }
                 self.current.event(&other);
             }
         }
