@@ -16,7 +16,8 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The shell script a `test` step runs.
+/// The shell script a `test` step runs. It is safe under `sh -e` (how agents run steps):
+/// a failing test script is recorded, not fatal to the others.
 ///
 /// A glob is matched with `find -path` (its `*` crosses directories, so `t/**/*_test.sh`
 /// finds scripts at any depth), sorted, and each script runs with `sh` unless it is
@@ -27,7 +28,7 @@ pub fn script(t: &TestStep) -> String {
     let run = t.run.trim();
     if !is_glob(run) {
         return format!(
-            "echo {start}\n( {run} )\nrc=$?\necho \"TAP_END {name} exit=$rc\"\nexit $rc\n",
+            "echo {start}\nrc=0\n( {run} ) || rc=$?\necho \"TAP_END {name} exit=$rc\"\nexit $rc\n",
             start = quote(&format!("TAP_START {run}")),
             name = run.replace(['"', '$', '`', '\\'], "_"),
         );
@@ -40,8 +41,8 @@ for f in $(find . -type f -path {pattern} | LC_ALL=C sort); do
   found=1
   name=${{f#./}}
   echo "TAP_START $name"
-  if [ -x "$f" ]; then "$f"; else sh "$f"; fi
-  ec=$?
+  ec=0
+  if [ -x "$f" ]; then "$f" || ec=$?; else sh "$f" || ec=$?; fi
   echo "TAP_END $name exit=$ec"
   [ "$ec" -eq 0 ] || rc=1
 done
@@ -75,9 +76,15 @@ mod tests {
         assert!(is_glob("t/**/*_test.sh"));
         assert!(!is_glob("make check"));
         assert!(!is_glob("./run-tests"));
-        let g = script(&TestStep { run: "t/**/*_test.sh".into(), ..Default::default() });
+        let g = script(&TestStep {
+            run: "t/**/*_test.sh".into(),
+            ..Default::default()
+        });
         assert!(g.contains("-path './t/*_test.sh'"), "{g}");
-        let c = script(&TestStep { run: "make check".into(), ..Default::default() });
+        let c = script(&TestStep {
+            run: "make check".into(),
+            ..Default::default()
+        });
         assert!(c.starts_with("echo 'TAP_START make check'"), "{c}");
         assert!(c.contains("TAP_END make check exit=$rc"), "{c}");
     }
@@ -88,11 +95,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("t/sub")).unwrap();
         std::fs::write(dir.join("t/a_test.sh"), "echo 1..1; echo ok 1\n").unwrap();
-        std::fs::write(dir.join("t/sub/b_test.sh"), "echo 1..1; echo 'not ok 1'; exit 1\n").unwrap();
+        std::fs::write(
+            dir.join("t/sub/b_test.sh"),
+            "echo 1..1; echo 'not ok 1'; exit 1\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("t/helper.sh"), "exit 9\n").unwrap();
         let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(script(&TestStep { run: "t/**/*_test.sh".into(), ..Default::default() }))
+            .arg("-ec")
+            .arg(script(&TestStep {
+                run: "t/**/*_test.sh".into(),
+                ..Default::default()
+            }))
             .current_dir(&dir)
             .output()
             .unwrap();
@@ -104,7 +118,10 @@ mod tests {
         );
         let none = std::process::Command::new("/bin/sh")
             .arg("-c")
-            .arg(script(&TestStep { run: "x/*_test.sh".into(), ..Default::default() }))
+            .arg(script(&TestStep {
+                run: "x/*_test.sh".into(),
+                ..Default::default()
+            }))
             .current_dir(&dir)
             .output()
             .unwrap();

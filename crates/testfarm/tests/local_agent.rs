@@ -1,0 +1,80 @@
+//! The server's built-in agent: registers this host, runs a job's shell and test steps,
+//! and the job's TAP becomes its test results.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{Lab, cli, stdout, wait_for};
+
+#[test]
+fn built_in_agent_runs_a_test_step_and_results_follow() {
+    let lab = Lab::new();
+    lab.fast();
+    lab.set("agent.local", "enabled", "true");
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    let build = wait_for(
+        "the built-in agent's build server",
+        Duration::from_secs(20),
+        || {
+            let r = http.get("/api/v1/resources/local-build", t);
+            (r.status == 200).then_some(r.body)
+        },
+    );
+    assert_eq!(build["agent"], "local");
+    assert!(
+        build["capabilities"]["cpus"].as_u64().unwrap() >= 1,
+        "measured, not typed: {build}"
+    );
+    let spec = r#"
+name: local-tests
+timeout: 2m
+requires:
+  kind: build-server
+steps:
+  - shell: |
+      mkdir -p t/net
+      printf 'echo 1..2\necho ok 1 - lo\necho "ok 2 - eth0 # SKIP no cable"\n' > t/a_test.sh
+      printf 'echo 1..1\necho "not ok 1 - dns"\nexit 1\n' > t/net/b_test.sh
+  - test: { run: "t/**/*_test.sh", format: tap, timeout: 1m }
+always:
+  - shell: echo always-ran
+"#;
+    let r = http.post("/api/v1/jobs", t, json!({"spec": spec}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let job = wait_for("the job to end", Duration::from_secs(60), || {
+        let j = http.get(&format!("/api/v1/jobs/{id}"), t).body;
+        j["state"]
+            .as_str()
+            .is_some_and(|s| !["queued", "assigned", "running"].contains(&s))
+            .then_some(j)
+    });
+    let log = stdout(&cli(&server.url, t, &["logs", &id]));
+    assert_eq!(
+        job["state"], "failed",
+        "a failing test script fails the job: {job}\n{log}"
+    );
+    assert_eq!(job["resource"], "local-build");
+    let log = stdout(&cli(&server.url, t, &["logs", &id]));
+    assert!(
+        log.contains("TAP_START t/a_test.sh") && log.contains("always-ran"),
+        "{log}"
+    );
+    let report = wait_for("results", Duration::from_secs(10), || {
+        let r = http.get(&format!("/api/v1/jobs/{id}/results"), t).body;
+        (r["runs"].as_array().map(Vec::len) == Some(2)).then_some(r)
+    });
+    assert_eq!(report["runs"][0]["name"], "t/a_test.sh");
+    assert_eq!(report["runs"][0]["status"], "passed");
+    assert_eq!(report["runs"][0]["document"]["summary"]["skip"], 1);
+    assert_eq!(report["runs"][1]["name"], "t/net/b_test.sh");
+    assert_eq!(report["runs"][1]["status"], "failed", "{report}\n{log}");
+    // The lease ended with the job and the host is free again.
+    let build = http.get("/api/v1/resources/local-build", t).body;
+    assert_eq!(build["state"], "available", "{build}");
+}
