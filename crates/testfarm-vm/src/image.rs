@@ -22,6 +22,7 @@ pub const MODULES: &[&str] = &[
     "virtio_pci_modern_dev",
     "virtio_pci",
     "virtio_console",
+    "virtio_blk",
     "netfs",
     "fscache",
     "9pnet",

@@ -35,10 +35,22 @@ async fn run() {
     .unwrap();
     std::fs::write(
         t.join("c_kmsg_test.sh"),
-        "echo 1..1\necho '<2>testfarm: hello from the test' > /dev/kmsg\nsleep 0.5\necho ok 1\n",
+        "echo 1..2\necho '<2>testfarm: hello from the test' > /dev/kmsg\nsleep 0.5\necho ok 1\n\
+         echo scribble > /dev/vda && echo ok 2 - wrote the overlay disk || echo not ok 2\n",
     )
     .unwrap();
+    // Every VM boots a private qcow2 overlay of this base disk; the base must stay untouched.
+    let base = tree.path().join("base.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("8M")
+        .status()
+        .expect("qemu-img (qemu-utils) is needed");
+    assert!(made.success());
+    let base_before = std::fs::read(&base).unwrap();
     let mut vm = support::vm_options(Some(tree.path()));
+    vm.config.rootfs = Some(base.clone());
     vm.heartbeat_timeout = Duration::from_secs(4);
     let mut opts = PodOptions::new(1, vm);
     opts.retries = 1;
