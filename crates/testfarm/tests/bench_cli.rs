@@ -89,3 +89,43 @@ fn lease_times_round_trips_against_a_spawned_server() {
     }
     non_negative(&v, &["p50_vs_baseline"]);
 }
+
+#[test]
+fn fleet_heartbeats_from_a_few_agents_and_reads_server_rss() {
+    let v = bench(
+        &[
+            "fleet",
+            "--agents",
+            "10",
+            "--interval",
+            "500ms",
+            "--duration",
+            "1s",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(v["bench"], "fleet");
+    assert_eq!(v["agents"], 10);
+    assert_eq!(v["heartbeat_errors"], 0, "{v}");
+    assert_eq!(v["baseline_errors"], 0, "{v}");
+    // 10 agents, one beat each per 500 ms over 1 s: two each.
+    assert_eq!(v["heartbeat"]["n"], 20, "{v}");
+    for k in ["p50_ms", "p99_ms"] {
+        non_negative(&v, &["heartbeat", k]);
+        non_negative(&v, &["baseline_healthz", k]);
+    }
+    assert!(non_negative(&v, &["server_rss", "vm_hwm_mb"]) > 0.0);
+}
+
+#[test]
+fn logs_ships_one_jobs_log_and_the_server_stores_every_byte() {
+    let v = bench(&["logs", "--size", "3MB"], Duration::from_secs(60));
+    assert_eq!(v["bench"], "logs");
+    assert_eq!(v["size_bytes"], 3_000_000);
+    assert_eq!(v["stored_log_bytes"], 3_000_000, "{v}");
+    assert_eq!(v["job_state"], "passed", "{v}");
+    // 3 MB in 256 KiB chunks.
+    assert_eq!(v["chunks"], 12, "{v}");
+    assert!(non_negative(&v, &["ingest", "mb_s"]) > 0.0);
+    assert!(non_negative(&v, &["baseline_local_file", "mb_s"]) > 0.0);
+}

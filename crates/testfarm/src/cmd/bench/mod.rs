@@ -3,7 +3,9 @@
 
 use std::process::ExitCode;
 
+pub mod fleet;
 pub mod lease;
+pub mod logs;
 pub mod placement;
 mod spawn;
 pub mod tap;
@@ -19,6 +21,10 @@ pub enum Bench {
     Placement(placement::Args),
     /// Lease acquire+release round trips against a server: p50/p99 vs `/healthz`.
     Lease(lease::Args),
+    /// Simulated agents heartbeating against a server: p50/p99 latency and server RSS.
+    Fleet(fleet::Args),
+    /// Log ingest of one job through the agent's shipper: MB/s vs a local file write.
+    Logs(logs::Args),
 }
 
 pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
@@ -27,5 +33,7 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         Bench::Vm(args) => vm::run(args),
         Bench::Placement(args) => placement::run(args),
         Bench::Lease(args) => lease::run(args),
+        Bench::Fleet(args) => fleet::run(args),
+        Bench::Logs(args) => logs::run(args),
     }
 }
