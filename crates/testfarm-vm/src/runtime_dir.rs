@@ -36,6 +36,33 @@ fn ensure_private_dir(dir: &Path, uid: u32) -> Result<()> {
     Ok(())
 }
 
+/// Names the process that owns a run directory.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes run directories whose owner process is gone. Its QEMUs died with it (death
+/// signal), so only files are left. A directory without an owner file is not ours to judge.
+fn reap_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        let Ok(pid) = std::fs::read_to_string(dir.join(OWNER_FILE)) else {
+            continue;
+        };
+        let Ok(pid) = pid.trim().parse::<i32>() else {
+            continue;
+        };
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
 /// A run's directory, removed with everything in it on drop.
 #[derive(Debug)]
 pub struct RuntimeDir {
@@ -43,12 +70,18 @@ pub struct RuntimeDir {
 }
 
 impl RuntimeDir {
+    /// A fresh directory, marked with our pid; directories of runs that died without cleaning
+    /// up (SIGKILL) are removed on the way.
     pub fn new(prefix: &str) -> Result<RuntimeDir> {
         let base = base()?;
+        reap_stale(&base);
         let dir = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(&base)
             .map_err(|e| VmError::io(format!("creating a directory in {}", base.display()), e))?;
+        let owner = dir.path().join(OWNER_FILE);
+        std::fs::write(&owner, std::process::id().to_string())
+            .map_err(|e| VmError::io(format!("writing {}", owner.display()), e))?;
         Ok(RuntimeDir { dir })
     }
 

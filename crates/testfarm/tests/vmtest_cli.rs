@@ -253,3 +253,49 @@ fn warm_pod_up_run_status_down() {
     assert!(text(&down).contains("stopped 1 pod"), "{}", text(&down));
     assert_clean(runtime.path());
 }
+
+#[test]
+fn sigkill_takes_qemu_along_and_the_next_run_reaps_the_files() {
+    let runtime = tempfile::tempdir().unwrap();
+    let mut child = vmtest(runtime.path())
+        .args(["--filter", "hang_test", "--timeout", "120s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while qemus_under(runtime.path()).is_empty() {
+        assert!(Instant::now() < deadline, "QEMU never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup code runs.
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !qemus_under(runtime.path()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "QEMU outlived a SIGKILLed testfarm"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The next run removes the dead run's directory.
+    let out = vmtest(runtime.path())
+        .args(["--filter", "skip_test"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_clean(runtime.path());
+
+    // And the image command prints where the image is.
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_testfarm"))
+        .args(["vmtest", "image", "build", "--cache"])
+        .arg(cache.path())
+        .env("TESTFARM_GUEST", guest())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let initrd = v["initrd"].as_str().unwrap();
+    assert!(Path::new(initrd).is_file() && initrd.starts_with(&*cache.path().to_string_lossy()));
+}
