@@ -778,3 +778,46 @@ fn tap_in_a_job_log_becomes_json_and_junit_results() {
     );
     assert_eq!(std::fs::read_to_string(&out_file).unwrap(), xml.text);
 }
+
+#[test]
+fn conflicting_policies_are_logged_with_the_winner() {
+    let lab = Lab::new();
+    lab.fast();
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    board(&http, t, "rk-1", json!({"rack": "r9"}));
+    assert_eq!(
+        http.post(
+            "/api/v1/groups",
+            t,
+            json!({"name": "r9", "selector": "rack=r9"})
+        )
+        .status,
+        201
+    );
+    let a = http.post("/api/v1/policies", t, json!({"name": "kernel-r9", "priority": 10, "rule": "reserved_for", "group": "r9", "team": "kernel"}));
+    assert_eq!(a.status, 201, "{}", a.text);
+    let b = http.post("/api/v1/policies", t, json!({"name": "bsp-r9", "priority": 1, "rule": "reserved_for", "group": "r9", "team": "bsp"}));
+    assert_eq!(b.status, 201, "{}", b.text);
+    let user = token(&http, t, "plain-user", "user");
+    assert_eq!(
+        http.post(
+            "/api/v1/policies",
+            &user,
+            json!({"name": "x", "rule": "priority_cap", "role": "user", "max": "low"})
+        )
+        .status,
+        403
+    );
+    let events = http.get("/api/v1/events?subject=bsp-r9", t).body;
+    let conflicts = events[0]["data"]["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{events}");
+    let text = conflicts[0].as_str().unwrap();
+    assert!(text.contains("kernel-r9 applies"), "{text}");
+    let listed = http.get("/api/v1/policies", t).body;
+    assert_eq!(
+        listed[0]["name"], "kernel-r9",
+        "evaluation order: priority first"
+    );
+}

@@ -29,7 +29,25 @@ pub async fn create_policy(
     validate_name(&p.name).map_err(|e| ApiError::unprocessable("name", e))?;
     let mut tx = state.store.begin().await?;
     tx.insert_policy(&p, Utc::now()).await?;
-    tx.record(NewEvent::new("policy.created", "policy", &p.name, &caller.name).with_data(json!(p)));
+    // Conflicts resolve by policy priority; say which ones this policy is part of, so the
+    // operator sees it now rather than when a job waits for no visible reason.
+    let world = crate::tasks::scheduler::load_world(&state).await?;
+    let mut all = world.policies;
+    all.policies.retain(|q| q.name != p.name);
+    all.policies.push(p.clone());
+    let conflicts: Vec<String> = all
+        .conflicts(&world.snapshot.resources)
+        .into_iter()
+        .filter(|c| c.winner == p.name || c.loser == p.name)
+        .map(|c| c.to_string())
+        .collect();
+    for c in &conflicts {
+        tracing::warn!(policy = %p.name, conflict = %c, "policy conflict");
+    }
+    tx.record(
+        NewEvent::new("policy.created", "policy", &p.name, &caller.name)
+            .with_data(json!({ "policy": p, "conflicts": conflicts })),
+    );
     tx.commit().await?;
     state.wake.notify_one();
     Ok((StatusCode::CREATED, Json(p)))
