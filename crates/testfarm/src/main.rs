@@ -15,7 +15,17 @@ use clap::{Parser, Subcommand};
 
 /// testfarm runs a test lab: build servers, QEMU hosts and boards, shared by people and CI.
 #[derive(Debug, Parser)]
-#[command(name = "testfarm", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "testfarm",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Start with `testfarm demo` (a whole lab on this machine), or `testfarm init --base-dir DIR` \
+                  then `testfarm server -f DIR/config.toml`.\n\
+                  Client commands take --url/TESTFARM_URL and --token-file/TESTFARM_TOKEN_FILE.\n\
+                  Exit codes: 0 success, 1 failure, 2 usage error (3: `submit --wait` saw a lab error)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
