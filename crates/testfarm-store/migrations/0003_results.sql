@@ -6,3 +6,6 @@ CREATE TABLE job_results (
     junit           TEXT NOT NULL,             -- JUnit XML
     created_at      TEXT NOT NULL
 );
+
+-- Heartbeats look up an agent's resources on every call.
+CREATE INDEX resources_agent ON resources (agent);

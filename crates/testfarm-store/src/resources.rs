@@ -100,6 +100,19 @@ impl Store {
 }
 
 impl Tx {
+    /// The resources registered by one agent (what its heartbeat speaks for).
+    pub async fn resources_of_agent(&mut self, agent: &str) -> Result<Vec<Resource>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            resource_columns!(),
+            " FROM resources WHERE agent = ? ORDER BY id"
+        ))
+        .bind(agent)
+        .fetch_all(self.conn())
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
     pub async fn get_resource(&mut self, name: &str) -> Result<Resource> {
         fetch_by_name(self.conn(), name).await
     }

@@ -214,16 +214,9 @@ pub async fn heartbeat(
     let now = Utc::now();
     let cfg = &state.config.health;
     let mut tx = state.store.begin().await?;
-    let mine: Vec<Resource> = state
-        .store
-        .list_resources(&ResourceFilter::default())
-        .await?
-        .into_iter()
-        .filter(|r| owns(&caller, r))
-        .collect();
+    let mine = tx.resources_of_agent(&caller.name).await?;
     let mut woke = false;
-    for r in &mine {
-        let mut r = tx.get_resource(&r.name).await?;
+    for mut r in mine {
         let metrics = hb.metrics.iter().find(|m| m.resource == r.name);
         let mut reasons = Vec::new();
         if let Some(m) = metrics {
