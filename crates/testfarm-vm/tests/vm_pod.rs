@@ -89,6 +89,12 @@ async fn run() {
         "{:?}",
         kmsg.kernel_log
     );
+    assert!(kmsg.passed(), "{}", String::from_utf8_lossy(&kmsg.stdout));
+    assert_eq!(
+        std::fs::read(&base).unwrap(),
+        base_before,
+        "the base image was written"
+    );
     // vm-1 froze, vm-2 (its replacement) froze on the retry, vm-3 ran the rest.
     assert_eq!(pod.vm_names(), vec!["vm-3".to_string()]);
     pod.shutdown().await;
