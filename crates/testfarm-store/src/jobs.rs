@@ -133,6 +133,25 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// Assigned jobs on resources of `agent`, oldest first (what its work long-poll hands
+    /// out), with each resource's name.
+    pub async fn assigned_to_agent(&self, agent: &str) -> Result<Vec<(JobRow, String)>> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.name, j.spec, j.vars, j.priority, j.state, j.submitter, j.submitter_role,
+                    j.resource_id, j.resource_name, j.lease_id, j.attempt, j.reason, j.created_at,
+                    j.queued_at, j.assigned_at, j.started_at, j.ended_at, j.last_report_at,
+                    j.log_bytes, j.log_chunks, j.cancel_requested, r.name AS rname
+             FROM jobs j JOIN resources r ON r.id = j.resource_id
+             WHERE j.state = 'assigned' AND r.agent = ? ORDER BY j.id",
+        )
+        .bind(agent)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((from_row(r)?, r.try_get("rname")?)))
+            .collect()
+    }
+
     /// Jobs in the given states, oldest first (what the scheduler and reaper read).
     pub async fn jobs_in(&self, states: &[JobState]) -> Result<Vec<JobRow>> {
         let states = serde_json::to_string(&states.iter().map(|s| s.as_str()).collect::<Vec<_>>())

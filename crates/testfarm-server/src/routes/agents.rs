@@ -24,7 +24,6 @@ use testfarm_core::job::{JobEvent, LabError, on_lab_error};
 use testfarm_core::lease::{Lease, LeaseState};
 use testfarm_core::resource::{Health, HealthStatus, ResourceState, validate_name};
 use testfarm_store::jobs::JobRow;
-use testfarm_store::resources::ResourceFilter;
 use testfarm_store::{NewEvent, Tx};
 use ulid::Ulid;
 use utoipa::IntoParams;
@@ -332,25 +331,8 @@ pub async fn work(
 }
 
 async fn assignments_for(state: &AppState, caller: &Caller) -> ApiResult<Vec<Assignment>> {
-    let assigned = state.store.jobs_in(&[JobState::Assigned]).await?;
-    if assigned.is_empty() {
-        return Ok(Vec::new());
-    }
-    let resources = state
-        .store
-        .list_resources(&ResourceFilter::default())
-        .await?;
     let mut out = Vec::new();
-    for job in assigned {
-        let Some(r) = resources
-            .iter()
-            .find(|r| Some(r.id.to_string()) == job.resource_id)
-        else {
-            continue;
-        };
-        if !owns(caller, r) {
-            continue;
-        }
+    for (job, resource) in state.store.assigned_to_agent(&caller.name).await? {
         let Some(lease_id) = job.job.lease_id.clone() else {
             continue;
         };
@@ -360,7 +342,7 @@ async fn assignments_for(state: &AppState, caller: &Caller) -> ApiResult<Vec<Ass
             job_id: job.job.id.clone(),
             lease_id,
             epoch: lease.epoch,
-            resource: r.name.clone(),
+            resource,
             spec: job.job.spec.clone(),
             vars: job.job.vars.clone(),
             timeout_ms: u64::try_from(timeout.num_milliseconds()).unwrap_or(0),
