@@ -90,45 +90,24 @@ async fn bench(args: Args) -> anyhow::Result<serde_json::Value> {
         timeout_ms: 60_000,
         ..Exec::default()
     };
-    let mut per_test = Vec::new();
+    // Interleaved, so both see the same host load: the empty test as vmtest runs it (host
+    // clock, whole round trip), `/bin/sh -c true` through the agent (host clock), and the
+    // baseline: that same spawn as the guest timed it (its clock, around fork/exec/wait).
+    let sh_true = Exec {
+        argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+        ..Exec::default()
+    };
+    let (mut per_test, mut exec_true, mut spawn_in_guest) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs {
         let t = Instant::now();
         a.exec(noop.clone()).await?;
         per_test.push(t.elapsed());
-    }
-    // The same request without the shared filesystem: what the agent path itself costs.
-    let mut exec_true = Vec::new();
-    for _ in 0..args.runs {
         let t = Instant::now();
-        a.exec(Exec {
-            argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
-            ..Exec::default()
-        })
-        .await?;
+        let out = a.exec(sh_true.clone()).await?;
         exec_true.push(t.elapsed());
+        spawn_in_guest.push(Duration::from_micros(out.status.duration_us));
     }
-    // Baseline: spawning `/bin/sh -c true` inside the guest, timed by the guest's clock
-    // (/proc/uptime, 10 ms resolution, so the loop runs long enough for it to matter little).
-    let n = args.runs.max(100);
-    let script = format!(
-        "read s _ < /proc/uptime; i=0; while [ $i -lt {n} ]; do /bin/sh -c true; i=$((i+1)); done; \
-         read e _ < /proc/uptime; echo $s $e"
-    );
-    let out = a
-        .exec(Exec {
-            argv: vec!["/bin/sh".into(), "-c".into(), script],
-            ..Exec::default()
-        })
-        .await?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let secs: Vec<f64> = text
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    let [s, e] = secs[..] else {
-        anyhow::bail!("unexpected guest timing output {text:?}");
-    };
-    let spawn = Duration::from_secs_f64(((e - s) / n as f64).max(0.0));
+    let spawn = median(spawn_in_guest);
     // `--isolate test`: the same empty test in a fresh cgroup and tmpfs overlay namespace.
     let mut isolated = Vec::new();
     for _ in 0..20 {
@@ -179,7 +158,7 @@ async fn bench(args: Args) -> anyhow::Result<serde_json::Value> {
         "per_test_overhead": {
             "runs": args.runs,
             "p50_ms": ms(per_test_p50),
-            "baseline_sh_c_true_in_guest_ms": ms(spawn),
+            "baseline_sh_c_true_spawn_in_guest_p50_ms": ms(spawn),
             "exec_sh_c_true_via_agent_p50_ms": ms(median(exec_true)),
             "ratio_vs_sh_c_true": per_test_p50.as_secs_f64() / spawn.as_secs_f64().max(1e-9),
             "ratio_vs_fresh_boot": per_test_p50.as_secs_f64() / boot.as_secs_f64().max(1e-9),
