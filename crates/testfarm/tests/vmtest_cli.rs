@@ -299,3 +299,29 @@ fn sigkill_takes_qemu_along_and_the_next_run_reaps_the_files() {
     let initrd = v["initrd"].as_str().unwrap();
     assert!(Path::new(initrd).is_file() && initrd.starts_with(&*cache.path().to_string_lossy()));
 }
+
+#[test]
+fn protocol_v1_runs_tests_as_the_reference_host_would() {
+    let runtime = tempfile::tempdir().unwrap();
+    let out = vmtest(runtime.path())
+        .args([
+            "--protocol",
+            "v1",
+            "--filter",
+            "pass_test",
+            "--filter",
+            "fail_test",
+        ])
+        .args(["--keep-going", "-j", "1"])
+        .output()
+        .unwrap();
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.contains("protocol v1"), "{s}");
+    assert!(
+        s.contains("pass_test.sh ... ok") || s.contains("pass_test.sh .... ok"),
+        "{s}"
+    );
+    assert!(s.contains("Failed 1/2"), "{s}");
+    assert_clean(runtime.path());
+}
