@@ -14,9 +14,11 @@
 //!   transaction per placement writing the lease, the assignment and their events);
 //!   `write` is `pass − load − place`.
 //!
-//! Baseline, same process and database: as many empty write transactions (`BEGIN
+//! Baselines, same process and database: as many empty write transactions (`BEGIN
 //! IMMEDIATE; COMMIT`) as placements were written, the floor of one transaction per
-//! placement.
+//! placement; and one point read (a job by id) per job in one transaction, the cost of
+//! one statement, so `write_in_point_reads_per_placement` says how many statements' worth
+//! a placement's write costs.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -271,6 +273,19 @@ async fn bench(args: &Args) -> anyhow::Result<serde_json::Value> {
     }
     let empty_tx = t.elapsed();
 
+    // Second baseline: the cost of one statement, a point read of a job by id (what
+    // each placement starts with), all in one transaction, rolled back.
+    let ids: Vec<String> = queue.iter().map(|q| q.id.to_string()).collect();
+    let t = Instant::now();
+    {
+        let mut tx = store.begin().await?;
+        for id in &ids {
+            tx.get_job(id).await?;
+        }
+    }
+    let point_reads = t.elapsed();
+    let point_read_us = point_reads.as_secs_f64() * 1e6 / ids.len().max(1) as f64;
+
     server.store().close().await;
     let per = |d: Duration| d.as_secs_f64() * 1e6 / assigned.max(1) as f64;
     Ok(json!({
@@ -294,6 +309,12 @@ async fn bench(args: &Args) -> anyhow::Result<serde_json::Value> {
             "seconds": secs(empty_tx),
             "us_per_tx": round(empty_tx.as_secs_f64() * 1e6 / n_tx as f64),
         },
+        "baseline_point_read": {
+            "statements": ids.len(),
+            "seconds": secs(point_reads),
+            "us_per_statement": round(point_read_us),
+        },
+        "write_in_point_reads_per_placement": round(per(write) / point_read_us.max(1e-9)),
         "write_vs_empty_tx": round(write.as_secs_f64() / empty_tx.as_secs_f64().max(1e-9)),
         "target": { "seconds_to_place_all": 1.0 },
         "meets_target": assigned == args.jobs && pass.as_secs_f64() <= 1.0,
