@@ -384,6 +384,11 @@ async fn run_one(vm: &mut Vm, job: &Job, opts: &PodOptions) -> (TestResult, bool
                     };
                     true
                 }
+                // The guest answered but could not run it: the VM itself is fine.
+                Err(e @ VmError::Guest(_)) => {
+                    result.outcome = TestOutcome::Error(format!("VM {}: {e}", vm.name));
+                    true
+                }
                 Err(e) => {
                     result.outcome = TestOutcome::Error(format!("VM {}: {e}", vm.name));
                     false
