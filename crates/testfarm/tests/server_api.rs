@@ -723,3 +723,52 @@ fn cli_manages_resources_groups_and_tokens() {
     assert_eq!(weak.status.code(), Some(1));
     assert!(stderr(&weak).contains("401"), "{}", stderr(&weak));
 }
+
+#[test]
+fn init_on_a_terminal_asks_for_listen_and_url() {
+    // `script` gives init a real pseudo-terminal, as a person would have.
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("lab");
+    let mut child = std::process::Command::new("script")
+        .arg("-qec")
+        .arg(format!(
+            "{} init --base-dir {}",
+            support::BIN,
+            base.display()
+        ))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) is installed");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"nonsense\n127.0.0.1:9191\nhttp://lab.example:9191\n")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "init did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.contains("Listen address [127.0.0.1:8080]"), "{out}");
+    assert!(
+        out.contains("not an address:port"),
+        "a bad answer is asked again: {out}"
+    );
+    let config = std::fs::read_to_string(base.join("config.toml")).unwrap();
+    assert!(config.contains("listen = \"127.0.0.1:9191\""), "{config}");
+    assert!(
+        config.contains("url = \"http://lab.example:9191\""),
+        "{config}"
+    );
+}
