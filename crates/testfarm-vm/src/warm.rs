@@ -166,6 +166,13 @@ pub async fn serve(spec: WarmSpec) -> Result<()> {
             _ = down_rx.recv() => break,
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
+            // Someone removed the socket (or the whole runtime directory): nobody can reach
+            // this pod any more, so it must not linger.
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                if !sock.exists() {
+                    break;
+                }
+            }
         }
     }
     let _ = std::fs::remove_file(&sock);

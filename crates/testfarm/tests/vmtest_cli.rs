@@ -212,6 +212,14 @@ fn warm_pod_up_run_status_down() {
             .stdin(Stdio::null());
         d.output().unwrap()
     };
+    /// Stops the pod even when an assertion fails half way.
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down", "--all"]);
+        }
+    }
+    let _down = Down(&pod);
     let up = pod(&["up", "-j", "2"]);
     assert!(up.status.success(), "{}", text(&up));
     assert!(text(&up).contains("up: 2 VMs"), "{}", text(&up));
