@@ -141,12 +141,12 @@ fn generate(path: &std::path::Path, size: u64) -> anyhow::Result<Generated> {
         i += 1;
         line.clear();
         use std::fmt::Write as _;
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             let _ = write!(
                 line,
                 "# Subtest: group {i}\n    1..3\n    ok 1 - setup of group {i}\n    ok 2 - body of group {i} # SKIP not on this board\n    ok 3 - teardown of group {i}\nok {i} - group {i}\n"
             );
-        } else if i % 50 == 0 {
+        } else if i.is_multiple_of(50) {
             let _ = write!(
                 line,
                 "not ok {i} - check number {i} compares values # TODO known issue\n  ---\n  message: values differ\n  got: {i}\n  expected: {}\n  at: t/generated.sh line {i}\n  ...\n",
@@ -158,7 +158,7 @@ fn generate(path: &std::path::Path, size: u64) -> anyhow::Result<Generated> {
                 "ok {i} - check number {i} of the generated stream: link state, routes and counters agree"
             );
         }
-        if i % 100 == 0 {
+        if i.is_multiple_of(100) {
             line.push_str("# progress: another hundred test points done\n");
         }
         put(&mut w, &mut written, &line)?;
