@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long, default_value_t = 40)]
     tree: usize,
     #[command(flatten)]
-    vm: settings::VmFlags,
+    vm: Box<settings::VmFlags>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -51,7 +51,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 async fn bench(args: Args) -> anyhow::Result<serde_json::Value> {
     let tree = tempfile::tempdir()?;
-    let mut flags = args.vm.clone();
+    let mut flags = (*args.vm).clone();
     flags.root = Some(tree.path().to_path_buf());
     std::fs::create_dir_all(tree.path().join("t"))?;
     for i in 0..args.tree {
