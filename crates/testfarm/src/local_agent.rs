@@ -18,7 +18,12 @@ pub struct LocalAgent {
 /// Starts the built-in agent against `url`. `extra` is more `agent.toml` text (the demo
 /// adds simulated boards); the host registers as a build server, and as a QEMU host when
 /// QEMU is installed.
-pub async fn start(server: &Server, url: &str, work_dir: &Path, extra: &str) -> anyhow::Result<LocalAgent> {
+pub async fn start(
+    server: &Server,
+    url: &str,
+    work_dir: &Path,
+    extra: &str,
+) -> anyhow::Result<LocalAgent> {
     let name = server.config().agent.local.name.clone();
     let token = server.issue_agent_token(&name).await?;
     let qemu = testfarm_agent::detect::which("qemu-system-x86_64").is_some()
@@ -31,9 +36,11 @@ pub async fn start(server: &Server, url: &str, work_dir: &Path, extra: &str) -> 
         text.push_str("\n[[resource]]\nkind = \"qemu-host\"\nlabels = { site = \"local\" }\n");
     }
     text.push_str(extra);
-    let mut config = AgentConfig::parse(Path::new("(built-in agent)"), &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut config = AgentConfig::parse(Path::new("(built-in agent)"), &text)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     config.token = Some(token);
-    std::fs::create_dir_all(work_dir).with_context(|| format!("cannot create {}", work_dir.display()))?;
+    std::fs::create_dir_all(work_dir)
+        .with_context(|| format!("cannot create {}", work_dir.display()))?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let shutdown = async {

@@ -37,8 +37,14 @@ board = { board_type = "sim", serial_number = "SIM-0002", power_method = "proces
 "#;
 
 const JOBS: [(&str, &str); 2] = [
-    ("examples/demo/hello-board.yaml", include_str!("../../../../examples/demo/hello-board.yaml")),
-    ("examples/demo/build.yaml", include_str!("../../../../examples/demo/build.yaml")),
+    (
+        "examples/demo/hello-board.yaml",
+        include_str!("../../../../examples/demo/hello-board.yaml"),
+    ),
+    (
+        "examples/demo/build.yaml",
+        include_str!("../../../../examples/demo/build.yaml"),
+    ),
 ];
 
 #[derive(Debug, clap::Args)]
@@ -77,7 +83,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         non_interactive: true,
         force: false,
     })?;
-    let token = std::fs::read_to_string(&done.token_path)?.trim().to_string();
+    let token = std::fs::read_to_string(&done.token_path)?
+        .trim()
+        .to_string();
     let mut config = Config::load(&done.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Runtime::new()?;
     let code = rt.block_on(async move {
@@ -91,7 +99,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e.into()),
         };
         let url = format!("http://{}", server.local_addr()?);
-        let agent = crate::local_agent::start(&server, &url, &paths.data_dir.join("work"), SIM_BOARDS).await?;
+        let agent =
+            crate::local_agent::start(&server, &url, &paths.data_dir.join("work"), SIM_BOARDS)
+                .await?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
@@ -135,7 +145,12 @@ async fn tour(
     for _ in 0..100 {
         let page: Page<Resource> = client.get("/api/v1/resources").await?;
         resources = page.items;
-        if resources.iter().filter(|r| r.name.starts_with("sim-board")).count() == 2 {
+        if resources
+            .iter()
+            .filter(|r| r.name.starts_with("sim-board"))
+            .count()
+            == 2
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -149,13 +164,23 @@ async fn tour(
     println!();
     println!("resources (registered by the built-in agent):");
     for r in &resources {
-        println!("  {:<14} {:<13} {:<10} {}", r.name, r.kind, r.state, r.labels);
+        println!(
+            "  {:<14} {:<13} {:<10} {}",
+            r.name, r.kind, r.state, r.labels
+        );
     }
     println!();
     let mut all_passed = true;
     for (path, spec) in JOBS {
         let job: Job = client
-            .post("/api/v1/jobs", &SubmitJob { spec: spec.to_string(), vars: Default::default(), priority: None })
+            .post(
+                "/api/v1/jobs",
+                &SubmitJob {
+                    spec: spec.to_string(),
+                    vars: Default::default(),
+                    priority: None,
+                },
+            )
             .await?;
         let end = wait(client, &job.id, Duration::from_secs(120)).await?;
         all_passed &= end.state == testfarm_api::job::JobState::Passed;
@@ -169,7 +194,10 @@ async fn tour(
     }
     println!();
     println!("try, in another terminal:");
-    println!("  export TESTFARM_URL={url} TESTFARM_TOKEN_FILE={}", token_path.display());
+    println!(
+        "  export TESTFARM_URL={url} TESTFARM_TOKEN_FILE={}",
+        token_path.display()
+    );
     println!("  testfarm resource list");
     println!("  testfarm jobs");
     println!("  testfarm logs <job id>");
@@ -177,7 +205,11 @@ async fn tour(
     println!("  testfarm lease exec -s board_type=sim -- sh -c 'echo holding $TESTFARM_RESOURCE'");
     println!("  testfarm events --follow");
     println!();
-    Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn wait(client: &Client, id: &str, limit: Duration) -> anyhow::Result<Job> {
