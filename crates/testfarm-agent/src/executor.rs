@@ -430,7 +430,8 @@ impl<R: Reporter> Run<'_, R> {
             // A test step is a shell step that marks each script's TAP (core::test_step).
             Step::Test(t) => {
                 let shell = testfarm_core::test_step::as_shell(t);
-                self.shell(index, &shell, deadline, control, timed_out).await
+                self.shell(index, &shell, deadline, control, timed_out)
+                    .await
             }
             Step::Upload(u) => self.upload(u, control).await,
             Step::Sleep(d) => {
