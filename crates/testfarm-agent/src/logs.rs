@@ -1,8 +1,9 @@
 //! Log shipping: a job's output travels to the server as numbered chunks while it runs.
 //!
 //! Writers (the step's stdout/stderr readers, the agent's own step banners) put bytes into
-//! a bounded channel; one shipper task cuts them into chunks of at most [`CHUNK_BYTES`],
-//! sent when full or every [`FLUSH_EVERY`], one at a time and in order (the server appends
+//! a bounded channel; one shipper task cuts them into chunks of [`CHUNK_BYTES`] (up to
+//! [`BURST_CHUNK_BYTES`] under a backlog), sent when full or every [`FLUSH_EVERY`], one at
+//! a time and in order (the server appends
 //! chunks to the job's log file in arrival order). A chunk that fails to send for a
 //! connection reason is sent again with the same number, with backoff, until it lands: the
 //! server stores a retried number once, so nothing is lost and nothing is doubled. A 409
@@ -21,8 +22,11 @@ use tokio::task::JoinHandle;
 use crate::client::{Client, ClientError};
 use crate::control::JobControl;
 
-/// Largest chunk sent.
+/// A chunk is sent once this much is buffered (or every [`FLUSH_EVERY`]).
 pub const CHUNK_BYTES: usize = 256 * 1024;
+/// Largest chunk: when output piles up faster than chunks land, chunks grow to this, as
+/// the server's cost is per chunk (one transaction each) more than per byte.
+pub const BURST_CHUNK_BYTES: usize = 1024 * 1024;
 /// Longest a written byte waits before it is sent.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Pieces buffered between writers and the shipper (each at most a pipe read, 64 KiB).
@@ -158,9 +162,20 @@ async fn ship<S: ChunkSink>(
             piece = rx.recv() => match piece {
                 Some(p) => {
                     buf.extend_from_slice(&p);
+                    if buf.len() >= CHUNK_BYTES {
+                        // A backlog (the step writes faster than chunks land): take what
+                        // is already waiting, so fewer, larger chunks carry it.
+                        while buf.len() < BURST_CHUNK_BYTES {
+                            match rx.try_recv() {
+                                Ok(p) => buf.extend_from_slice(&p),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     let mut r = Ok(());
                     while buf.len() >= CHUNK_BYTES && r.is_ok() {
-                        let chunk = buf.split_to(CHUNK_BYTES).freeze();
+                        let n = buf.len().min(BURST_CHUNK_BYTES);
+                        let chunk = buf.split_to(n).freeze();
                         r = send(&sink, &mut stats, chunk).await;
                     }
                     if let Err(e) = r {
@@ -294,7 +309,7 @@ mod tests {
         assert!(got == expected, "log differs");
         assert_eq!(stats.chunks, s.chunks.len() as u64);
         assert!(stats.retries > 0);
-        assert!(s.chunks.values().all(|c| c.len() <= CHUNK_BYTES));
+        assert!(s.chunks.values().all(|c| c.len() <= BURST_CHUNK_BYTES));
     }
 
     #[tokio::test(start_paused = true)]
