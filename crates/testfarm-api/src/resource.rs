@@ -71,3 +71,10 @@ pub struct RetireRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
+
+/// One heartbeat's measurements of a resource (`GET /api/v1/resources/{name}/metrics`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MetricSample {
+    pub at: DateTime<Utc>,
+    pub metrics: crate::agent::ResourceMetrics,
+}

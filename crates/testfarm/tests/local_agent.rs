@@ -74,6 +74,22 @@ always:
     assert_eq!(report["runs"][0]["document"]["summary"]["skip"], 1);
     assert_eq!(report["runs"][1]["name"], "t/net/b_test.sh");
     assert_eq!(report["runs"][1]["status"], "failed", "{report}\n{log}");
+    // Heartbeats carry measured load; the server keeps a short history.
+    let samples = wait_for("heartbeat metrics", Duration::from_secs(10), || {
+        let m = http.get("/api/v1/resources/local-build/metrics", t).body;
+        m.as_array().is_some_and(|a| !a.is_empty()).then_some(m)
+    });
+    let cpu = samples[0]["metrics"]["cpu_pct"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&cpu), "{samples}");
+    assert!(
+        samples[0]["metrics"]["disk_free_gb"].as_f64().unwrap() > 0.0,
+        "{samples}"
+    );
+    let shown = stdout(&cli(&server.url, t, &["resource", "show", "local-build"]));
+    assert!(
+        shown.contains("load") && shown.contains("GB free"),
+        "{shown}"
+    );
     // The lease ended with the job and the host is free again.
     let build = http.get("/api/v1/resources/local-build", t).body;
     assert_eq!(build["state"], "available", "{build}");

@@ -76,6 +76,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(resources::update_labels))
         .routes(routes!(resources::set_maintenance))
         .routes(routes!(resources::retire_resource))
+        .routes(routes!(resources::resource_metrics))
         .routes(routes!(groups::create_group, groups::list_groups))
         .routes(routes!(groups::get_group, groups::delete_group))
         .routes(routes!(events::list_events))

@@ -8,8 +8,8 @@ use serde_json::json;
 use testfarm_api::Page;
 use testfarm_api::problem::Problem;
 use testfarm_api::resource::{
-    CreateResource, MaintenanceRequest, Resource, ResourceKind, ResourceQuery, ResourceState,
-    RetireRequest, UpdateLabels,
+    CreateResource, MaintenanceRequest, MetricSample, Resource, ResourceKind, ResourceQuery,
+    ResourceState, RetireRequest, UpdateLabels,
 };
 use testfarm_core::resource::{MaintenanceWindow, validate_name};
 use testfarm_core::{Action, Selector};
@@ -237,4 +237,26 @@ pub async fn retire_resource(
     })));
     tx.commit().await?;
     Ok(Json(r))
+}
+
+/// The resource's recent load as its agent reported it, newest first (the server keeps
+/// the last 60 heartbeats).
+#[utoipa::path(get, path = "/api/v1/resources/{name}/metrics", tag = "resources",
+    params(("name" = String, Path, description = "Resource name")),
+    responses((status = 200, body = Vec<MetricSample>), (status = 404, body = Problem)))]
+pub async fn resource_metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<MetricSample>>> {
+    caller.require(Action::Read)?;
+    let r = state.store.get_resource(&name).await?;
+    let samples = state
+        .store
+        .metric_history(r.id)
+        .await?
+        .into_iter()
+        .map(|(at, metrics)| MetricSample { at, metrics })
+        .collect();
+    Ok(Json(samples))
 }

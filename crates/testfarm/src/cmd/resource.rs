@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use testfarm_api::Page;
 use testfarm_api::resource::{
-    BoardInfo, Capabilities, CreateResource, Labels, MaintenanceRequest, Resource, ResourceKind,
-    RetireRequest, UpdateLabels,
+    BoardInfo, Capabilities, CreateResource, Labels, MaintenanceRequest, MetricSample, Resource,
+    ResourceKind, RetireRequest, UpdateLabels,
 };
 
 use crate::client::{Connection, enc};
@@ -204,6 +204,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 output::json(&r)?;
             } else {
                 show(&r);
+                let samples: Vec<MetricSample> = client
+                    .get(&format!("/api/v1/resources/{}/metrics", enc(&name)))
+                    .await?;
+                if let Some(s) = samples.first() {
+                    let m = &s.metrics;
+                    output::fields(&[(
+                        "load",
+                        format!(
+                            "cpu {:.0}%, memory {:.0}%, disk {:.0}% ({:.1} GB free), {} compilations, {} jobs (at {})",
+                            m.cpu_pct,
+                            m.memory_pct,
+                            m.disk_pct,
+                            m.disk_free_gb,
+                            m.active_compilations,
+                            m.running_jobs,
+                            output::when(Some(s.at))
+                        ),
+                    )]);
+                }
             }
         }
         Cmd::Label { name, changes } => {
