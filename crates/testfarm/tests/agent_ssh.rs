@@ -1,0 +1,149 @@
+//! An agent managing a remote host over SSH, end to end: a real `sshd` on a loopback port
+//! with generated keys, a real server and a real agent process. The host registers with
+//! capabilities measured over SSH, a job placed on it runs there, and `--check` names a
+//! wrong key precisely.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod agent_support;
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_support::*;
+
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("id"));
+        keygen(&d.join("wrong"));
+        std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
+             PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             UsePAM no\nMaxSessions 50\nMaxStartups 50\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), cfg).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "sshd did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Sshd { dir, port, child }
+    }
+
+    /// An `[[ssh_host]]` entry for this sshd with key `key`.
+    fn entry(&self, name: &str, key: &str) -> String {
+        let d = self.dir.path().display();
+        format!(
+            "\n[[ssh_host]]\nname = {name:?}\ndestination = \"root@127.0.0.1\"\nport = {}\n\
+             identity_file = \"{d}/{key}\"\nwork_dir = \"{d}/remote-work\"\n\
+             options = [\"StrictHostKeyChecking=no\", \"UserKnownHostsFile={d}/known_hosts\"]\n\
+             labels = {{ os = \"linux\" }}\n",
+            self.port
+        )
+    }
+}
+
+#[test]
+fn a_job_runs_on_an_ssh_host_and_a_wrong_key_is_named() {
+    let sshd = Sshd::start();
+    let lab = lab("30s", "30s");
+    let server = lab.start();
+    let http = server.http();
+    let t = lab.token.clone();
+    let at = agent_token(&http, &t, "gw1");
+    let agent = Agent::start(&server.url, &at, "gw1", &sshd.entry("remote1", "id"));
+    let r = wait_registered(&http, &t, "remote1");
+    assert!(r["capabilities"]["cpus"].as_u64().unwrap() >= 1, "{r}");
+    assert!(
+        r["capabilities"]["memory_mb"].as_u64().unwrap() > 100,
+        "{r}"
+    );
+    assert_eq!(r["labels"]["os"], "linux");
+    assert_eq!(r["agent"], "gw1");
+
+    let id = submit(
+        &http,
+        &t,
+        "name: t\nrequires: { kind: build-server, resource: remote1 }\nsteps:\n  - shell: |\n      echo \"on $TESTFARM_RESOURCE in $(pwd)\"\n      echo out > r.txt\n  - upload: r.txt\n  - shell: exit 5\n",
+    );
+    let j = wait_job(&http, &t, &id, Duration::from_secs(90));
+    assert_eq!(j["state"], "failed", "{j}\n{}", agent.log());
+    assert_eq!(j["steps"][0]["outcome"], "passed", "{j}");
+    assert_eq!(j["steps"][1]["outcome"], "passed", "{j}");
+    assert_eq!(j["steps"][2]["exit_code"], 5, "{j}");
+    let log = log(&http, &t, &id);
+    let remote_dir = sshd.dir.path().join("remote-work").join(&id);
+    assert!(
+        log.contains(&format!("on remote1 in {}", remote_dir.display())),
+        "{log}"
+    );
+
+    // `--check` with a wrong key: non-zero, and it says authentication failed.
+    let cfg = sshd.dir.path().join("check.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "url = \"http://127.0.0.1:1\"\nname = \"chk\"\nwork_dir = \"{}\"\n{}",
+            sshd.dir.path().join("w").display(),
+            sshd.entry("remote-bad", "wrong")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(support::BIN)
+        .args(["agent", "--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("FAIL  remote-bad: remote-bad: authentication failed"),
+        "{text}"
+    );
+}
