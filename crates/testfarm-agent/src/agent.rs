@@ -205,13 +205,24 @@ struct RunningJob {
 struct Shared {
     config: AgentConfig,
     client: Client,
-    managed: HashMap<String, Managed>,
+    managed: std::sync::RwLock<HashMap<String, Managed>>,
     running: Mutex<HashMap<String, RunningJob>>,
     settings: ExecSettings,
     stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    /// A snapshot of the managed resources.
+    fn managed(&self) -> Vec<(String, Managed)> {
+        let m = self.managed.read().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn managed_get(&self, name: &str) -> Option<Managed> {
+        let m = self.managed.read().unwrap_or_else(|e| e.into_inner());
+        m.get(name).cloned()
+    }
+
     fn running_work(&self) -> Vec<RunningWork> {
         self.lock_running()
             .values()
@@ -262,6 +273,7 @@ pub async fn run(
     let probed = probe_all(&config).await;
     let mut managed = HashMap::new();
     let mut failures = Vec::new();
+    let mut unreachable = Vec::new();
     for p in probed {
         match p.result {
             Ok(m) => {
@@ -270,6 +282,9 @@ pub async fn run(
             Err(e) => {
                 tracing::error!(resource = %p.name, error = %e, "resource not registered");
                 failures.push(format!("{}: {e}", p.name));
+                if let Some(h) = config.ssh_hosts.iter().find(|h| h.name == p.name) {
+                    unreachable.push(h.clone());
+                }
             }
         }
     }
@@ -288,7 +303,7 @@ pub async fn run(
     };
     let shared = Arc::new(Shared {
         client,
-        managed,
+        managed: std::sync::RwLock::new(managed),
         running: Mutex::new(HashMap::new()),
         settings,
         stopping: std::sync::atomic::AtomicBool::new(false),
@@ -308,7 +323,7 @@ pub async fn run(
     };
     tracing::info!(
         agent = %registered.agent,
-        resources = shared.managed.len(),
+        resources = shared.managed().len(),
         "registered"
     );
     for w in leftover {
@@ -336,6 +351,7 @@ pub async fn run(
             registered.heartbeat_interval_ms.max(100),
         ));
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), interval));
+    let reprobe = tokio::spawn(reprobe_loop(shared.clone(), unreachable));
     let mut jobs = tokio::task::JoinSet::new();
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -400,6 +416,7 @@ pub async fn run(
         .await;
     }
     heartbeat.abort();
+    reprobe.abort();
     Ok(())
 }
 
@@ -412,9 +429,9 @@ async fn register(
         version: env!("CARGO_PKG_VERSION").to_string(),
         hostname: hostname(),
         resources: shared
-            .managed
-            .values()
-            .map(|m| m.resource.clone())
+            .managed()
+            .into_iter()
+            .map(|(_, m)| m.resource)
             .collect(),
         running: leftover.to_vec(),
     };
@@ -464,6 +481,53 @@ fn kill_leftover_group(work_dir: &Path, job_id: &str) {
     }
 }
 
+/// Probes SSH hosts that failed at start again every `reprobe_interval`, and registers
+/// each one that answers: a host down when the agent started joins when it comes up.
+async fn reprobe_loop(shared: Arc<Shared>, mut hosts: Vec<crate::config::SshHostConfig>) {
+    let every = shared.config.reprobe_interval.0;
+    while !hosts.is_empty() {
+        tokio::time::sleep(every).await;
+        let mut joined = false;
+        let mut still = Vec::new();
+        for h in hosts {
+            let host = SshHost::new(h.clone());
+            match host.probe().await {
+                Ok(d) => {
+                    tracing::info!(resource = %h.name, "ssh host reachable now");
+                    let m = Managed {
+                        resource: host_resource(&h.name, h.kind, &d, &h.labels),
+                        target: Target::Ssh(host),
+                    };
+                    shared
+                        .managed
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(h.name.clone(), m);
+                    joined = true;
+                }
+                Err(e) => {
+                    tracing::warn!(resource = %h.name, error = %e, "ssh host still not registered");
+                    still.push(h);
+                }
+            }
+        }
+        hosts = still;
+        if joined {
+            match register(&shared, &shared.running_work()).await {
+                Ok(r) => {
+                    let running = shared.lock_running();
+                    for id in &r.drop {
+                        if let Some(j) = running.get(id) {
+                            j.control.drop_job();
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "re-registration refused"),
+            }
+        }
+    }
+}
+
 async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
     let mut local = LocalSampler::new(&shared.config.work_dir);
     let mut remote_cpu: HashMap<String, Option<CpuTimes>> = HashMap::new();
@@ -480,7 +544,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
         };
         let load = local.sample();
         let mut metrics: Vec<ResourceMetrics> = Vec::new();
-        for (name, m) in &shared.managed {
+        for (name, m) in &shared.managed() {
             let jobs = per_resource.get(name).copied().unwrap_or(0);
             match &m.target {
                 Target::Local => metrics.push(load.for_resource(name, jobs)),
@@ -625,7 +689,7 @@ async fn run_job_inner(shared: &Shared, a: Assignment, control: &JobControl) {
         epoch: a.epoch,
     };
     let (log, shipper) = logs::spawn(sink, control.clone());
-    let result = match (JobRun::from_assignment(&a), shared.managed.get(&a.resource)) {
+    let result = match (JobRun::from_assignment(&a), shared.managed_get(&a.resource)) {
         (Err(reason), _) => Some(executor::JobResult {
             outcome: Outcome::Error,
             reason: Some(reason),

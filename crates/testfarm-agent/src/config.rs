@@ -45,6 +45,9 @@ pub struct AgentConfig {
     /// they need a bound of their own).
     #[serde(default = "default_always_timeout")]
     pub always_timeout: HumanDuration,
+    /// How often SSH hosts that could not be registered are probed again.
+    #[serde(default = "default_reprobe_interval")]
+    pub reprobe_interval: HumanDuration,
     /// Keep a job's work directory after it ends (for debugging); default: removed.
     #[serde(default)]
     pub keep_work_dirs: bool,
@@ -120,6 +123,9 @@ fn default_kill_grace() -> HumanDuration {
 fn default_always_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(600))
 }
+fn default_reprobe_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
 fn default_ssh_kind() -> ResourceKind {
     ResourceKind::BuildServer
 }
@@ -176,6 +182,7 @@ impl AgentConfig {
             work_dir: default_work_dir(),
             kill_grace: default_kill_grace(),
             always_timeout: default_always_timeout(),
+            reprobe_interval: default_reprobe_interval(),
             keep_work_dirs: false,
             resources: vec![ResourceConfig {
                 kind: ResourceKind::BuildServer,

@@ -26,6 +26,14 @@ impl Drop for Sshd {
     }
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn keygen(path: &Path) {
     let st = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -37,6 +45,10 @@ fn keygen(path: &Path) {
 
 impl Sshd {
     fn start() -> Sshd {
+        Sshd::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Sshd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         keygen(&d.join("host_key"));
@@ -44,11 +56,6 @@ impl Sshd {
         keygen(&d.join("wrong"));
         std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
         let _ = std::fs::create_dir_all("/run/sshd");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let cfg = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
@@ -97,7 +104,21 @@ fn a_job_runs_on_an_ssh_host_and_a_wrong_key_is_named() {
     let http = server.http();
     let t = lab.token.clone();
     let at = agent_token(&http, &t, "gw1");
-    let agent = Agent::start(&server.url, &at, "gw1", &sshd.entry("remote1", "id"));
+    // remote2's sshd is not up yet: it must join when it comes up.
+    let late_port = free_port();
+    let late_entry = format!(
+        "\n[[ssh_host]]\nname = \"remote2\"\ndestination = \"root@127.0.0.1\"\nport = {late_port}\n\
+         identity_file = \"{d}/id\"\n\
+         options = [\"StrictHostKeyChecking=no\", \"UserKnownHostsFile={d}/known_hosts\"]\n",
+        d = sshd.dir.path().display()
+    );
+    let agent = Agent::start_with(
+        &server.url,
+        &at,
+        "gw1",
+        "reprobe_interval = \"1s\"\n",
+        &(sshd.entry("remote1", "id") + &late_entry),
+    );
     let r = wait_registered(&http, &t, "remote1");
     assert!(r["capabilities"]["cpus"].as_u64().unwrap() >= 1, "{r}");
     assert!(
@@ -122,6 +143,21 @@ fn a_job_runs_on_an_ssh_host_and_a_wrong_key_is_named() {
     assert!(
         log.contains(&format!("on remote1 in {}", remote_dir.display())),
         "{log}"
+    );
+
+    // remote2 comes up, with the same authorized key: the agent registers it.
+    let late = Sshd::start_on(late_port);
+    std::fs::copy(
+        sshd.dir.path().join("authorized_keys"),
+        late.dir.path().join("authorized_keys"),
+    )
+    .unwrap();
+    let r2 = wait_registered(&http, &t, "remote2");
+    assert_eq!(r2["agent"], "gw1", "{r2}\n{}", agent.log());
+    assert!(
+        agent.log().contains("connection refused"),
+        "the first probe of remote2 should have said why it failed:\n{}",
+        agent.log()
     );
 
     // `--check` with a wrong key: non-zero, and it says authentication failed.

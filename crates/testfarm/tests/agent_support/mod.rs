@@ -81,6 +81,11 @@ impl Agent {
     /// Writes `<dir>/agent.toml` (the host as build server `<name>-build`, plus `extra`)
     /// and starts the agent against `url`.
     pub fn start(url: &str, token: &str, name: &str, extra: &str) -> Agent {
+        Agent::start_with(url, token, name, "", extra)
+    }
+
+    /// Like [`Agent::start`], with more top-level keys (`top`) before the tables.
+    pub fn start_with(url: &str, token: &str, name: &str, top: &str, extra: &str) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("tf-agent-")
             .tempdir()
@@ -89,7 +94,7 @@ impl Agent {
         std::fs::write(dir.join("agent.token"), token).unwrap();
         let toml = format!(
             "url = {url:?}\nname = {name:?}\ntoken_file = \"agent.token\"\nwork_dir = \"work\"\n\
-             kill_grace = \"1s\"\n\n[[resource]]\nkind = \"build-server\"\n{extra}"
+             kill_grace = \"1s\"\n{top}\n[[resource]]\nkind = \"build-server\"\n{extra}"
         );
         std::fs::write(dir.join("agent.toml"), toml).unwrap();
         let mut a = Agent {
