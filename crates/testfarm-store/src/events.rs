@@ -109,7 +109,9 @@ impl Store {
 
     /// Starts the one transaction a state change is written in.
     pub async fn begin(&self) -> Result<Tx> {
+        let guard = self.write_lock.clone().lock_owned().await;
         Ok(Tx {
+            _writer: guard,
             // IMMEDIATE takes the write lock up front: a deferred transaction that reads
             // and then writes fails at once (SQLITE_BUSY_SNAPSHOT) when another writer
             // committed in between, whatever the busy timeout.
@@ -124,6 +126,8 @@ impl Store {
 /// appends them in the same transaction, commits, and wakes event subscribers;
 /// dropping a `Tx` rolls everything back, events included.
 pub struct Tx {
+    /// Held until the transaction commits or is dropped (see `Store::write_lock`).
+    _writer: tokio::sync::OwnedMutexGuard<()>,
     pub(crate) inner: Transaction<'static, Sqlite>,
     events: Vec<NewEvent>,
     store: Store,

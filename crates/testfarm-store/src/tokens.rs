@@ -66,6 +66,7 @@ impl Store {
 
     /// Marks a token used, at most once a minute per token to keep reads cheap.
     pub async fn touch_token(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        let _writer = self.write_lock.lock().await;
         sqlx::query(
             "UPDATE tokens SET last_used_at = ? WHERE id = ?
              AND (last_used_at IS NULL OR last_used_at < ?)",
