@@ -226,7 +226,9 @@ pub async fn heartbeat(
                 ("memory", m.memory_pct),
                 ("disk", m.disk_pct),
             ] {
-                if v > max {
+                // A busy QEMU host takes no new VMs; a busy build server still takes
+                // builds (only low disk stops those); a board's metrics are its host's.
+                if v > max && r.kind == ResourceKind::QemuHost {
                     reasons.push(format!("{what} {v:.0}% above {max:.0}%"));
                 }
             }
