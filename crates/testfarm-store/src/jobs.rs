@@ -152,6 +152,15 @@ impl Store {
             .collect()
     }
 
+    /// Whether any job is in `state` (cheap: the state column is indexed).
+    pub async fn any_job_in(&self, state: JobState) -> Result<bool> {
+        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM jobs WHERE state = ?)")
+            .bind(state.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<bool, _>(0)?)
+    }
+
     /// Jobs in the given states, oldest first (what the scheduler and reaper read).
     pub async fn jobs_in(&self, states: &[JobState]) -> Result<Vec<JobRow>> {
         let states = serde_json::to_string(&states.iter().map(|s| s.as_str()).collect::<Vec<_>>())

@@ -132,6 +132,11 @@ pub(crate) async fn load_world(state: &AppState) -> Result<World, testfarm_store
 
 /// One scheduling pass.
 pub(crate) async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<(), LifecycleError> {
+    // Most wake-ups (a lease released, a resource changed) find nothing queued: answer
+    // that with one indexed count instead of loading the whole world.
+    if !state.store.any_job_in(JobState::Queued).await? {
+        return Ok(());
+    }
     let world = load_world(state).await?;
     if world.queue.is_empty() {
         return Ok(());
@@ -150,6 +155,7 @@ pub(crate) async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<(), Lif
     let decisions = place(&world.snapshot, &world.queue, &world.policies, now);
     let by_id: HashMap<Ulid, &QueuedJob> = world.queue.iter().map(|q| (q.id, q)).collect();
     let mut assigned = false;
+    let mut placements = Vec::new();
     for d in decisions {
         match d {
             Decision::Place {
@@ -158,11 +164,8 @@ pub(crate) async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<(), Lif
                 share,
                 notes,
             } => {
-                let Some(q) = by_id.get(&job) else { continue };
-                match assign(state, q, resource, share, &notes, now).await {
-                    Ok(true) => assigned = true,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, %job, "assignment failed"),
+                if let Some(q) = by_id.get(&job) {
+                    placements.push((*q, resource, share, notes));
                 }
             }
             Decision::RunOnServer { job } => {
@@ -173,30 +176,62 @@ pub(crate) async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<(), Lif
             Decision::Wait { .. } => {}
         }
     }
+    // Placements are written in batches: each is still re-checked and all-or-nothing
+    // with its lease and events, but a batch shares one transaction's cost.
+    for batch in placements.chunks(PLACEMENTS_PER_TRANSACTION) {
+        let mut tx = state.store.begin().await?;
+        let mut after = lifecycle::After::default();
+        let mut failed = false;
+        let mut placed_here = false;
+        for (q, resource, share, notes) in batch {
+            match assign(&mut tx, q, *resource, *share, notes, now, state).await {
+                Ok(Some(a)) => {
+                    after.merge(a);
+                    placed_here = true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // The transaction is abandoned whole; the next pass retries.
+                    tracing::warn!(error = %e, job = %q.id, "assignment failed");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            continue;
+        }
+        tx.commit().await?;
+        assigned |= placed_here;
+        state.after_commit(after);
+    }
     if assigned {
         state.work_changed();
     }
     Ok(())
 }
 
-/// Places one job: a lease on the resource and the assignment, in one transaction.
-/// Returns false when the world moved since the snapshot (the next pass retries).
+/// How many placements share a transaction (and hold the write lock together).
+const PLACEMENTS_PER_TRANSACTION: usize = 64;
+
+/// Places one job inside `tx`: a lease on the resource and the assignment. `None` when
+/// the world moved since the snapshot (the next pass retries).
 async fn assign(
-    state: &AppState,
+    tx: &mut testfarm_store::Tx,
     q: &QueuedJob,
     resource_id: Ulid,
     share: Share,
     notes: &[PolicyNote],
     now: DateTime<Utc>,
-) -> Result<bool, LifecycleError> {
-    let mut tx = state.store.begin().await?;
+    state: &AppState,
+) -> Result<Option<lifecycle::After>, LifecycleError> {
     let mut job = tx.get_job(&q.id.to_string()).await?;
     if job.job.state != JobState::Queued {
-        return Ok(false);
+        return Ok(None);
     }
     let mut resource = tx.get_resource_by_id(&resource_id.to_string()).await?;
     if !resource.accepts_new_work() {
-        return Ok(false);
+        return Ok(None);
     }
     let held = tx.active_leases_on(resource_id).await?;
     let conflict = match share {
@@ -204,7 +239,7 @@ async fn assign(
         Share::Slice { .. } => held.iter().any(|l| l.share == Share::Whole),
     };
     if conflict {
-        return Ok(false);
+        return Ok(None);
     }
     let epoch = tx.last_epoch(resource_id).await?;
     let timeout = q
@@ -225,7 +260,7 @@ async fn assign(
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "lease refused");
-            return Ok(false);
+            return Ok(None);
         }
     };
     tx.insert_lease(&lease).await?;
@@ -244,7 +279,7 @@ async fn assign(
         })),
     );
     let after = lifecycle::apply_job_event(
-        &mut tx,
+        tx,
         &mut job,
         JobEvent::Assign {
             resource: resource_id,
@@ -255,7 +290,5 @@ async fn assign(
         false,
     )
     .await?;
-    tx.commit().await?;
-    state.after_commit(after);
-    Ok(true)
+    Ok(Some(after))
 }
