@@ -204,7 +204,8 @@ async fn ship<S: ChunkSink>(
     match result {
         Ok(()) => Ok(stats),
         Err(e) => {
-            if matches!(e, ShipError::Stale { .. }) {
+            if let ShipError::Stale { seq, detail } = &e {
+                tracing::warn!(seq, %detail, "log chunk refused (stale epoch): dropping the job");
                 control.drop_job();
             }
             // Keep writers from blocking on a full channel while the job winds down.
