@@ -42,18 +42,22 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(format!("log storage: {e}"))
 }
 
-/// Stores chunk `seq` of a job's log; returns the next expected sequence number.
-/// The caller has checked the epoch.
+/// Stores chunk `seq` of a job's log for an agent presenting `epoch`; returns the next
+/// expected sequence number. The epoch is checked in the same transaction as the append,
+/// so a chunk can never land after its lease ended.
 pub async fn append(
     state: &AppState,
+    caller: &crate::auth::Caller,
     job_id: &str,
+    epoch: u64,
     seq: u64,
     bytes: &[u8],
 ) -> Result<u64, ApiError> {
     let lock = state.log_locks.get(job_id);
     let _guard = lock.lock().await;
     let mut tx = state.store.begin().await?;
-    let mut job = tx.get_job(job_id).await?;
+    let (mut job, _) =
+        crate::routes::agents::fenced(&mut tx, caller, job_id, epoch, Utc::now()).await?;
     let next = job.log_chunks;
     if seq < next {
         return Ok(next); // a retry of a stored chunk

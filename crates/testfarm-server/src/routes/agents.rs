@@ -356,7 +356,7 @@ async fn assignments_for(state: &AppState, caller: &Caller) -> ApiResult<Vec<Ass
 
 /// Loads a job and its lease for a fenced agent write: the caller must own the job's
 /// resource, and `epoch` must be the live lease's.
-async fn fenced(
+pub(crate) async fn fenced(
     tx: &mut Tx,
     caller: &Caller,
     job_id: &str,
@@ -448,11 +448,7 @@ pub async fn put_log(
             format!("log chunks are at most {} bytes", crate::logs::MAX_CHUNK),
         ));
     }
-    {
-        let mut tx = state.store.begin().await?;
-        fenced(&mut tx, &caller, &id, epoch, Utc::now()).await?;
-    }
-    let next_seq = crate::logs::append(&state, &id, seq, &body).await?;
+    let next_seq = crate::logs::append(&state, &caller, &id, epoch, seq, &body).await?;
     Ok(Json(LogAck { next_seq }))
 }
 
