@@ -39,28 +39,7 @@ fn match_one(p: &[u8], s: &[u8]) -> bool {
     if s.first() == Some(&b'.') && p.first() != Some(&b'.') {
         return false;
     }
-    // Iterative wildcard match with backtracking to the last `*`.
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len()
+    testfarm_core::wildcard::matches(p, s)
 }
 
 /// Regular files under `root`, as sorted relative paths (symlinks are not followed, so an

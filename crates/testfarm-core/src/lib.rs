@@ -46,6 +46,7 @@ pub mod size;
 pub mod test_step;
 pub mod token;
 pub mod why;
+pub mod wildcard;
 
 pub use job::{JobEvent, JobState, LabError};
 pub use jobspec::{JobSpec, Requirements, SpecError};

@@ -55,32 +55,7 @@ pub fn matches(pattern: &str, path: &str) -> bool {
     if !pattern.contains(['*', '?']) {
         return path.contains(pattern);
     }
-    glob(pattern.as_bytes(), path.as_bytes())
-}
-
-/// Iterative wildcard matching with single backtrack point (linear in practice).
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len()
+    testfarm_core::wildcard::matches(pattern.as_bytes(), path.as_bytes())
 }
 
 #[cfg(test)]
