@@ -21,6 +21,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use chrono::Utc;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use testfarm_store::{NewEvent, Store};
@@ -213,6 +214,13 @@ impl Server {
         let grace = state.config.server.shutdown_grace.0;
         let app = routes::router(state.clone());
         let mut stop_for_serve = stop_rx.clone();
+        // Small request/response exchanges (lease round trips, heartbeats) must not wait
+        // for Nagle's algorithm to coalesce a response's writes.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop_for_serve.wait_for(|s| *s).await;
         });

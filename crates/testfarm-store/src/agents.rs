@@ -1,11 +1,12 @@
 //! The `agents` and `resource_metrics` tables.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use rusqlite::params;
 use testfarm_api::agent::ResourceMetrics;
 use ulid::Ulid;
 
-use crate::{Result, Store, Tx, from_json, to_json};
+use crate::sql::{exec, get_json, get_ts, query_all, to_json, ts};
+use crate::{Result, Store, StoreError, Tx};
 
 /// How many heartbeats of history are kept per resource.
 pub const METRIC_HISTORY: i64 = 60;
@@ -13,26 +14,26 @@ pub const METRIC_HISTORY: i64 = 60;
 impl Store {
     /// The newest reported metrics of every resource.
     pub async fn latest_metrics(&self) -> Result<Vec<(Ulid, DateTime<Utc>, ResourceMetrics)>> {
-        let rows = sqlx::query(
-            "SELECT m.resource_id, m.at, m.metrics FROM resource_metrics m
-             JOIN (SELECT resource_id, MAX(at) AS at FROM resource_metrics GROUP BY resource_id) l
-             ON l.resource_id = m.resource_id AND l.at = m.at",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .filter_map(|r| {
-                let id: String = r.try_get("resource_id").ok()?;
-                Some((id, r))
-            })
-            .map(|(id, r)| {
-                Ok((
-                    Ulid::from_string(&id).unwrap_or_default(),
-                    r.try_get("at")?,
-                    from_json("resource metrics", r.try_get("metrics")?)?,
-                ))
-            })
-            .collect()
+        self.read(|c| {
+            query_all(
+                c,
+                "SELECT m.resource_id, m.at, m.metrics FROM resource_metrics m
+                 JOIN (SELECT resource_id, MAX(at) AS at FROM resource_metrics GROUP BY resource_id) l
+                 ON l.resource_id = m.resource_id AND l.at = m.at",
+                [],
+                |r| {
+                    let id: String = r.get("resource_id")?;
+                    Ok((
+                        Ulid::from_string(&id).map_err(|e| StoreError::Corrupt {
+                            what: "resource metrics",
+                            detail: e.to_string(),
+                        })?,
+                        get_ts(r, "at")?,
+                        get_json(r, "resource metrics", "metrics")?,
+                    ))
+                },
+            )
+        })
     }
 
     /// A resource's recent metrics, newest first.
@@ -40,20 +41,19 @@ impl Store {
         &self,
         resource: Ulid,
     ) -> Result<Vec<(DateTime<Utc>, ResourceMetrics)>> {
-        let rows = sqlx::query(
-            "SELECT at, metrics FROM resource_metrics WHERE resource_id = ? ORDER BY at DESC",
-        )
-        .bind(resource.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("at")?,
-                    from_json("resource metrics", r.try_get("metrics")?)?,
-                ))
-            })
-            .collect()
+        self.read(|c| {
+            query_all(
+                c,
+                "SELECT at, metrics FROM resource_metrics WHERE resource_id = ? ORDER BY at DESC",
+                [resource.to_string()],
+                |r| {
+                    Ok((
+                        get_ts(r, "at")?,
+                        get_json(r, "resource metrics", "metrics")?,
+                    ))
+                },
+            )
+        })
     }
 }
 
@@ -65,18 +65,13 @@ impl Tx {
         version: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO agents (name, hostname, version, registered_at, last_seen) VALUES (?, ?, ?, ?, ?)
+        exec(
+            self.conn(),
+            "INSERT INTO agents (name, hostname, version, registered_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
              ON CONFLICT (name) DO UPDATE SET hostname = excluded.hostname, version = excluded.version,
                registered_at = excluded.registered_at, last_seen = excluded.last_seen",
-        )
-        .bind(name)
-        .bind(hostname)
-        .bind(version)
-        .bind(now)
-        .bind(now)
-        .execute(self.conn())
-        .await?;
+            params![name, hostname, version, ts(now)],
+        )?;
         Ok(())
     }
 
@@ -88,23 +83,17 @@ impl Tx {
         m: &ResourceMetrics,
     ) -> Result<()> {
         let id = resource.to_string();
-        sqlx::query(
+        exec(
+            self.conn(),
             "INSERT OR REPLACE INTO resource_metrics (resource_id, at, metrics) VALUES (?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(at)
-        .bind(to_json(m))
-        .execute(self.conn())
-        .await?;
-        sqlx::query(
-            "DELETE FROM resource_metrics WHERE resource_id = ? AND at NOT IN
-             (SELECT at FROM resource_metrics WHERE resource_id = ? ORDER BY at DESC LIMIT ?)",
-        )
-        .bind(&id)
-        .bind(&id)
-        .bind(METRIC_HISTORY)
-        .execute(self.conn())
-        .await?;
+            params![id, ts(at), to_json(m)],
+        )?;
+        exec(
+            self.conn(),
+            "DELETE FROM resource_metrics WHERE resource_id = ?1 AND at NOT IN
+             (SELECT at FROM resource_metrics WHERE resource_id = ?1 ORDER BY at DESC LIMIT ?2)",
+            params![id, METRIC_HISTORY],
+        )?;
         Ok(())
     }
 }

@@ -1,11 +1,11 @@
-//! The append-only event log. [`append`] takes a transaction so an event is written with
-//! the change it records, or not at all.
+//! The append-only event log. Events are appended by [`crate::Tx::commit`], in the
+//! transaction of the change they record, so they are written with it or not at all.
 
-use chrono::{DateTime, Utc};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use rusqlite::{Connection, params};
 use testfarm_api::Event;
 
-use crate::{Result, Store, from_json, to_json};
+use crate::sql::{get_json, get_ts, to_json};
+use crate::{Result, Store};
 
 /// An event about to be recorded.
 #[derive(Debug, Clone)]
@@ -39,31 +39,24 @@ impl NewEvent {
     }
 }
 
-/// Appends an event inside the caller's transaction and returns its id.
-pub async fn append(
-    tx: &mut Transaction<'_, Sqlite>,
-    at: DateTime<Utc>,
-    event: &NewEvent,
-) -> Result<i64> {
-    let row = sqlx::query(
-        "INSERT INTO events (at, kind, subject_type, subject, actor, data) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(at)
-    .bind(&event.kind)
-    .bind(event.subject_type)
-    .bind(&event.subject)
-    .bind(&event.actor)
-    .bind(to_json(&event.data))
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(row.try_get(0)?)
+/// Appends an event on `conn` (inside its open transaction) and returns its id.
+pub(crate) fn append(conn: &Connection, at: &str, event: &NewEvent) -> Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO events (at, kind, subject_type, subject, actor, data) VALUES (?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        at,
+        event.kind,
+        event.subject_type,
+        event.subject,
+        event.actor,
+        to_json(&event.data)
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
-pub(crate) async fn latest_id(pool: &SqlitePool) -> Result<i64> {
-    let row = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM events")
-        .fetch_one(pool)
-        .await?;
-    Ok(row.try_get(0)?)
+pub(crate) fn latest_id(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
 }
 
 /// Filters for [`Store::list_events`].
@@ -78,82 +71,31 @@ pub struct EventFilter {
 impl Store {
     /// Events with id > `after`, oldest first.
     pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>> {
-        let rows = sqlx::query(
-            "SELECT id, at, kind, subject_type, subject, actor, data FROM events
-             WHERE id > ? AND (? IS NULL OR subject_type = ?) AND (? IS NULL OR subject = ?)
-             ORDER BY id LIMIT ?",
-        )
-        .bind(filter.after)
-        .bind(&filter.subject_type)
-        .bind(&filter.subject_type)
-        .bind(&filter.subject)
-        .bind(&filter.subject)
-        .bind(i64::from(filter.limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let data: String = r.try_get("data")?;
-                Ok(Event {
-                    id: r.try_get("id")?,
-                    at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
-                    subject_type: r.try_get("subject_type")?,
-                    subject: r.try_get("subject")?,
-                    actor: r.try_get("actor")?,
-                    data: from_json("event data", &data)?,
-                })
-            })
-            .collect()
-    }
-
-    /// Starts the one transaction a state change is written in.
-    pub async fn begin(&self) -> Result<Tx> {
-        let guard = self.write_lock.clone().lock_owned().await;
-        Ok(Tx {
-            _writer: guard,
-            // IMMEDIATE takes the write lock up front: a deferred transaction that reads
-            // and then writes fails at once (SQLITE_BUSY_SNAPSHOT) when another writer
-            // committed in between, whatever the busy timeout.
-            inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            events: Vec::new(),
-            store: self.clone(),
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, at, kind, subject_type, subject, actor, data FROM events
+                 WHERE id > ?1 AND (?2 IS NULL OR subject_type = ?2) AND (?3 IS NULL OR subject = ?3)
+                 ORDER BY id LIMIT ?4",
+            )?;
+            let mut rows = stmt.query(params![
+                filter.after,
+                filter.subject_type,
+                filter.subject,
+                i64::from(filter.limit)
+            ])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(Event {
+                    id: r.get("id")?,
+                    at: get_ts(r, "at")?,
+                    kind: r.get("kind")?,
+                    subject_type: r.get("subject_type")?,
+                    subject: r.get("subject")?,
+                    actor: r.get("actor")?,
+                    data: get_json(r, "event data", "data")?,
+                });
+            }
+            Ok(out)
         })
-    }
-}
-
-/// A transaction that collects the events of the change it writes. [`Tx::commit`]
-/// appends them in the same transaction, commits, and wakes event subscribers;
-/// dropping a `Tx` rolls everything back, events included.
-pub struct Tx {
-    /// Held until the transaction commits or is dropped (see `Store::write_lock`).
-    _writer: tokio::sync::OwnedMutexGuard<()>,
-    pub(crate) inner: Transaction<'static, Sqlite>,
-    events: Vec<NewEvent>,
-    store: Store,
-}
-
-impl Tx {
-    /// Records an event to be appended at commit.
-    pub fn record(&mut self, event: NewEvent) {
-        self.events.push(event);
-    }
-
-    /// The underlying connection, for queries of this crate's modules.
-    pub(crate) fn conn(&mut self) -> &mut sqlx::SqliteConnection {
-        &mut self.inner
-    }
-
-    pub async fn commit(mut self) -> Result<()> {
-        let now = Utc::now();
-        let mut last = 0;
-        for e in std::mem::take(&mut self.events) {
-            last = append(&mut self.inner, now, &e).await?;
-        }
-        self.inner.commit().await?;
-        if last > 0 {
-            self.store.notify_committed(last);
-        }
-        Ok(())
     }
 }

@@ -1,13 +1,15 @@
 //! The `jobs` and `job_steps` tables.
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use rusqlite::{Connection, Row, params};
 use testfarm_api::agent::Outcome;
 use testfarm_api::job::{Job, JobState, StepRecord};
 use testfarm_core::Role;
 
-use crate::{Result, Store, StoreError, Tx, from_json, to_json};
+use crate::sql::{
+    exec, get_json, get_ts, get_ts_opt, get_u64, int, query_all, query_opt, to_json, ts, ts_opt,
+};
+use crate::{Result, Store, StoreError, Tx};
 
 macro_rules! job_columns {
     () => {
@@ -36,39 +38,37 @@ pub struct JobRow {
     pub cancel_requested: Option<String>,
 }
 
-fn from_row(row: &SqliteRow) -> Result<JobRow> {
-    let state: String = row.try_get("state")?;
-    let role: String = row.try_get("submitter_role")?;
-    let priority: i64 = row.try_get("priority")?;
-    let attempt: i64 = row.try_get("attempt")?;
-    let log_bytes: i64 = row.try_get("log_bytes")?;
-    let log_chunks: i64 = row.try_get("log_chunks")?;
+fn from_row(row: &Row<'_>) -> Result<JobRow> {
+    let state: String = row.get("state")?;
+    let role: String = row.get("submitter_role")?;
+    let priority: i64 = row.get("priority")?;
+    let attempt: i64 = row.get("attempt")?;
     Ok(JobRow {
         job: Job {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
+            id: row.get("id")?,
+            name: row.get("name")?,
             state: state.parse::<JobState>().map_err(corrupt)?,
             priority: u16::try_from(priority).map_err(corrupt)?,
-            submitter: row.try_get("submitter")?,
-            resource: row.try_get("resource_name")?,
-            lease_id: row.try_get("lease_id")?,
+            submitter: row.get("submitter")?,
+            resource: row.get("resource_name")?,
+            lease_id: row.get("lease_id")?,
             attempt: u32::try_from(attempt).map_err(corrupt)?,
-            reason: row.try_get("reason")?,
-            created_at: row.try_get("created_at")?,
-            queued_at: row.try_get("queued_at")?,
-            assigned_at: row.try_get("assigned_at")?,
-            started_at: row.try_get("started_at")?,
-            ended_at: row.try_get("ended_at")?,
-            log_bytes: u64::try_from(log_bytes).map_err(corrupt)?,
-            spec: from_json("job spec", row.try_get("spec")?)?,
-            vars: from_json("job vars", row.try_get("vars")?)?,
+            reason: row.get("reason")?,
+            created_at: get_ts(row, "created_at")?,
+            queued_at: get_ts(row, "queued_at")?,
+            assigned_at: get_ts_opt(row, "assigned_at")?,
+            started_at: get_ts_opt(row, "started_at")?,
+            ended_at: get_ts_opt(row, "ended_at")?,
+            log_bytes: get_u64(row, "job", "log_bytes")?,
+            spec: get_json(row, "job spec", "spec")?,
+            vars: get_json(row, "job vars", "vars")?,
             steps: Vec::new(),
         },
         submitter_role: role.parse::<Role>().map_err(corrupt)?,
-        resource_id: row.try_get("resource_id")?,
-        last_report_at: row.try_get("last_report_at")?,
-        log_chunks: u64::try_from(log_chunks).map_err(corrupt)?,
-        cancel_requested: row.try_get("cancel_requested")?,
+        resource_id: row.get("resource_id")?,
+        last_report_at: get_ts_opt(row, "last_report_at")?,
+        log_chunks: get_u64(row, "job", "log_chunks")?,
+        cancel_requested: row.get("cancel_requested")?,
     })
 }
 
@@ -83,97 +83,99 @@ pub struct JobFilter {
     pub limit: u32,
 }
 
-async fn fetch(conn: &mut SqliteConnection, id: &str) -> Result<JobRow> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE id = ?"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
+fn fetch(conn: &Connection, id: &str) -> Result<JobRow> {
+    query_opt(
+        conn,
+        concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?"),
+        [id],
+        from_row,
+    )?
     .ok_or_else(|| StoreError::NotFound {
         what: "job",
         name: id.to_string(),
-    })?;
-    from_row(&row)
+    })
+}
+
+fn states_json(states: &[JobState]) -> String {
+    to_json(&states.iter().map(|s| s.as_str()).collect::<Vec<_>>())
 }
 
 impl Store {
     pub async fn get_job(&self, id: &str) -> Result<JobRow> {
-        let mut conn = self.pool.acquire().await?;
-        let mut row = fetch(&mut conn, id).await?;
-        row.job.steps = steps(&mut conn, id).await?;
-        Ok(row)
+        self.read(|c| {
+            let mut row = fetch(c, id)?;
+            row.job.steps = steps(c, id)?;
+            Ok(row)
+        })
     }
 
     /// Jobs newest first.
     pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<JobRow>> {
-        let states =
-            serde_json::to_string(&f.states.iter().map(|s| s.as_str()).collect::<Vec<_>>())
-                .unwrap_or_else(|_| "[]".into());
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE (? = '[]' OR state IN (SELECT value FROM json_each(?)))
-              AND (? IS NULL OR name = ?) AND (? IS NULL OR submitter = ?) AND (? IS NULL OR id < ?)
-              ORDER BY id DESC LIMIT ?"
-        ))
-        .bind(&states)
-        .bind(&states)
-        .bind(&f.name)
-        .bind(&f.name)
-        .bind(&f.submitter)
-        .bind(&f.submitter)
-        .bind(&f.before)
-        .bind(&f.before)
-        .bind(i64::from(f.limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(from_row).collect()
+        self.read(|c| {
+            query_all(
+                c,
+                concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE (?1 = '[]' OR state IN (SELECT value FROM json_each(?1)))
+                      AND (?2 IS NULL OR name = ?2) AND (?3 IS NULL OR submitter = ?3)
+                      AND (?4 IS NULL OR id < ?4)
+                      ORDER BY id DESC LIMIT ?5"
+                ),
+                params![
+                    states_json(&f.states),
+                    f.name,
+                    f.submitter,
+                    f.before,
+                    i64::from(f.limit)
+                ],
+                from_row,
+            )
+        })
     }
 
     /// Assigned jobs on resources of `agent`, oldest first (what its work long-poll hands
     /// out), with each resource's name.
     pub async fn assigned_to_agent(&self, agent: &str) -> Result<Vec<(JobRow, String)>> {
-        let rows = sqlx::query(
-            "SELECT j.id, j.name, j.spec, j.vars, j.priority, j.state, j.submitter, j.submitter_role,
-                    j.resource_id, j.resource_name, j.lease_id, j.attempt, j.reason, j.created_at,
-                    j.queued_at, j.assigned_at, j.started_at, j.ended_at, j.last_report_at,
-                    j.log_bytes, j.log_chunks, j.cancel_requested, r.name AS rname
-             FROM jobs j JOIN resources r ON r.id = j.resource_id
-             WHERE j.state = 'assigned' AND r.agent = ? ORDER BY j.id",
-        )
-        .bind(agent)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((from_row(r)?, r.try_get("rname")?)))
-            .collect()
+        self.read(|c| {
+            query_all(
+                c,
+                "SELECT j.id, j.name, j.spec, j.vars, j.priority, j.state, j.submitter, j.submitter_role,
+                        j.resource_id, j.resource_name, j.lease_id, j.attempt, j.reason, j.created_at,
+                        j.queued_at, j.assigned_at, j.started_at, j.ended_at, j.last_report_at,
+                        j.log_bytes, j.log_chunks, j.cancel_requested, r.name AS rname
+                 FROM jobs j JOIN resources r ON r.id = j.resource_id
+                 WHERE j.state = 'assigned' AND r.agent = ? ORDER BY j.id",
+                [agent],
+                |r| Ok((from_row(r)?, r.get("rname")?)),
+            )
+        })
     }
 
     /// Whether any job is in `state` (cheap: the state column is indexed).
     pub async fn any_job_in(&self, state: JobState) -> Result<bool> {
-        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM jobs WHERE state = ?)")
-            .bind(state.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<bool, _>(0)?)
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE state = ?)")?
+                    .query_row([state.as_str()], |r| r.get(0))?,
+            )
+        })
     }
 
     /// Jobs in the given states, oldest first (what the scheduler and reaper read).
     pub async fn jobs_in(&self, states: &[JobState]) -> Result<Vec<JobRow>> {
-        let states = serde_json::to_string(&states.iter().map(|s| s.as_str()).collect::<Vec<_>>())
-            .unwrap_or_else(|_| "[]".into());
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE state IN (SELECT value FROM json_each(?)) ORDER BY id"
-        ))
-        .bind(states)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(from_row).collect()
+        self.read(|c| {
+            query_all(
+                c,
+                concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE state IN (SELECT value FROM json_each(?)) ORDER BY id"
+                ),
+                [states_json(states)],
+                from_row,
+            )
+        })
     }
 
     /// (name, resource kind, resource id, duration) of recently finished jobs, newest
@@ -182,118 +184,119 @@ impl Store {
         &self,
         limit: u32,
     ) -> Result<Vec<(String, Option<String>, Option<String>, i64)>> {
-        let rows = sqlx::query(
-            "SELECT j.name, r.kind, j.resource_id,
-                    CAST((julianday(j.ended_at) - julianday(j.started_at)) * 86400000 AS INTEGER) AS ms
-             FROM jobs j LEFT JOIN resources r ON r.id = j.resource_id
-             WHERE j.state = 'passed' OR j.state = 'failed'
-             ORDER BY j.ended_at DESC LIMIT ?",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("name")?,
-                    r.try_get("kind")?,
-                    r.try_get("resource_id")?,
-                    r.try_get::<Option<i64>, _>("ms")?.unwrap_or(0),
-                ))
-            })
-            .collect()
+        self.read(|c| {
+            query_all(
+                c,
+                "SELECT j.name, r.kind, j.resource_id,
+                        CAST((julianday(j.ended_at) - julianday(j.started_at)) * 86400000 AS INTEGER) AS ms
+                 FROM jobs j LEFT JOIN resources r ON r.id = j.resource_id
+                 WHERE j.state = 'passed' OR j.state = 'failed'
+                 ORDER BY j.ended_at DESC LIMIT ?",
+                [i64::from(limit)],
+                |r| {
+                    Ok((
+                        r.get("name")?,
+                        r.get("kind")?,
+                        r.get("resource_id")?,
+                        r.get::<_, Option<i64>>("ms")?.unwrap_or(0),
+                    ))
+                },
+            )
+        })
     }
 }
 
-async fn steps(conn: &mut SqliteConnection, id: &str) -> Result<Vec<StepRecord>> {
-    let rows = sqlx::query(
+fn steps(conn: &Connection, id: &str) -> Result<Vec<StepRecord>> {
+    query_all(
+        conn,
         "SELECT idx, kind, always, outcome, exit_code, duration_ms, reason FROM job_steps WHERE job_id = ? ORDER BY idx",
-    )
-    .bind(id)
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            let outcome: String = r.try_get("outcome")?;
-            let idx: i64 = r.try_get("idx")?;
-            let ms: i64 = r.try_get("duration_ms")?;
+        [id],
+        |r| {
+            let outcome: String = r.get("outcome")?;
+            let idx: i64 = r.get("idx")?;
+            let ms: i64 = r.get("duration_ms")?;
             Ok(StepRecord {
                 index: u32::try_from(idx).map_err(corrupt)?,
-                kind: r.try_get("kind")?,
-                always: r.try_get("always")?,
-                outcome: from_json::<Outcome>("step outcome", &format!("\"{outcome}\""))?,
-                exit_code: r.try_get("exit_code")?,
+                kind: r.get("kind")?,
+                always: r.get("always")?,
+                outcome: serde_json::from_value::<Outcome>(serde_json::Value::String(outcome))
+                    .map_err(corrupt)?,
+                exit_code: r.get("exit_code")?,
                 duration_ms: u64::try_from(ms).unwrap_or(0),
-                reason: r.try_get("reason")?,
+                reason: r.get("reason")?,
             })
-        })
-        .collect()
+        },
+    )
 }
 
 impl Tx {
     pub async fn get_job(&mut self, id: &str) -> Result<JobRow> {
-        fetch(self.conn(), id).await
+        fetch(self.conn(), id)
     }
 
     pub async fn insert_job(&mut self, j: &JobRow) -> Result<()> {
         let job = &j.job;
-        sqlx::query(concat!(
-            "INSERT INTO jobs (",
-            job_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&job.id)
-        .bind(&job.name)
-        .bind(to_json(&job.spec))
-        .bind(to_json(&job.vars))
-        .bind(i64::from(job.priority))
-        .bind(job.state.as_str())
-        .bind(&job.submitter)
-        .bind(j.submitter_role.as_str())
-        .bind(&j.resource_id)
-        .bind(&job.resource)
-        .bind(&job.lease_id)
-        .bind(i64::from(job.attempt))
-        .bind(&job.reason)
-        .bind(job.created_at)
-        .bind(job.queued_at)
-        .bind(job.assigned_at)
-        .bind(job.started_at)
-        .bind(job.ended_at)
-        .bind(j.last_report_at)
-        .bind(i64::try_from(job.log_bytes).unwrap_or(i64::MAX))
-        .bind(i64::try_from(j.log_chunks).unwrap_or(i64::MAX))
-        .bind(&j.cancel_requested)
-        .execute(self.conn())
-        .await?;
+        exec(
+            self.conn(),
+            concat!(
+                "INSERT INTO jobs (",
+                job_columns!(),
+                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            params![
+                job.id,
+                job.name,
+                to_json(&job.spec),
+                to_json(&job.vars),
+                i64::from(job.priority),
+                job.state.as_str(),
+                job.submitter,
+                j.submitter_role.as_str(),
+                j.resource_id,
+                job.resource,
+                job.lease_id,
+                i64::from(job.attempt),
+                job.reason,
+                ts(job.created_at),
+                ts(job.queued_at),
+                ts_opt(job.assigned_at),
+                ts_opt(job.started_at),
+                ts_opt(job.ended_at),
+                ts_opt(j.last_report_at),
+                int(job.log_bytes),
+                int(j.log_chunks),
+                j.cancel_requested,
+            ],
+        )?;
         Ok(())
     }
 
     /// Writes the job's mutable fields.
     pub async fn update_job(&mut self, j: &JobRow) -> Result<()> {
         let job = &j.job;
-        sqlx::query(
+        exec(
+            self.conn(),
             "UPDATE jobs SET state = ?, resource_id = ?, resource_name = ?, lease_id = ?, attempt = ?,
              reason = ?, queued_at = ?, assigned_at = ?, started_at = ?, ended_at = ?, last_report_at = ?,
              log_bytes = ?, log_chunks = ?, cancel_requested = ? WHERE id = ?",
-        )
-        .bind(job.state.as_str())
-        .bind(&j.resource_id)
-        .bind(&job.resource)
-        .bind(&job.lease_id)
-        .bind(i64::from(job.attempt))
-        .bind(&job.reason)
-        .bind(job.queued_at)
-        .bind(job.assigned_at)
-        .bind(job.started_at)
-        .bind(job.ended_at)
-        .bind(j.last_report_at)
-        .bind(i64::try_from(job.log_bytes).unwrap_or(i64::MAX))
-        .bind(i64::try_from(j.log_chunks).unwrap_or(i64::MAX))
-        .bind(&j.cancel_requested)
-        .bind(&job.id)
-        .execute(self.conn())
-        .await?;
+            params![
+                job.state.as_str(),
+                j.resource_id,
+                job.resource,
+                job.lease_id,
+                i64::from(job.attempt),
+                job.reason,
+                ts(job.queued_at),
+                ts_opt(job.assigned_at),
+                ts_opt(job.started_at),
+                ts_opt(job.ended_at),
+                ts_opt(j.last_report_at),
+                int(job.log_bytes),
+                int(j.log_chunks),
+                j.cancel_requested,
+                job.id,
+            ],
+        )?;
         Ok(())
     }
 
@@ -303,23 +306,24 @@ impl Tx {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        sqlx::query(
+        exec(
+            self.conn(),
             "INSERT INTO job_steps (job_id, idx, kind, always, outcome, exit_code, duration_ms, reason)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (job_id, idx) DO UPDATE SET kind = excluded.kind, always = excluded.always,
                outcome = excluded.outcome, exit_code = excluded.exit_code,
                duration_ms = excluded.duration_ms, reason = excluded.reason",
-        )
-        .bind(job_id)
-        .bind(i64::from(s.index))
-        .bind(&s.kind)
-        .bind(s.always)
-        .bind(outcome)
-        .bind(s.exit_code)
-        .bind(i64::try_from(s.duration_ms).unwrap_or(i64::MAX))
-        .bind(&s.reason)
-        .execute(self.conn())
-        .await?;
+            params![
+                job_id,
+                i64::from(s.index),
+                s.kind,
+                s.always,
+                outcome,
+                s.exit_code,
+                int(s.duration_ms),
+                s.reason,
+            ],
+        )?;
         Ok(())
     }
 
@@ -332,16 +336,12 @@ impl Tx {
         offset: u64,
         len: u64,
     ) -> Result<bool> {
-        let done = sqlx::query(
+        let n = exec(
+            self.conn(),
             "INSERT INTO log_chunks (job_id, seq, offset, len) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(job_id)
-        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-        .bind(i64::try_from(len).unwrap_or(i64::MAX))
-        .execute(self.conn())
-        .await?;
-        Ok(done.rows_affected() == 1)
+            params![job_id, int(seq), int(offset), int(len)],
+        )?;
+        Ok(n == 1)
     }
 
     pub async fn insert_output(
@@ -352,17 +352,12 @@ impl Tx {
         sha256: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
+        exec(
+            self.conn(),
             "INSERT INTO job_outputs (job_id, name, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256",
-        )
-        .bind(job_id)
-        .bind(name)
-        .bind(i64::try_from(size).unwrap_or(i64::MAX))
-        .bind(sha256)
-        .bind(now)
-        .execute(self.conn())
-        .await?;
+            params![job_id, name, int(size), sha256, ts(now)],
+        )?;
         Ok(())
     }
 }

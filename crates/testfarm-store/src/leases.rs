@@ -1,12 +1,17 @@
-//! The `leases` table, and the per-resource fencing epoch kept in `resources.last_epoch`.
+//! The `leases` table, and what each resource row keeps about its leases: the fencing
+//! epoch of the newest one (`resources.last_epoch`) and when the last one ended
+//! (`resources.last_lease_end`, for least-recently-used placement).
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use testfarm_core::lease::{EndReason, Holder, Lease, LeaseState, Share};
 use ulid::Ulid;
 
-use crate::{Result, Store, StoreError, Tx, from_json, to_json};
+use crate::sql::{
+    get_json, get_json_opt, get_ts, get_ts_opt, get_u64, int, query_all, query_opt, to_json, ts,
+    ts_opt,
+};
+use crate::{Result, Store, StoreError, Tx};
 
 macro_rules! lease_columns {
     () => {
@@ -22,33 +27,31 @@ fn corrupt(detail: impl ToString) -> StoreError {
     }
 }
 
-fn from_row(row: &SqliteRow) -> Result<Lease> {
-    let id: String = row.try_get("id")?;
-    let resource_id: String = row.try_get("resource_id")?;
-    let holder_type: String = row.try_get("holder_type")?;
-    let holder: String = row.try_get("holder")?;
-    let state: String = row.try_get("state")?;
-    let end_reason: Option<String> = row.try_get("end_reason")?;
-    let epoch: i64 = row.try_get("epoch")?;
-    let ttl: i64 = row.try_get("heartbeat_ttl_ms")?;
+fn ulid(row: &Row<'_>, col: &str) -> Result<Ulid> {
+    let text: String = row.get(col)?;
+    Ulid::from_string(&text).map_err(corrupt)
+}
+
+fn from_row(row: &Row<'_>) -> Result<Lease> {
+    let holder_type: String = row.get("holder_type")?;
+    let holder: String = row.get("holder")?;
+    let state: String = row.get("state")?;
     Ok(Lease {
-        id: Ulid::from_string(&id).map_err(corrupt)?,
-        resource_id: Ulid::from_string(&resource_id).map_err(corrupt)?,
-        holder: from_json::<Holder>(
-            "lease holder",
-            &serde_json::json!({ "holder_type": holder_type, "holder": holder }).to_string(),
-        )?,
-        share: from_json::<Share>("lease share", row.try_get("share")?)?,
-        epoch: u64::try_from(epoch).map_err(corrupt)?,
+        id: ulid(row, "id")?,
+        resource_id: ulid(row, "resource_id")?,
+        holder: serde_json::from_value::<Holder>(
+            serde_json::json!({ "holder_type": holder_type, "holder": holder }),
+        )
+        .map_err(corrupt)?,
+        share: get_json::<Share>(row, "lease share", "share")?,
+        epoch: get_u64(row, "lease", "epoch")?,
         state: state.parse::<LeaseState>().map_err(corrupt)?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        heartbeat_at: row.try_get("heartbeat_at")?,
-        heartbeat_ttl_ms: u64::try_from(ttl).map_err(corrupt)?,
-        ended_at: row.try_get("ended_at")?,
-        end_reason: end_reason
-            .map(|r| from_json::<EndReason>("lease end reason", &r))
-            .transpose()?,
+        created_at: get_ts(row, "created_at")?,
+        expires_at: get_ts(row, "expires_at")?,
+        heartbeat_at: get_ts(row, "heartbeat_at")?,
+        heartbeat_ttl_ms: get_u64(row, "lease", "heartbeat_ttl_ms")?,
+        ended_at: get_ts_opt(row, "ended_at")?,
+        end_reason: get_json_opt::<EndReason>(row, "lease end reason", "end_reason")?,
     })
 }
 
@@ -60,109 +63,108 @@ fn holder_parts(h: &Holder) -> (String, String) {
     )
 }
 
-async fn fetch(conn: &mut SqliteConnection, id: &str) -> Result<Lease> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        lease_columns!(),
-        " FROM leases WHERE id = ?"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
+fn fetch(conn: &Connection, id: &str) -> Result<Lease> {
+    query_opt(
+        conn,
+        concat!("SELECT ", lease_columns!(), " FROM leases WHERE id = ?"),
+        [id],
+        from_row,
+    )?
     .ok_or_else(|| StoreError::NotFound {
         what: "lease",
         name: id.to_string(),
-    })?;
-    from_row(&row)
+    })
 }
 
 impl Store {
     pub async fn get_lease(&self, id: &str) -> Result<Lease> {
-        let mut conn = self.pool.acquire().await?;
-        fetch(&mut conn, id).await
+        self.read(|c| fetch(c, id))
     }
 
     /// Leases in `state` (all states when `None`), newest first, at most `limit`.
     pub async fn list_leases(&self, state: Option<LeaseState>, limit: u32) -> Result<Vec<Lease>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            lease_columns!(),
-            " FROM leases WHERE (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?"
-        ))
-        .bind(state.map(|s| s.as_str()))
-        .bind(state.map(|s| s.as_str()))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(from_row).collect()
+        self.read(|c| {
+            query_all(
+                c,
+                concat!(
+                    "SELECT ",
+                    lease_columns!(),
+                    " FROM leases WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2"
+                ),
+                params![state.map(|s| s.as_str()), i64::from(limit)],
+                from_row,
+            )
+        })
     }
 
     pub async fn active_leases(&self) -> Result<Vec<Lease>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            lease_columns!(),
-            " FROM leases WHERE state = 'active'"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(from_row).collect()
+        self.read(|c| {
+            query_all(
+                c,
+                concat!(
+                    "SELECT ",
+                    lease_columns!(),
+                    " FROM leases WHERE state = 'active'"
+                ),
+                [],
+                from_row,
+            )
+        })
     }
 
     /// When each resource was last released, for least-recently-used placement.
     pub async fn last_lease_ends(&self) -> Result<Vec<(Ulid, DateTime<Utc>)>> {
-        let rows = sqlx::query(
-            "SELECT resource_id, MAX(ended_at) AS last FROM leases WHERE ended_at IS NOT NULL GROUP BY resource_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("resource_id")?;
-                Ok((Ulid::from_string(&id).map_err(corrupt)?, r.try_get("last")?))
-            })
-            .collect()
+        self.read(|c| {
+            query_all(
+                c,
+                "SELECT id, last_lease_end FROM resources WHERE last_lease_end IS NOT NULL",
+                [],
+                |r| Ok((ulid(r, "id")?, get_ts(r, "last_lease_end")?)),
+            )
+        })
     }
 }
 
 impl Tx {
     pub async fn get_lease(&mut self, id: &str) -> Result<Lease> {
-        fetch(self.conn(), id).await
+        fetch(self.conn(), id)
     }
 
     /// Active leases on a resource: the workloads that block retirement.
     pub async fn active_lease_count(&mut self, resource: Ulid) -> Result<u32> {
-        let row =
-            sqlx::query("SELECT COUNT(*) FROM leases WHERE resource_id = ? AND state = 'active'")
-                .bind(resource.to_string())
-                .fetch_one(self.conn())
-                .await?;
-        let n: i64 = row.try_get(0)?;
+        let n: i64 = self
+            .conn()
+            .prepare_cached(
+                "SELECT COUNT(*) FROM leases WHERE resource_id = ? AND state = 'active'",
+            )?
+            .query_row([resource.to_string()], |r| r.get(0))?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     pub async fn active_leases_on(&mut self, resource: Ulid) -> Result<Vec<Lease>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            lease_columns!(),
-            " FROM leases WHERE resource_id = ? AND state = 'active'"
-        ))
-        .bind(resource.to_string())
-        .fetch_all(self.conn())
-        .await?;
-        rows.iter().map(from_row).collect()
+        query_all(
+            self.conn(),
+            concat!(
+                "SELECT ",
+                lease_columns!(),
+                " FROM leases WHERE resource_id = ? AND state = 'active'"
+            ),
+            [resource.to_string()],
+            from_row,
+        )
     }
 
     /// The fencing epoch of the newest lease ever granted on the resource.
     pub async fn last_epoch(&mut self, resource: Ulid) -> Result<u64> {
-        let row = sqlx::query("SELECT last_epoch FROM resources WHERE id = ?")
-            .bind(resource.to_string())
-            .fetch_optional(self.conn())
-            .await?
+        let e: i64 = self
+            .conn()
+            .prepare_cached("SELECT last_epoch FROM resources WHERE id = ?")?
+            .query_row([resource.to_string()], |r| r.get(0))
+            .optional()?
             .ok_or_else(|| StoreError::NotFound {
                 what: "resource",
                 name: resource.to_string(),
             })?;
-        let e: i64 = row.try_get(0)?;
         Ok(u64::try_from(e).unwrap_or(0))
     }
 
@@ -170,47 +172,54 @@ impl Tx {
     pub async fn insert_lease(&mut self, l: &Lease) -> Result<()> {
         let (holder_type, holder) = holder_parts(&l.holder);
         let epoch = i64::try_from(l.epoch).map_err(corrupt)?;
-        sqlx::query(concat!(
+        let resource_id = l.resource_id.to_string();
+        let conn = self.conn();
+        conn.prepare_cached(concat!(
             "INSERT INTO leases (",
             lease_columns!(),
             ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(l.id.to_string())
-        .bind(l.resource_id.to_string())
-        .bind(holder_type)
-        .bind(holder)
-        .bind(epoch)
-        .bind(l.state.as_str())
-        .bind(to_json(&l.share))
-        .bind(l.created_at)
-        .bind(l.expires_at)
-        .bind(l.heartbeat_at)
-        .bind(i64::try_from(l.heartbeat_ttl_ms).unwrap_or(i64::MAX))
-        .bind(l.ended_at)
-        .bind(l.end_reason.as_ref().map(to_json))
-        .execute(self.conn())
-        .await?;
-        sqlx::query("UPDATE resources SET last_epoch = MAX(last_epoch, ?) WHERE id = ?")
-            .bind(epoch)
-            .bind(l.resource_id.to_string())
-            .execute(self.conn())
-            .await?;
+        ))?
+        .execute(params![
+            l.id.to_string(),
+            resource_id,
+            holder_type,
+            holder,
+            epoch,
+            l.state.as_str(),
+            to_json(&l.share),
+            ts(l.created_at),
+            ts(l.expires_at),
+            ts(l.heartbeat_at),
+            int(l.heartbeat_ttl_ms),
+            ts_opt(l.ended_at),
+            l.end_reason.as_ref().map(to_json),
+        ])?;
+        conn.prepare_cached("UPDATE resources SET last_epoch = MAX(last_epoch, ?) WHERE id = ?")?
+            .execute(params![epoch, resource_id])?;
         Ok(())
     }
 
-    /// Writes a lease's mutable fields (state, times, end reason).
+    /// Writes a lease's mutable fields (state, times, end reason). A lease that has
+    /// ended also moves its resource's `last_lease_end` forward.
     pub async fn update_lease(&mut self, l: &Lease) -> Result<()> {
-        sqlx::query(
+        let conn = self.conn();
+        conn.prepare_cached(
             "UPDATE leases SET state = ?, expires_at = ?, heartbeat_at = ?, ended_at = ?, end_reason = ? WHERE id = ?",
-        )
-        .bind(l.state.as_str())
-        .bind(l.expires_at)
-        .bind(l.heartbeat_at)
-        .bind(l.ended_at)
-        .bind(l.end_reason.as_ref().map(to_json))
-        .bind(l.id.to_string())
-        .execute(self.conn())
-        .await?;
+        )?
+        .execute(params![
+            l.state.as_str(),
+            ts(l.expires_at),
+            ts(l.heartbeat_at),
+            ts_opt(l.ended_at),
+            l.end_reason.as_ref().map(to_json),
+            l.id.to_string(),
+        ])?;
+        if let Some(ended) = l.ended_at {
+            conn.prepare_cached(
+                "UPDATE resources SET last_lease_end = MAX(COALESCE(last_lease_end, ''), ?1) WHERE id = ?2",
+            )?
+            .execute(params![ts(ended), l.resource_id.to_string()])?;
+        }
         Ok(())
     }
 }

@@ -1,11 +1,14 @@
 //! The `resources` table.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use rusqlite::{Connection, Row, params};
 use testfarm_core::resource::{Resource, ResourceKind, ResourceState};
 use ulid::Ulid;
 
-use crate::{Result, Store, StoreError, Tx, from_json, is_unique_violation, to_json};
+use crate::sql::{
+    exec, get_json, get_json_opt, get_ts, get_ts_opt, get_u64, query_all, query_opt, to_json, ts,
+    ts_opt, unique,
+};
+use crate::{Result, Store, StoreError, Tx};
 
 macro_rules! resource_columns {
     () => {
@@ -21,29 +24,25 @@ fn corrupt(detail: impl ToString) -> StoreError {
     }
 }
 
-fn from_row(row: &SqliteRow) -> Result<Resource> {
-    let id: String = row.try_get("id")?;
-    let kind: String = row.try_get("kind")?;
-    let state: String = row.try_get("state")?;
-    let board: Option<String> = row.try_get("board")?;
-    let maintenance: Option<String> = row.try_get("maintenance")?;
+fn from_row(row: &Row<'_>) -> Result<Resource> {
+    let id: String = row.get("id")?;
+    let kind: String = row.get("kind")?;
+    let state: String = row.get("state")?;
     Ok(Resource {
         id: Ulid::from_string(&id).map_err(corrupt)?,
-        name: row.try_get("name")?,
+        name: row.get("name")?,
         kind: kind.parse::<ResourceKind>().map_err(corrupt)?,
-        labels: from_json("resource labels", row.try_get("labels")?)?,
-        capabilities: from_json("resource capabilities", row.try_get("capabilities")?)?,
-        board: board.map(|b| from_json("resource board", &b)).transpose()?,
+        labels: get_json(row, "resource labels", "labels")?,
+        capabilities: get_json(row, "resource capabilities", "capabilities")?,
+        board: get_json_opt(row, "resource board", "board")?,
         state: state.parse::<ResourceState>().map_err(corrupt)?,
-        health: from_json("resource health", row.try_get("health")?)?,
-        maintenance: maintenance
-            .map(|m| from_json("resource maintenance", &m))
-            .transpose()?,
-        retired_reason: row.try_get("retired_reason")?,
-        agent: row.try_get("agent")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        last_seen: row.try_get("last_seen")?,
+        health: get_json(row, "resource health", "health")?,
+        maintenance: get_json_opt(row, "resource maintenance", "maintenance")?,
+        retired_reason: row.get("retired_reason")?,
+        agent: row.get("agent")?,
+        created_at: get_ts(row, "created_at")?,
+        updated_at: get_ts(row, "updated_at")?,
+        last_seen: get_ts_opt(row, "last_seen")?,
     })
 }
 
@@ -56,136 +55,149 @@ pub struct ResourceFilter {
     pub after: Option<Ulid>,
 }
 
-async fn fetch_by_name(conn: &mut SqliteConnection, name: &str) -> Result<Resource> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        resource_columns!(),
-        " FROM resources WHERE name = ?"
-    ))
-    .bind(name)
-    .fetch_optional(conn)
-    .await?
-    .ok_or_else(|| StoreError::NotFound {
+fn fetch_by(conn: &Connection, sql: &str, key: &str) -> Result<Resource> {
+    query_opt(conn, sql, [key], from_row)?.ok_or_else(|| StoreError::NotFound {
         what: "resource",
-        name: name.to_string(),
-    })?;
-    from_row(&row)
+        name: key.to_string(),
+    })
 }
+
+const BY_NAME: &str = concat!(
+    "SELECT ",
+    resource_columns!(),
+    " FROM resources WHERE name = ?"
+);
+const BY_ID: &str = concat!(
+    "SELECT ",
+    resource_columns!(),
+    " FROM resources WHERE id = ?"
+);
 
 impl Store {
     pub async fn get_resource(&self, name: &str) -> Result<Resource> {
-        let mut conn = self.pool.acquire().await?;
-        fetch_by_name(&mut conn, name).await
+        self.read(|c| fetch_by(c, BY_NAME, name))
+    }
+
+    pub async fn get_resource_by_id(&self, id: Ulid) -> Result<Resource> {
+        self.read(|c| fetch_by(c, BY_ID, &id.to_string()))
     }
 
     /// Resources matching `filter`, ordered by id (creation order).
     pub async fn list_resources(&self, filter: &ResourceFilter) -> Result<Vec<Resource>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            resource_columns!(),
-            " FROM resources
-             WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR state = ?) AND (? IS NULL OR id > ?)
-             ORDER BY id"
-        ))
-        .bind(filter.kind.map(|k| k.as_str()))
-        .bind(filter.kind.map(|k| k.as_str()))
-        .bind(filter.state.map(|s| s.as_str()))
-        .bind(filter.state.map(|s| s.as_str()))
-        .bind(filter.after.map(|u| u.to_string()))
-        .bind(filter.after.map(|u| u.to_string()))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(from_row).collect()
+        self.read(|c| {
+            query_all(
+                c,
+                concat!(
+                    "SELECT ",
+                    resource_columns!(),
+                    " FROM resources
+                     WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR id > ?3)
+                     ORDER BY id"
+                ),
+                params![
+                    filter.kind.map(|k| k.as_str()),
+                    filter.state.map(|s| s.as_str()),
+                    filter.after.map(|u| u.to_string()),
+                ],
+                from_row,
+            )
+        })
     }
 }
 
 impl Tx {
     /// The resources registered by one agent (what its heartbeat speaks for).
     pub async fn resources_of_agent(&mut self, agent: &str) -> Result<Vec<Resource>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            resource_columns!(),
-            " FROM resources WHERE agent = ? ORDER BY id"
-        ))
-        .bind(agent)
-        .fetch_all(self.conn())
-        .await?;
-        rows.iter().map(from_row).collect()
+        query_all(
+            self.conn(),
+            concat!(
+                "SELECT ",
+                resource_columns!(),
+                " FROM resources WHERE agent = ? ORDER BY id"
+            ),
+            [agent],
+            from_row,
+        )
     }
 
     pub async fn get_resource(&mut self, name: &str) -> Result<Resource> {
-        fetch_by_name(self.conn(), name).await
+        fetch_by(self.conn(), BY_NAME, name)
+    }
+
+    /// Of the resources `ids`, those available with no active lease, least recently
+    /// used first (never used before any), with their last fencing epoch: what a whole
+    /// lease may take, read in one statement under the write lock so it cannot be stale.
+    pub async fn free_resources_lru(&mut self, ids: &[Ulid]) -> Result<Vec<(Resource, u64)>> {
+        let ids = to_json(&ids.iter().map(Ulid::to_string).collect::<Vec<_>>());
+        query_all(
+            self.conn(),
+            concat!(
+                "SELECT ",
+                resource_columns!(),
+                ", last_epoch FROM resources r
+                 WHERE id IN (SELECT value FROM json_each(?)) AND state = 'available'
+                   AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.resource_id = r.id AND l.state = 'active')
+                 ORDER BY last_lease_end IS NOT NULL, last_lease_end, id"
+            ),
+            [ids],
+            |r| Ok((from_row(r)?, get_u64(r, "resource", "last_epoch")?)),
+        )
     }
 
     pub async fn get_resource_by_id(&mut self, id: &str) -> Result<Resource> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            resource_columns!(),
-            " FROM resources WHERE id = ?"
-        ))
-        .bind(id)
-        .fetch_optional(self.conn())
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "resource",
-            name: id.to_string(),
-        })?;
-        from_row(&row)
+        fetch_by(self.conn(), BY_ID, id)
     }
 
     pub async fn insert_resource(&mut self, r: &Resource) -> Result<()> {
-        let res = sqlx::query(concat!(
-            "INSERT INTO resources (",
-            resource_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(r.id.to_string())
-        .bind(&r.name)
-        .bind(r.kind.as_str())
-        .bind(to_json(&r.labels))
-        .bind(to_json(&r.capabilities))
-        .bind(r.board.as_ref().map(to_json))
-        .bind(r.state.as_str())
-        .bind(to_json(&r.health))
-        .bind(r.maintenance.as_ref().map(to_json))
-        .bind(&r.retired_reason)
-        .bind(&r.agent)
-        .bind(r.created_at)
-        .bind(r.updated_at)
-        .bind(r.last_seen)
-        .execute(self.conn())
-        .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate {
-                what: "resource",
-                name: r.name.clone(),
-            }),
-            Err(e) => Err(e.into()),
-        }
+        let res = exec(
+            self.conn(),
+            concat!(
+                "INSERT INTO resources (",
+                resource_columns!(),
+                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            params![
+                r.id.to_string(),
+                r.name,
+                r.kind.as_str(),
+                to_json(&r.labels),
+                to_json(&r.capabilities),
+                r.board.as_ref().map(to_json),
+                r.state.as_str(),
+                to_json(&r.health),
+                r.maintenance.as_ref().map(to_json),
+                r.retired_reason,
+                r.agent,
+                ts(r.created_at),
+                ts(r.updated_at),
+                ts_opt(r.last_seen),
+            ],
+        );
+        unique(res, "resource", &r.name)
     }
 
     /// Writes every mutable column of `r` (matched by id).
     pub async fn update_resource(&mut self, r: &Resource) -> Result<()> {
-        let done = sqlx::query(
+        let n = exec(
+            self.conn(),
             "UPDATE resources SET labels = ?, capabilities = ?, board = ?, state = ?, health = ?,
              maintenance = ?, retired_reason = ?, agent = ?, updated_at = ?, last_seen = ?
              WHERE id = ?",
-        )
-        .bind(to_json(&r.labels))
-        .bind(to_json(&r.capabilities))
-        .bind(r.board.as_ref().map(to_json))
-        .bind(r.state.as_str())
-        .bind(to_json(&r.health))
-        .bind(r.maintenance.as_ref().map(to_json))
-        .bind(&r.retired_reason)
-        .bind(&r.agent)
-        .bind(r.updated_at)
-        .bind(r.last_seen)
-        .bind(r.id.to_string())
-        .execute(self.conn())
-        .await?;
-        if done.rows_affected() == 0 {
+            params![
+                to_json(&r.labels),
+                to_json(&r.capabilities),
+                r.board.as_ref().map(to_json),
+                r.state.as_str(),
+                to_json(&r.health),
+                r.maintenance.as_ref().map(to_json),
+                r.retired_reason,
+                r.agent,
+                ts(r.updated_at),
+                ts_opt(r.last_seen),
+                r.id.to_string(),
+            ],
+        )?;
+        if n == 0 {
             return Err(StoreError::NotFound {
                 what: "resource",
                 name: r.name.clone(),
@@ -195,11 +207,8 @@ impl Tx {
     }
 
     pub async fn delete_resource(&mut self, name: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM resources WHERE name = ?")
-            .bind(name)
-            .execute(self.conn())
-            .await?;
-        if done.rows_affected() == 0 {
+        let n = exec(self.conn(), "DELETE FROM resources WHERE name = ?", [name])?;
+        if n == 0 {
             return Err(StoreError::NotFound {
                 what: "resource",
                 name: name.to_string(),

@@ -1,24 +1,22 @@
 //! The `job_results` table: a finished job's test report, JSON and JUnit.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use rusqlite::params;
 
-use crate::{Result, Store, Tx, from_json};
+use crate::sql::{exec, get_json, query_opt, ts};
+use crate::{Result, Store, Tx};
 
 impl Store {
     /// The stored report of a finished job: (JSON, JUnit XML).
     pub async fn get_results(&self, job_id: &str) -> Result<Option<(serde_json::Value, String)>> {
-        let row = sqlx::query("SELECT report, junit FROM job_results WHERE job_id = ?")
-            .bind(job_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok((
-                from_json("job results", r.try_get("report")?)?,
-                r.try_get("junit")?,
-            ))
+        self.read(|c| {
+            query_opt(
+                c,
+                "SELECT report, junit FROM job_results WHERE job_id = ?",
+                [job_id],
+                |r| Ok((get_json(r, "job results", "report")?, r.get("junit")?)),
+            )
         })
-        .transpose()
     }
 }
 
@@ -30,16 +28,12 @@ impl Tx {
         junit: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
+        exec(
+            self.conn(),
             "INSERT INTO job_results (job_id, report, junit, created_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (job_id) DO UPDATE SET report = excluded.report, junit = excluded.junit",
-        )
-        .bind(job_id)
-        .bind(report.to_string())
-        .bind(junit)
-        .bind(now)
-        .execute(self.conn())
-        .await?;
+            params![job_id, report.to_string(), junit, ts(now)],
+        )?;
         Ok(())
     }
 }

@@ -1,26 +1,166 @@
-//! The SQLite backend's connection setup: WAL for concurrent readers while the scheduler
-//! writes, a busy timeout instead of instant `SQLITE_BUSY`, foreign keys on.
+//! The SQLite backend's connections and migrations.
+//!
+//! Connections: WAL so readers never wait for the writer; `synchronous = NORMAL`, which
+//! in WAL mode is durable across a process crash (`kill -9`), and loses at most the last
+//! transactions on power loss, never consistency; a busy timeout for another process
+//! (the `sqlite3` shell) holding the lock; foreign keys on; a statement cache large
+//! enough for every query of this crate.
+//!
+//! Migrations: the files in `migrations/`, applied in order, each in its own transaction,
+//! with the schema version kept in `PRAGMA user_version`. Hand-written (30 lines) rather
+//! than `rusqlite_migration`, whose releases pin an older rusqlite, and because databases
+//! created by testfarm before 0.2 recorded their migrations in sqlx's
+//! `_sqlx_migrations` table, which this adopts.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use rusqlite::{Connection, OpenFlags};
 
-use crate::Result;
+use crate::{Result, StoreError};
 
-pub(crate) async fn connect(path: &Path) -> Result<SqlitePool> {
-    let options = SqliteConnectOptions::from_str("sqlite:")?
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await?;
-    Ok(pool)
+/// The schema, in order. Version N is `MIGRATIONS[N - 1]`.
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../migrations/0001_init.sql")),
+    ("0002_jobs", include_str!("../migrations/0002_jobs.sql")),
+    (
+        "0003_results",
+        include_str!("../migrations/0003_results.sql"),
+    ),
+    (
+        "0004_last_lease_end",
+        include_str!("../migrations/0004_last_lease_end.sql"),
+    ),
+];
+
+pub(crate) fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(128);
+    // Checkpoints run on their own connection and thread (see `writer`), not inside
+    // whichever commit crosses the threshold, where their fsync stalled every writer.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(conn)
+}
+
+/// Brings the schema up to date. Refuses a database newer than this binary.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    adopt_sqlx_history(conn)?;
+    let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX);
+    if current > known {
+        return Err(StoreError::Migrate {
+            version: current,
+            detail: format!(
+                "the database is at schema version {current}, newer than this testfarm knows ({known}); \
+                 run the newer testfarm or restore a backup"
+            ),
+        });
+    }
+    for (version, (name, sql)) in (1..).zip(MIGRATIONS).skip(current as usize) {
+        let failed = |e: rusqlite::Error| StoreError::Migrate {
+            version,
+            detail: format!("{name}: {e}"),
+        };
+        let tx = conn.transaction().map_err(failed)?;
+        tx.execute_batch(sql).map_err(failed)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+        tracing::info!(version, name, "database migrated");
+    }
+    Ok(())
+}
+
+/// A database written by an earlier testfarm (sqlx) has `user_version` 0 and its applied
+/// migrations in `_sqlx_migrations`; take the version from there.
+fn adopt_sqlx_history(conn: &Connection) -> Result<()> {
+    let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let has_sqlx: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    if current != 0 || !has_sqlx {
+        return Ok(());
+    }
+    let applied: u32 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+        [],
+        |r| r.get(0),
+    )?;
+    conn.pragma_update(None, "user_version", applied)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_a_new_database_to_the_latest_version_once() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt {
+            what: "test",
+            detail: e.to_string(),
+        })?;
+        let path = dir.path().join("t.db");
+        let mut c = open(&path)?;
+        migrate(&mut c)?;
+        migrate(&mut c)?; // idempotent
+        let v: u32 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        assert_eq!(v as usize, MIGRATIONS.len());
+        let mode: String = c.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        assert_eq!(mode, "wal");
+        Ok(())
+    }
+
+    #[test]
+    fn adopts_a_database_migrated_by_sqlx() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt {
+            what: "test",
+            detail: e.to_string(),
+        })?;
+        let path = dir.path().join("old.db");
+        let mut c = open(&path)?;
+        // What the previous release left: tables of migrations 1..=3 and sqlx's history.
+        for (_, sql) in &MIGRATIONS[..3] {
+            c.execute_batch(sql)?;
+        }
+        c.execute_batch(
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+               installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL,
+               checksum BLOB NOT NULL, execution_time BIGINT NOT NULL);
+             INSERT INTO _sqlx_migrations VALUES (1, 'init', '', 1, x'', 0), (2, 'jobs', '', 1, x'', 0),
+               (3, 'results', '', 1, x'', 0);",
+        )?;
+        migrate(&mut c)?;
+        let v: u32 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        assert_eq!(v as usize, MIGRATIONS.len());
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_a_database_from_a_newer_testfarm() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt {
+            what: "test",
+            detail: e.to_string(),
+        })?;
+        let mut c = open(&dir.path().join("new.db"))?;
+        c.pragma_update(None, "user_version", 99)?;
+        let err = migrate(&mut c)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("newer than this testfarm"), "{err}");
+        Ok(())
+    }
 }

@@ -1,12 +1,12 @@
 //! The `tokens` table: token ids, roles and secret hashes (never secrets).
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use rusqlite::{Row, params};
 use testfarm_api::token::TokenInfo;
 use testfarm_core::Role;
 
-use crate::{Result, Store, StoreError, Tx, is_unique_violation};
+use crate::sql::{exec, get_ts, get_ts_opt, query_all, query_opt, ts, ts_opt, unique};
+use crate::{Result, Store, StoreError, Tx};
 
 /// A token row with its hash, for authentication.
 #[derive(Debug, Clone)]
@@ -15,21 +15,21 @@ pub struct StoredToken {
     pub secret_sha256: Vec<u8>,
 }
 
-fn from_row(row: &SqliteRow) -> Result<StoredToken> {
-    let role: String = row.try_get("role")?;
+fn from_row(row: &Row<'_>) -> Result<StoredToken> {
+    let role: String = row.get("role")?;
     Ok(StoredToken {
         info: TokenInfo {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
+            id: row.get("id")?,
+            name: row.get("name")?,
             role: role.parse::<Role>().map_err(|e| StoreError::Corrupt {
                 what: "token",
                 detail: e.to_string(),
             })?,
-            created_at: row.try_get("created_at")?,
-            last_used_at: row.try_get("last_used_at")?,
-            revoked_at: row.try_get("revoked_at")?,
+            created_at: get_ts(row, "created_at")?,
+            last_used_at: get_ts_opt(row, "last_used_at")?,
+            revoked_at: get_ts_opt(row, "revoked_at")?,
         },
-        secret_sha256: row.try_get("secret_sha256")?,
+        secret_sha256: row.get("secret_sha256")?,
     })
 }
 
@@ -42,68 +42,68 @@ macro_rules! token_columns {
 impl Store {
     /// The token with this id, revoked or not.
     pub async fn get_token(&self, id: &str) -> Result<Option<StoredToken>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM tokens WHERE id = ?"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(from_row).transpose()
+        self.read(|c| {
+            query_opt(
+                c,
+                concat!("SELECT ", token_columns!(), " FROM tokens WHERE id = ?"),
+                [id],
+                from_row,
+            )
+        })
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM tokens ORDER BY created_at, id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| from_row(r).map(|t| t.info)).collect()
+        self.read(|c| {
+            query_all(
+                c,
+                concat!(
+                    "SELECT ",
+                    token_columns!(),
+                    " FROM tokens ORDER BY created_at, id"
+                ),
+                [],
+                |r| from_row(r).map(|t| t.info),
+            )
+        })
     }
 
     /// Marks a token used, at most once a minute per token to keep reads cheap.
     pub async fn touch_token(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
-        let _writer = self.write_lock.lock().await;
-        sqlx::query(
-            "UPDATE tokens SET last_used_at = ? WHERE id = ?
-             AND (last_used_at IS NULL OR last_used_at < ?)",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(now - chrono::Duration::minutes(1))
-        .execute(&self.pool)
-        .await?;
+        let tx = self.begin().await?;
+        exec(
+            tx.conn(),
+            "UPDATE tokens SET last_used_at = ?1 WHERE id = ?2
+             AND (last_used_at IS NULL OR last_used_at < ?3)",
+            params![ts(now), id, ts(now - chrono::Duration::minutes(1))],
+        )?;
+        tx.commit().await?;
         Ok(())
     }
 }
 
 impl Tx {
     pub async fn insert_token(&mut self, info: &TokenInfo, secret_sha256: &[u8]) -> Result<()> {
-        let res = sqlx::query(concat!(
-            "INSERT INTO tokens (",
-            token_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&info.id)
-        .bind(&info.name)
-        .bind(info.role.as_str())
-        .bind(secret_sha256)
-        .bind(info.created_at)
-        .bind(info.last_used_at)
-        .bind(info.revoked_at)
-        .execute(self.conn())
-        .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate {
-                what: "token",
-                name: info.name.clone(),
-            }),
-            Err(e) => Err(e.into()),
-        }
+        unique(
+            exec(
+                self.conn(),
+                concat!(
+                    "INSERT INTO tokens (",
+                    token_columns!(),
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?)"
+                ),
+                params![
+                    info.id,
+                    info.name,
+                    info.role.as_str(),
+                    secret_sha256,
+                    ts(info.created_at),
+                    ts_opt(info.last_used_at),
+                    ts_opt(info.revoked_at),
+                ],
+            ),
+            "token",
+            &info.name,
+        )
     }
 
     /// Revokes by name or id; returns the token as it was.
@@ -112,25 +112,26 @@ impl Tx {
         name_or_id: &str,
         now: DateTime<Utc>,
     ) -> Result<TokenInfo> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM tokens WHERE name = ? OR id = ?"
-        ))
-        .bind(name_or_id)
-        .bind(name_or_id)
-        .fetch_optional(self.conn())
-        .await?
+        let mut token = query_opt(
+            self.conn(),
+            concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM tokens WHERE name = ?1 OR id = ?1"
+            ),
+            [name_or_id],
+            from_row,
+        )?
         .ok_or_else(|| StoreError::NotFound {
             what: "token",
             name: name_or_id.to_string(),
-        })?;
-        let mut token = from_row(&row)?.info;
-        sqlx::query("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
-            .bind(now)
-            .bind(&token.id)
-            .execute(self.conn())
-            .await?;
+        })?
+        .info;
+        exec(
+            self.conn(),
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+            params![ts(now), token.id],
+        )?;
         token.revoked_at.get_or_insert(now);
         Ok(token)
     }
@@ -146,21 +147,23 @@ impl Tx {
         secret_sha256: &[u8],
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let existing = sqlx::query("SELECT id, secret_sha256, role FROM tokens WHERE name = ?")
-            .bind(name)
-            .fetch_optional(self.conn())
-            .await?;
-        if let Some(row) = existing {
-            let old_id: String = row.try_get("id")?;
-            let old_hash: Vec<u8> = row.try_get("secret_sha256")?;
-            let old_role: String = row.try_get("role")?;
+        let existing = query_opt(
+            self.conn(),
+            "SELECT id, secret_sha256, role FROM tokens WHERE name = ?",
+            [name],
+            |r| {
+                Ok((
+                    r.get::<_, String>("id")?,
+                    r.get::<_, Vec<u8>>("secret_sha256")?,
+                    r.get::<_, String>("role")?,
+                ))
+            },
+        )?;
+        if let Some((old_id, old_hash, old_role)) = existing {
             if old_id == id && old_hash == secret_sha256 && old_role == role.as_str() {
                 return Ok(false);
             }
-            sqlx::query("DELETE FROM tokens WHERE name = ?")
-                .bind(name)
-                .execute(self.conn())
-                .await?;
+            exec(self.conn(), "DELETE FROM tokens WHERE name = ?", [name])?;
         }
         let info = TokenInfo {
             id: id.to_string(),

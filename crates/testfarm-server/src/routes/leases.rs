@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::json;
 use testfarm_api::lease::{AcquireLease, LeaseQuery, LeaseView, ReleaseQuery, RenewLease};
 use testfarm_api::problem::Problem;
@@ -15,8 +15,8 @@ use testfarm_api::resource::Resource;
 use testfarm_core::lease::{self, Holder, Lease, LeaseRefused, LeaseRequest, LeaseState, Share};
 use testfarm_core::resource::ResourceState;
 use testfarm_core::{Action, Selector, duration};
-use testfarm_store::NewEvent;
 use testfarm_store::resources::ResourceFilter;
+use testfarm_store::{NewEvent, StoreError};
 use ulid::Ulid;
 
 use crate::auth::Caller;
@@ -42,14 +42,13 @@ fn refused(e: LeaseRefused) -> ApiError {
     }
 }
 
+/// The lease with its resource's name (or id, if the resource has since been deleted).
 async fn view(state: &AppState, lease: Lease) -> ApiResult<LeaseView> {
-    let resource = state
-        .store
-        .list_resources(&ResourceFilter::default())
-        .await?
-        .into_iter()
-        .find(|r| r.id == lease.resource_id)
-        .map_or_else(|| lease.resource_id.to_string(), |r| r.name);
+    let resource = match state.store.get_resource_by_id(lease.resource_id).await {
+        Ok(r) => r.name,
+        Err(StoreError::NotFound { .. }) => lease.resource_id.to_string(),
+        Err(e) => return Err(e.into()),
+    };
     Ok(LeaseView { lease, resource })
 }
 
@@ -103,20 +102,9 @@ pub async fn acquire_lease(
                 format!("no resource matches {:?}", req.selector),
             ));
         }
-        let last_used: HashMap<Ulid, DateTime<Utc>> =
-            state.store.last_lease_ends().await?.into_iter().collect();
-        let mut free: Vec<&Resource> = matching
-            .iter()
-            .copied()
-            .filter(|r| r.state == ResourceState::Available && r.accepts_new_work())
-            .collect();
-        // Least recently used first, so wear and luck spread over the pool.
-        free.sort_by_key(|r| last_used.get(&r.id).copied());
-        for r in free {
-            if let Some(lease) = try_take(&state, &caller, r, duration, ttl).await? {
-                let v = view(&state, lease).await?;
-                return Ok((StatusCode::CREATED, Json(v)));
-            }
+        let ids: Vec<Ulid> = matching.iter().map(|r| r.id).collect();
+        if let Some(view) = try_take(&state, &caller, &ids, duration, ttl).await? {
+            return Ok((StatusCode::CREATED, Json(view)));
         }
         if tokio::time::Instant::now() >= deadline {
             let busy: Vec<String> = matching
@@ -137,28 +125,26 @@ pub async fn acquire_lease(
     }
 }
 
-/// Leases `r` whole if it is still free; `None` when someone was faster.
+/// Leases the least recently used of `candidates` that is free, whole, in one
+/// transaction (so concurrent acquirers never pick the same board and retry); `None`
+/// when none is free.
 async fn try_take(
     state: &AppState,
     caller: &Caller,
-    r: &Resource,
+    candidates: &[Ulid],
     duration: Duration,
     ttl: Duration,
-) -> ApiResult<Option<Lease>> {
+) -> ApiResult<Option<LeaseView>> {
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
-    let mut fresh = tx.get_resource_by_id(&r.id.to_string()).await?;
-    if fresh.state != ResourceState::Available
-        || !fresh.accepts_new_work()
-        || !tx.active_leases_on(r.id).await?.is_empty()
-    {
+    let free = tx.free_resources_lru(candidates).await?;
+    let Some((mut resource, epoch)) = free.into_iter().find(|(r, _)| r.accepts_new_work()) else {
         return Ok(None);
-    }
-    let epoch = tx.last_epoch(r.id).await?;
+    };
     let lease = lease::acquire(
         LeaseRequest {
             id: Ulid::new(),
-            resource_id: r.id,
+            resource_id: resource.id,
             resource_last_epoch: epoch,
             holder: Holder::Person(caller.name.clone()),
             share: Share::Whole,
@@ -169,15 +155,18 @@ async fn try_take(
     )
     .map_err(refused)?;
     tx.insert_lease(&lease).await?;
-    fresh.state = ResourceState::Leased;
-    fresh.updated_at = now;
-    tx.update_resource(&fresh).await?;
+    resource.state = ResourceState::Leased;
+    resource.updated_at = now;
+    tx.update_resource(&resource).await?;
     tx.record(NewEvent::new("lease.acquired", "lease", lease.id.to_string(), &caller.name).with_data(json!({
-        "resource": fresh.name, "holder": lease.holder, "epoch": lease.epoch, "expires_at": lease.expires_at,
+        "resource": resource.name, "holder": lease.holder, "epoch": lease.epoch, "expires_at": lease.expires_at,
         "heartbeat_ttl_ms": lease.heartbeat_ttl_ms,
     })));
     tx.commit().await?;
-    Ok(Some(lease))
+    Ok(Some(LeaseView {
+        lease,
+        resource: resource.name,
+    }))
 }
 
 /// List leases (active by default).
@@ -236,14 +225,13 @@ async fn check_holder(state: &AppState, caller: &Caller, lease: &Lease) -> ApiRe
     match &lease.holder {
         Holder::Person(name) if *name == caller.name => Ok(()),
         Holder::Job(_) if caller.role.allows(Action::ActAsAgent) => {
-            let r = state
-                .store
-                .list_resources(&ResourceFilter::default())
-                .await?
-                .into_iter()
-                .find(|r| r.id == lease.resource_id);
-            match r {
-                Some(r) if r.agent.as_deref() == Some(caller.name.as_str()) => Ok(()),
+            let agent = match state.store.get_resource_by_id(lease.resource_id).await {
+                Ok(r) => r.agent,
+                Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            match agent {
+                Some(a) if a == caller.name => Ok(()),
                 _ => Err(ApiError::Forbidden(format!(
                     "lease {} is not on one of agent {}'s resources",
                     lease.id, caller.name

@@ -1,0 +1,307 @@
+//! The one writer: [`Tx`], the transaction a change and its events are written in, with
+//! group commit, and the checkpointer that keeps the WAL short.
+//!
+//! # Group commit
+//!
+//! SQLite allows one writer, and a commit costs more than the statements before it: it
+//! appends every page the transaction touched to the WAL (a leases row touches the table,
+//! three indexes, the resource row and the event log: eight or so 4 KiB pages). Under
+//! concurrent load that cost, paid once per transaction while everyone else waits, capped
+//! the lease round trip at ~2000/s. So transactions that meet in the queue share a commit:
+//!
+//! - each [`Tx`] is a `SAVEPOINT` inside an outer `BEGIN IMMEDIATE` transaction; rolling
+//!   one back (dropping it) undoes only its own changes;
+//! - [`Tx::commit`] releases its savepoint. If no other transaction is waiting for the
+//!   writer, it commits the outer transaction at once. Otherwise it leaves it open for the
+//!   next in the queue and waits: the flusher, queued behind the waiters, commits all of
+//!   them together, and only then does each `commit()` return. Nothing is acknowledged
+//!   before it is committed; a failed commit fails every member of the group.
+//!
+//! The writer lock is an async mutex, so writers queue in arrival order instead of
+//! meeting in SQLite's busy handler (which sleeps 1, 2, 5 … 100 ms between retries).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chrono::Utc;
+use rusqlite::Connection;
+use tokio::sync::{Notify, OwnedMutexGuard, oneshot};
+
+use crate::events::{NewEvent, append};
+use crate::sql::ts;
+use crate::{Inner, Result, Store, StoreError, sqlite};
+
+/// Commits between checkpoints: about 1000 WAL pages, SQLite's own default.
+const CHECKPOINT_EVERY: usize = 128;
+/// And at least this often while anything was written.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The writer connection and the group commit in progress.
+pub(crate) struct Writer {
+    conn: Connection,
+    /// An outer transaction is open (holding released savepoints not yet committed).
+    outer_open: bool,
+    /// The `commit()` calls waiting for the outer transaction to commit.
+    group: Vec<oneshot::Sender<Option<String>>>,
+    /// The newest event id appended by the group, announced once it commits.
+    group_last_event: i64,
+}
+
+impl Writer {
+    pub(crate) fn new(conn: Connection) -> Writer {
+        Writer {
+            conn,
+            outer_open: false,
+            group: Vec::new(),
+            group_last_event: 0,
+        }
+    }
+
+    fn run(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
+    fn open_outer(&mut self) -> Result<()> {
+        if self.outer_open {
+            return Ok(());
+        }
+        if !self.conn.is_autocommit() {
+            // Left open by a failure half-way; nothing in it was acknowledged.
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        // IMMEDIATE takes SQLite's write lock up front: a deferred transaction that reads
+        // and then writes fails (SQLITE_BUSY_SNAPSHOT) when another process committed in
+        // between, whatever the busy timeout.
+        self.run("BEGIN IMMEDIATE")?;
+        self.outer_open = true;
+        Ok(())
+    }
+
+    /// Commits the outer transaction and answers every waiting member of the group.
+    fn flush(&mut self, inner: &Inner) -> Result<()> {
+        if !self.outer_open {
+            return Ok(());
+        }
+        let res = self.run("COMMIT");
+        self.outer_open = false;
+        if res.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        let failure = res.as_ref().err().map(|e| e.to_string());
+        for member in self.group.drain(..) {
+            let _ = member.send(failure.clone());
+        }
+        let last = std::mem::take(&mut self.group_last_event);
+        if res.is_ok() {
+            if last > 0 {
+                inner.notify_committed(last);
+            }
+            if inner.commits.fetch_add(1, Ordering::Relaxed) % CHECKPOINT_EVERY
+                == CHECKPOINT_EVERY - 1
+            {
+                inner.checkpoint.notify_one();
+            }
+        }
+        Ok(res?)
+    }
+
+    /// Ends a failed group: rolls everything back and fails its members.
+    fn abort(&mut self, why: &str) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.outer_open = false;
+        self.group_last_event = 0;
+        for member in self.group.drain(..) {
+            let _ = member.send(Some(why.to_string()));
+        }
+    }
+
+    /// Commits what is pending, for shutdown, then folds the WAL into the database.
+    pub(crate) fn close(&mut self, inner: &Inner) {
+        let _ = self.flush(inner);
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+}
+
+/// Counts tasks queued for the writer while it is alive (so cancellation uncounts).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Queued(n)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Store {
+    /// Starts the one transaction a state change is written in. Waits, in order, for
+    /// the transactions before it.
+    pub async fn begin(&self) -> Result<Tx> {
+        let mut w = {
+            let _queued = Queued::new(&self.inner.queued);
+            self.inner.writer.clone().lock_owned().await
+        };
+        w.open_outer()?;
+        if let Err(e) = w.run("SAVEPOINT tx") {
+            if w.group.is_empty() {
+                w.abort("savepoint failed");
+            }
+            return Err(e.into());
+        }
+        Ok(Tx {
+            writer: Some(w),
+            events: Vec::new(),
+            store: self.clone(),
+        })
+    }
+
+    /// Starts the background tasks of the writer: the flusher that commits deferred
+    /// groups and the checkpointer. They end when the store is dropped.
+    pub(crate) fn start_background(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let flush = self.inner.flush.clone();
+        tokio::spawn(flusher(weak.clone(), flush));
+        let checkpoint = self.inner.checkpoint.clone();
+        tokio::spawn(checkpointer(weak, checkpoint));
+    }
+}
+
+async fn flusher(store: Weak<Inner>, flush: Arc<Notify>) {
+    loop {
+        flush.notified().await;
+        let Some(inner) = store.upgrade() else { return };
+        // Queued behind the transactions that were waiting when the group formed, so
+        // they join it before it commits.
+        let mut w = inner.writer.clone().lock_owned().await;
+        if !w.group.is_empty()
+            && let Err(e) = w.flush(&inner)
+        {
+            tracing::error!(error = %e, "group commit failed");
+        }
+    }
+}
+
+async fn checkpointer(store: Weak<Inner>, wake: Arc<Notify>) {
+    let mut conn: Option<Arc<std::sync::Mutex<Connection>>> = None;
+    let mut last_commits = 0;
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(CHECKPOINT_INTERVAL) => {}
+        }
+        let Some(inner) = store.upgrade() else { return };
+        let commits = inner.commits.load(Ordering::Relaxed);
+        if commits == last_commits {
+            continue;
+        }
+        last_commits = commits;
+        let c = match &conn {
+            Some(c) => c.clone(),
+            None => match sqlite::open(&inner.path) {
+                Ok(c) => conn.insert(Arc::new(std::sync::Mutex::new(c))).clone(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the checkpoint connection");
+                    continue;
+                }
+            },
+        };
+        drop(inner);
+        // PASSIVE copies what it can without blocking the writer or readers; the fsync
+        // of the database file happens here, not inside anyone's commit.
+        let done = tokio::task::spawn_blocking(move || {
+            let c = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        })
+        .await;
+        if let Ok(Err(e)) = done {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+}
+
+/// A transaction that collects the events of the change it writes. [`Tx::commit`]
+/// appends them in the same transaction, commits (alone or with its group), and wakes
+/// event subscribers; dropping a `Tx` rolls everything back, events included.
+pub struct Tx {
+    /// The writer, held until the transaction is released or dropped.
+    writer: Option<OwnedMutexGuard<Writer>>,
+    events: Vec<NewEvent>,
+    store: Store,
+}
+
+impl Tx {
+    /// Records an event to be appended at commit.
+    pub fn record(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
+    /// The connection, inside this transaction, for queries of this crate's modules.
+    pub(crate) fn conn(&self) -> &Connection {
+        // `writer` is only taken by `commit`, which consumes the Tx.
+        match &self.writer {
+            Some(w) => &w.conn,
+            None => unreachable!("a Tx is used after commit"),
+        }
+    }
+
+    pub async fn commit(mut self) -> Result<()> {
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        let now = ts(Utc::now());
+        let mut last = 0;
+        for e in std::mem::take(&mut self.events) {
+            last = append(&w.conn, &now, &e)?;
+        }
+        w.run("RELEASE tx")?;
+        w.group_last_event = w.group_last_event.max(last);
+        let Some(mut w) = self.writer.take() else {
+            return Ok(());
+        };
+        if self.store.inner.queued.load(Ordering::SeqCst) == 0 {
+            // Nobody to share a commit with: commit now (with any group before us).
+            return w.flush(&self.store.inner);
+        }
+        let (done, wait) = oneshot::channel();
+        w.group.push(done);
+        let first = w.group.len() == 1;
+        drop(w);
+        if first {
+            self.store.inner.flush.notify_one();
+        }
+        match wait.await {
+            Ok(None) => Ok(()),
+            Ok(Some(failure)) => Err(StoreError::Commit(failure)),
+            Err(_) => Err(StoreError::Commit(
+                "the store closed before the commit".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        let Some(mut w) = self.writer.take() else {
+            return;
+        };
+        // Undo only this transaction; members of the group before it keep theirs.
+        let undone = w.run("ROLLBACK TO tx").and_then(|()| w.run("RELEASE tx"));
+        match undone {
+            Err(e) => {
+                tracing::error!(error = %e, "rollback of an abandoned transaction failed");
+                w.abort("a transaction in the same commit group failed to roll back");
+            }
+            Ok(()) if w.group.is_empty() => w.abort("rolled back"),
+            Ok(()) => {} // the flusher commits the group
+        }
+    }
+}
