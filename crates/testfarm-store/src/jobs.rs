@@ -234,6 +234,21 @@ impl Tx {
         fetch(self.conn(), id)
     }
 
+    /// Just a job's state (cheaper than [`Tx::get_job`], which parses its spec).
+    pub async fn job_state(&mut self, id: &str) -> Result<JobState> {
+        let state: String = query_opt(
+            self.conn(),
+            "SELECT state FROM jobs WHERE id = ?",
+            [id],
+            |r| Ok(r.get(0)?),
+        )?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "job",
+            name: id.to_string(),
+        })?;
+        state.parse::<JobState>().map_err(corrupt)
+    }
+
     pub async fn insert_job(&mut self, j: &JobRow) -> Result<()> {
         let job = &j.job;
         exec(

@@ -154,6 +154,21 @@ impl Tx {
         )
     }
 
+    /// Whether an active lease on `resource` stands in the way of a new one taking
+    /// `share`: any lease blocks a whole one; only a whole lease blocks a slice. (One
+    /// indexed probe; a QEMU host can carry dozens of slice leases.)
+    pub async fn share_blocked(&mut self, resource: Ulid, share: Share) -> Result<bool> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM leases WHERE resource_id = ?1 AND state = 'active'
+                   AND (?2 OR json_extract(share, '$.share') = 'whole'))",
+            )?
+            .query_row(params![resource.to_string(), share == Share::Whole], |r| {
+                r.get(0)
+            })?)
+    }
+
     /// The fencing epoch of the newest lease ever granted on the resource.
     pub async fn last_epoch(&mut self, resource: Ulid) -> Result<u64> {
         let e: i64 = self

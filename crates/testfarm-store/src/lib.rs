@@ -57,6 +57,13 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Counters of the writer, for `/metrics` and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    pub commits: u64,
+    pub transactions: u64,
+}
+
 /// How many idle read connections are kept open.
 const IDLE_READERS: usize = 8;
 
@@ -76,8 +83,9 @@ struct Inner {
     flush: Arc<tokio::sync::Notify>,
     /// Wakes the checkpointer early, after many commits.
     checkpoint: Arc<tokio::sync::Notify>,
-    /// Commits so far (when to checkpoint).
+    /// Commits so far (when to checkpoint), and the transactions they carried.
     commits: AtomicUsize,
+    transactions: AtomicUsize,
     /// Idle read connections; a reader takes one, or opens one when none is idle.
     readers: Mutex<Vec<Connection>>,
     /// The id of the newest committed event; SSE streams wait on it.
@@ -120,6 +128,7 @@ impl Store {
                 flush: Arc::default(),
                 checkpoint: Arc::default(),
                 commits: AtomicUsize::new(0),
+                transactions: AtomicUsize::new(0),
                 readers: Mutex::new(Vec::new()),
                 latest_event,
             }),
@@ -156,6 +165,16 @@ impl Store {
     /// Subscribes to "a new event was committed" notifications.
     pub fn subscribe_events(&self) -> watch::Receiver<i64> {
         self.inner.latest_event.subscribe()
+    }
+
+    /// How many commits the writer made and how many transactions they carried (more
+    /// transactions than commits means group commit is sharing the cost under load).
+    pub fn write_stats(&self) -> WriteStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        WriteStats {
+            commits: self.inner.commits.load(Relaxed) as u64,
+            transactions: self.inner.transactions.load(Relaxed) as u64,
+        }
     }
 
     /// Cheap liveness check of the database for `/readyz`.

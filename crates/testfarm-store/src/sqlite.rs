@@ -31,6 +31,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_last_lease_end",
         include_str!("../migrations/0004_last_lease_end.sql"),
     ),
+    (
+        "0005_lean_lease_indexes",
+        include_str!("../migrations/0005_lean_lease_indexes.sql"),
+    ),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

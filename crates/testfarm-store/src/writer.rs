@@ -150,15 +150,16 @@ impl Store {
             let _queued = Queued::new(&self.inner.queued);
             self.inner.writer.clone().lock_owned().await
         };
+        // The first transaction of a group is the outer transaction itself: rolling it
+        // back undoes nothing else, so it needs no savepoint (and no statement journal).
+        let savepoint = w.outer_open;
         w.open_outer()?;
-        if let Err(e) = w.run("SAVEPOINT tx") {
-            if w.group.is_empty() {
-                w.abort("savepoint failed");
-            }
+        if savepoint && let Err(e) = w.run("SAVEPOINT tx") {
             return Err(e.into());
         }
         Ok(Tx {
             writer: Some(w),
+            savepoint,
             events: Vec::new(),
             store: self.clone(),
         })
@@ -234,6 +235,8 @@ async fn checkpointer(store: Weak<Inner>, wake: Arc<Notify>) {
 pub struct Tx {
     /// The writer, held until the transaction is released or dropped.
     writer: Option<OwnedMutexGuard<Writer>>,
+    /// Whether this transaction is a savepoint inside a group's outer transaction.
+    savepoint: bool,
     events: Vec<NewEvent>,
     store: Store,
 }
@@ -262,8 +265,14 @@ impl Tx {
         for e in std::mem::take(&mut self.events) {
             last = append(&w.conn, &now, &e)?;
         }
-        w.run("RELEASE tx")?;
+        if self.savepoint {
+            w.run("RELEASE tx")?;
+        }
         w.group_last_event = w.group_last_event.max(last);
+        self.store
+            .inner
+            .transactions
+            .fetch_add(1, Ordering::Relaxed);
         let Some(mut w) = self.writer.take() else {
             return Ok(());
         };
@@ -293,6 +302,11 @@ impl Drop for Tx {
         let Some(mut w) = self.writer.take() else {
             return;
         };
+        if !self.savepoint {
+            // The group's first transaction: nobody else is in the outer one yet.
+            w.abort("rolled back");
+            return;
+        }
         // Undo only this transaction; members of the group before it keep theirs.
         let undone = w.run("ROLLBACK TO tx").and_then(|()| w.run("RELEASE tx"));
         match undone {

@@ -39,7 +39,8 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<HealthStatu
     Ok(Json(HealthStatusBody { status: "ready" }))
 }
 
-/// Prometheus metrics: request counts and latencies, resources by kind and state.
+/// Prometheus metrics: request counts and latencies, resources by kind and state, the
+/// store's commits and transactions.
 #[utoipa::path(get, path = "/metrics", tag = "meta",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(
@@ -60,6 +61,11 @@ pub async fn metrics(
             metrics::gauge!("testfarm_resources", "kind" => kind.as_str(), "state" => rstate.as_str()).set(n as f64);
         }
     }
+    // Commits against the transactions they carried: the ratio shows group commit at
+    // work under write load.
+    let writes = state.store.write_stats();
+    metrics::counter!("testfarm_store_commits_total").absolute(writes.commits);
+    metrics::counter!("testfarm_store_transactions_total").absolute(writes.transactions);
     let body = state
         .metrics
         .as_ref()

@@ -48,6 +48,9 @@ pub(crate) struct World {
     pub snapshot: Snapshot,
     pub queue: Vec<QueuedJob>,
     pub policies: Policies,
+    /// The queued jobs' rows as read, so a placement need not read its job again
+    /// (it re-checks only the state, which is all that changes while a job is queued).
+    pub rows: HashMap<Ulid, JobRow>,
 }
 
 /// The scheduler's view of a queued job row.
@@ -100,12 +103,14 @@ pub(crate) async fn load_world(state: &AppState) -> Result<World, testfarm_store
         })
         .collect();
     history.reverse(); // the estimator wants oldest first
-    let queue = store
-        .jobs_in(&[JobState::Queued])
-        .await?
-        .iter()
-        .filter_map(queued_job)
-        .collect();
+    let mut queue = Vec::new();
+    let mut rows = HashMap::new();
+    for row in store.jobs_in(&[JobState::Queued]).await? {
+        if let Some(q) = queued_job(&row) {
+            rows.insert(q.id, row);
+            queue.push(q);
+        }
+    }
     let groups: BTreeMap<String, Selector> = store
         .list_groups()
         .await?
@@ -127,6 +132,7 @@ pub(crate) async fn load_world(state: &AppState) -> Result<World, testfarm_store
         },
         queue,
         policies,
+        rows,
     })
 }
 
@@ -153,7 +159,11 @@ pub(crate) async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<(), Lif
         state.after_commit(after);
     }
     let decisions = place(&world.snapshot, &world.queue, &world.policies, now);
-    let by_id: HashMap<Ulid, &QueuedJob> = world.queue.iter().map(|q| (q.id, q)).collect();
+    let by_id: HashMap<Ulid, (&QueuedJob, &JobRow)> = world
+        .queue
+        .iter()
+        .filter_map(|q| Some((q.id, (q, world.rows.get(&q.id)?))))
+        .collect();
     let mut assigned = false;
     let mut placements = Vec::new();
     for d in decisions {
@@ -164,8 +174,8 @@ pub(crate) async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<(), Lif
                 share,
                 notes,
             } => {
-                if let Some(q) = by_id.get(&job) {
-                    placements.push((*q, resource, share, notes));
+                if let Some((q, row)) = by_id.get(&job) {
+                    placements.push((*q, *row, resource, share, notes));
                 }
             }
             Decision::RunOnServer { job } => {
@@ -183,8 +193,8 @@ pub(crate) async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<(), Lif
         let mut after = lifecycle::After::default();
         let mut failed = false;
         let mut placed_here = false;
-        for (q, resource, share, notes) in batch {
-            match assign(&mut tx, q, *resource, *share, notes, now, state).await {
+        for (q, row, resource, share, notes) in batch {
+            match assign(&mut tx, q, row, *resource, *share, notes, now, state).await {
                 Ok(Some(a)) => {
                     after.merge(a);
                     placed_here = true;
@@ -216,29 +226,26 @@ const PLACEMENTS_PER_TRANSACTION: usize = 64;
 
 /// Places one job inside `tx`: a lease on the resource and the assignment. `None` when
 /// the world moved since the snapshot (the next pass retries).
+#[allow(clippy::too_many_arguments)]
 async fn assign(
     tx: &mut testfarm_store::Tx,
     q: &QueuedJob,
+    row: &JobRow,
     resource_id: Ulid,
     share: Share,
     notes: &[PolicyNote],
     now: DateTime<Utc>,
     state: &AppState,
 ) -> Result<Option<lifecycle::After>, LifecycleError> {
-    let mut job = tx.get_job(&q.id.to_string()).await?;
-    if job.job.state != JobState::Queued {
+    if tx.job_state(&row.job.id).await? != JobState::Queued {
         return Ok(None);
     }
+    let mut job = row.clone();
     let mut resource = tx.get_resource_by_id(&resource_id.to_string()).await?;
     if !resource.accepts_new_work() {
         return Ok(None);
     }
-    let held = tx.active_leases_on(resource_id).await?;
-    let conflict = match share {
-        Share::Whole => !held.is_empty(),
-        Share::Slice { .. } => held.iter().any(|l| l.share == Share::Whole),
-    };
-    if conflict {
+    if tx.share_blocked(resource_id, share).await? {
         return Ok(None);
     }
     let epoch = tx.last_epoch(resource_id).await?;
