@@ -109,6 +109,45 @@ str_enum!(ResourceKind, "resource kind");
 str_enum!(ResourceState, "resource state");
 str_enum!(HealthStatus, "health status");
 
+/// A resource's own labels plus the derived ones selectors also see; labels set by hand
+/// win over derived ones of the same name. (One rule for [`Resource::selector_labels`]
+/// and for [`Selectable`] rows read without the whole resource.)
+pub fn derived_labels(
+    mut labels: Labels,
+    kind: ResourceKind,
+    name: &str,
+    arch: Option<&str>,
+    board_type: Option<&str>,
+) -> Labels {
+    labels
+        .0
+        .entry("kind".into())
+        .or_insert_with(|| kind.as_str().into());
+    labels.0.entry("name".into()).or_insert_with(|| name.into());
+    if let Some(arch) = arch {
+        labels.0.entry("arch".into()).or_insert_with(|| arch.into());
+    }
+    if let Some(bt) = board_type {
+        labels
+            .0
+            .entry("board_type".into())
+            .or_insert_with(|| bt.into());
+    }
+    labels
+}
+
+/// What a selector sees of a resource, and enough to name it: read without the rest
+/// (health, capabilities, history) where only matching matters, such as taking a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selectable {
+    pub id: Ulid,
+    pub name: String,
+    pub kind: ResourceKind,
+    pub state: ResourceState,
+    /// [`derived_labels`] of the resource.
+    pub labels: Labels,
+}
+
 /// Whether the resource works, as the health monitor last judged it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
@@ -306,18 +345,13 @@ impl Resource {
     /// The labels selectors see: the resource's own plus derived ones (`kind`, `name`,
     /// `arch`, `board_type`), so `kind=board,board_type=rpi4` works without hand-typing.
     pub fn selector_labels(&self) -> Labels {
-        let mut l = self.labels.clone();
-        l.0.entry("kind".into())
-            .or_insert_with(|| self.kind.as_str().into());
-        l.0.entry("name".into())
-            .or_insert_with(|| self.name.clone());
-        if let Some(arch) = &self.capabilities.arch {
-            l.0.entry("arch".into()).or_insert_with(|| arch.clone());
-        }
-        if let Some(bt) = self.board.as_ref().and_then(|b| b.board_type.clone()) {
-            l.0.entry("board_type".into()).or_insert(bt);
-        }
-        l
+        derived_labels(
+            self.labels.clone(),
+            self.kind,
+            &self.name,
+            self.capabilities.arch.as_deref(),
+            self.board.as_ref().and_then(|b| b.board_type.as_deref()),
+        )
     }
 
     fn refuse_if_retired(&self) -> Result<(), Refused> {

@@ -1,7 +1,7 @@
 //! The `resources` table.
 
 use rusqlite::{Connection, Row, params};
-use testfarm_core::resource::{Resource, ResourceKind, ResourceState};
+use testfarm_core::resource::{Resource, ResourceKind, ResourceState, Selectable, derived_labels};
 use ulid::Ulid;
 
 use crate::sql::{
@@ -82,6 +82,54 @@ impl Store {
         self.read(|c| fetch_by(c, BY_ID, &id.to_string()))
     }
 
+    /// What selectors see of every resource not retired (of `kind`, if given): no
+    /// health, capabilities or timestamps to decode, for matching on every lease request.
+    pub async fn list_selectable(&self, kind: Option<ResourceKind>) -> Result<Vec<Selectable>> {
+        self.read(|c| {
+            query_all(
+                c,
+                "SELECT id, name, kind, state, labels, json_extract(capabilities, '$.arch') AS arch,
+                        json_extract(board, '$.board_type') AS board_type
+                 FROM resources WHERE state != 'retired' AND (?1 IS NULL OR kind = ?1) ORDER BY id",
+                [kind.map(|k| k.as_str())],
+                |r| {
+                    let id: String = r.get("id")?;
+                    let kind: String = r.get("kind")?;
+                    let state: String = r.get("state")?;
+                    let name: String = r.get("name")?;
+                    let kind = kind.parse::<ResourceKind>().map_err(corrupt)?;
+                    let arch: Option<String> = r.get("arch")?;
+                    let board_type: Option<String> = r.get("board_type")?;
+                    Ok(Selectable {
+                        id: Ulid::from_string(&id).map_err(corrupt)?,
+                        labels: derived_labels(
+                            get_json(r, "resource labels", "labels")?,
+                            kind,
+                            &name,
+                            arch.as_deref(),
+                            board_type.as_deref(),
+                        ),
+                        name,
+                        kind,
+                        state: state.parse::<ResourceState>().map_err(corrupt)?,
+                    })
+                },
+            )
+        })
+    }
+
+    /// Just a resource's name (`None` once it has been deleted).
+    pub async fn resource_name(&self, id: Ulid) -> Result<Option<String>> {
+        self.read(|c| {
+            query_opt(
+                c,
+                "SELECT name FROM resources WHERE id = ?",
+                [id.to_string()],
+                |r| Ok(r.get(0)?),
+            )
+        })
+    }
+
     /// Resources matching `filter`, ordered by id (creation order).
     pub async fn list_resources(&self, filter: &ResourceFilter) -> Result<Vec<Resource>> {
         self.read(|c| {
@@ -124,20 +172,22 @@ impl Tx {
         fetch_by(self.conn(), BY_NAME, name)
     }
 
-    /// Of the resources `ids`, those available with no active lease, least recently
-    /// used first (never used before any), with their last fencing epoch: what a whole
-    /// lease may take, read in one statement under the write lock so it cannot be stale.
-    pub async fn free_resources_lru(&mut self, ids: &[Ulid]) -> Result<Vec<(Resource, u64)>> {
+    /// Of the resources `ids`, the least recently used (never used first) that is
+    /// available, online and without an active lease, with its last fencing epoch:
+    /// what a whole lease may take. One statement under the write lock, so it cannot be
+    /// stale.
+    pub async fn free_resource_lru(&mut self, ids: &[Ulid]) -> Result<Option<(Resource, u64)>> {
         let ids = to_json(&ids.iter().map(Ulid::to_string).collect::<Vec<_>>());
-        query_all(
+        query_opt(
             self.conn(),
             concat!(
                 "SELECT ",
                 resource_columns!(),
                 ", last_epoch FROM resources r
                  WHERE id IN (SELECT value FROM json_each(?)) AND state = 'available'
+                   AND json_extract(health, '$.status') != 'offline'
                    AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.resource_id = r.id AND l.state = 'active')
-                 ORDER BY last_lease_end IS NOT NULL, last_lease_end, id"
+                 ORDER BY last_lease_end IS NOT NULL, last_lease_end, id LIMIT 1"
             ),
             [ids],
             |r| Ok((from_row(r)?, get_u64(r, "resource", "last_epoch")?)),

@@ -11,9 +11,8 @@ use chrono::Utc;
 use serde_json::json;
 use testfarm_api::lease::{AcquireLease, LeaseQuery, LeaseView, ReleaseQuery, RenewLease};
 use testfarm_api::problem::Problem;
-use testfarm_api::resource::Resource;
 use testfarm_core::lease::{self, Holder, Lease, LeaseRefused, LeaseRequest, LeaseState, Share};
-use testfarm_core::resource::ResourceState;
+use testfarm_core::resource::{ResourceState, Selectable};
 use testfarm_core::{Action, Selector, duration};
 use testfarm_store::resources::ResourceFilter;
 use testfarm_store::{NewEvent, StoreError};
@@ -44,11 +43,11 @@ fn refused(e: LeaseRefused) -> ApiError {
 
 /// The lease with its resource's name (or id, if the resource has since been deleted).
 async fn view(state: &AppState, lease: Lease) -> ApiResult<LeaseView> {
-    let resource = match state.store.get_resource_by_id(lease.resource_id).await {
-        Ok(r) => r.name,
-        Err(StoreError::NotFound { .. }) => lease.resource_id.to_string(),
-        Err(e) => return Err(e.into()),
-    };
+    let resource = state
+        .store
+        .resource_name(lease.resource_id)
+        .await?
+        .unwrap_or_else(|| lease.resource_id.to_string());
     Ok(LeaseView { lease, resource })
 }
 
@@ -87,14 +86,10 @@ pub async fn acquire_lease(
     let mut events = state.store.subscribe_events();
     loop {
         events.borrow_and_update();
-        let resources = state
-            .store
-            .list_resources(&ResourceFilter::default())
-            .await?;
-        let matching: Vec<&Resource> = resources
+        let candidates = state.store.list_selectable(req.kind).await?;
+        let matching: Vec<&Selectable> = candidates
             .iter()
-            .filter(|r| req.kind.is_none_or(|k| k == r.kind) && r.state != ResourceState::Retired)
-            .filter(|r| selector.matches(&r.selector_labels()))
+            .filter(|r| selector.matches(&r.labels))
             .collect();
         if matching.is_empty() {
             return Err(ApiError::unprocessable(
@@ -137,8 +132,7 @@ async fn try_take(
 ) -> ApiResult<Option<LeaseView>> {
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
-    let free = tx.free_resources_lru(candidates).await?;
-    let Some((mut resource, epoch)) = free.into_iter().find(|(r, _)| r.accepts_new_work()) else {
+    let Some((mut resource, epoch)) = tx.free_resource_lru(candidates).await? else {
         return Ok(None);
     };
     let lease = lease::acquire(

@@ -1,7 +1,8 @@
 //! The scheduler: a thin shell around `testfarm_core::placement::place`. Each pass loads
 //! one snapshot (resources, active leases, reported usage, history, policies, the queue),
-//! asks the core for decisions, and writes each placement (lease + assignment + events)
-//! in its own transaction, re-checking that the resource is still free.
+//! asks the core for decisions, and writes the placements (lease + assignment + events)
+//! in transactions of [`PLACEMENTS_PER_TRANSACTION`], each re-checked (the job still
+//! queued, no lease in the way) against what the snapshot saw.
 //!
 //! It runs when woken (submit, lease end, resource change) and on `scheduler.tick`.
 
