@@ -77,6 +77,50 @@ pub struct Snapshot {
     pub usage: HashMap<Ulid, Usage>,
     /// Durations of finished jobs, for build-server ranking and `why`'s estimates.
     pub estimator: Estimator,
+    /// The jobs holding leases, by job id: when a resource held by one frees up is
+    /// estimated from how long such jobs take, not only from its lease's end (a job's
+    /// lease lasts its whole timeout, often hours longer than the job).
+    pub running: HashMap<Ulid, RunningJob>,
+}
+
+/// A job that holds a lease, as far as estimating its end goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningJob {
+    pub name: String,
+    /// When it started running (or was assigned, if it has not started yet).
+    pub since: DateTime<Utc>,
+}
+
+impl Snapshot {
+    /// When `lease` is expected to end: for a job, its start plus the estimated duration
+    /// of such jobs (on this resource if it ran here before), but never before `now`
+    /// (an overrunning job may end any moment) nor after the lease's own end; otherwise
+    /// the lease's end.
+    pub fn expected_end(
+        &self,
+        lease: &Lease,
+        kind: ResourceKind,
+        now: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        let Holder::Job(job) = &lease.holder else {
+            return lease.expires_at;
+        };
+        let Some(run) = self.running.get(job) else {
+            return lease.expires_at;
+        };
+        let took = self
+            .estimator
+            .estimate_on(&run.name, lease.resource_id)
+            .or_else(|| {
+                self.estimator
+                    .estimate(&run.name, Some(kind), None)
+                    .map(|(d, _)| d)
+            });
+        match took.and_then(|d| chrono::Duration::from_std(d).ok()) {
+            Some(d) => (run.since + d).max(now).min(lease.expires_at),
+            None => lease.expires_at,
+        }
+    }
 }
 
 /// Why a resource cannot take a job now.
@@ -84,7 +128,8 @@ pub struct Snapshot {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(tag = "class", rename_all = "snake_case")]
 pub enum BlockReason {
-    /// Held by someone; `until` is the end of the holder's lease duration, if known.
+    /// Held by someone; `until` is when the holder is expected to let go: a job's
+    /// estimated end (from the history of such jobs), else its lease's end.
     Busy {
         holder: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -429,18 +474,19 @@ impl<'a> Engine<'a> {
                 continue;
             };
             let s = &mut slots[i];
+            let ends = snapshot.expected_end(l, s.r.kind, now);
             match l.share {
                 Share::Whole => {
                     s.whole = Some(Hold {
                         holder: holder_text(&l.holder),
-                        until: Some(l.expires_at),
+                        until: Some(ends),
                     });
                 }
                 Share::Slice { cpus, memory_mb } => {
                     s.slices += 1;
                     s.used_cpus = s.used_cpus.saturating_add(cpus);
                     s.used_memory_mb = s.used_memory_mb.saturating_add(memory_mb);
-                    s.first_free = Some(s.first_free.map_or(l.expires_at, |f| f.min(l.expires_at)));
+                    s.first_free = Some(s.first_free.map_or(ends, |f| f.min(ends)));
                 }
             }
             for &p in &s.pol.max_concurrent {

@@ -6,8 +6,9 @@
 //! match the first reason it cannot take the job now (busy until ~T, maintenance, offline,
 //! policy P, no room). The estimated start is when enough matching resources free up for
 //! the competing jobs ahead and then this one, each taking the estimated duration of
-//! similar jobs ([`crate::estimate`]); busy resources free at their lease's end, which is
-//! an upper bound, hence "~".
+//! similar jobs ([`crate::estimate`]); a busy resource frees when its holding job is
+//! expected to end (its start plus the estimate, [`Snapshot::expected_end`]), else at its
+//! lease's end, an upper bound: hence "~".
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -352,6 +353,71 @@ mod tests {
         );
         let json = serde_json::to_value(&w).unwrap();
         assert_eq!(json["matching"][0]["blocker"]["class"], "busy");
+    }
+
+    #[test]
+    fn a_busy_board_frees_when_its_job_is_expected_to_end_not_at_its_lease_end() {
+        use crate::placement::RunningJob;
+        let a = res(1, "rpi-a", ResourceKind::Board);
+        let lease = lease_on(&a, 50, Share::Whole); // ends at t0 + 10m
+        let holder = Ulid::from_parts(50, 0);
+        let estimator = Estimator::new(
+            &[HistoryEntry {
+                name: "flash".into(),
+                kind: Some(ResourceKind::Board),
+                resource: None,
+                duration: Duration::from_secs(240),
+            }],
+            10,
+        );
+        let snapshot = |since| Snapshot {
+            leases: vec![lease.clone()],
+            resources: vec![a.clone()],
+            estimator: estimator.clone(),
+            running: [(
+                holder,
+                RunningJob {
+                    name: "flash".into(),
+                    since,
+                },
+            )]
+            .into(),
+            ..Snapshot::default()
+        };
+        let me = qjob(9, ResourceKind::Board);
+        // Started a minute ago, such jobs take 4 minutes: free in ~3.
+        let w = why(
+            &me,
+            std::slice::from_ref(&me),
+            &snapshot(t0() - chrono::Duration::minutes(1)),
+            &Policies::default(),
+            t0(),
+        );
+        let until = w.matching[0].blocker.as_ref().and_then(BlockReason::until);
+        assert_eq!(until, Some(t0() + chrono::Duration::minutes(3)));
+        assert_eq!(w.estimated_start, Some(t0() + chrono::Duration::minutes(3)));
+        // Overrunning its estimate: it may end any moment, not "in the past".
+        let w = why(
+            &me,
+            std::slice::from_ref(&me),
+            &snapshot(t0() - chrono::Duration::minutes(30)),
+            &Policies::default(),
+            t0(),
+        );
+        let until = w.matching[0].blocker.as_ref().and_then(BlockReason::until);
+        assert_eq!(until, Some(t0()));
+        // A person's lease (or a job with no history) frees at the lease's end.
+        let mut manual = snapshot(t0());
+        manual.running.clear();
+        let w = why(
+            &me,
+            std::slice::from_ref(&me),
+            &manual,
+            &Policies::default(),
+            t0(),
+        );
+        let until = w.matching[0].blocker.as_ref().and_then(BlockReason::until);
+        assert_eq!(until, Some(lease.expires_at));
     }
 
     #[test]

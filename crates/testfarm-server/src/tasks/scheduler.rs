@@ -17,7 +17,7 @@ use testfarm_core::estimate::{DEFAULT_LAST_N, Estimator, HistoryEntry};
 use testfarm_core::job::JobEvent;
 use testfarm_core::jobspec::JobSpec;
 use testfarm_core::lease::{self, Holder, LeaseRequest, Share};
-use testfarm_core::placement::{Decision, Snapshot, Usage, place};
+use testfarm_core::placement::{Decision, RunningJob, Snapshot, Usage, place};
 use testfarm_core::policy::{Policies, PolicyNote};
 use testfarm_core::queue::{QueuedJob, queue_timeouts};
 use testfarm_core::resource::ResourceState;
@@ -112,6 +112,26 @@ pub(crate) async fn load_world(state: &AppState) -> Result<World, testfarm_store
             queue.push(q);
         }
     }
+    let running = store
+        .jobs_in(&[JobState::Assigned, JobState::Running])
+        .await?
+        .into_iter()
+        .filter_map(|row| {
+            let id = Ulid::from_string(&row.job.id).ok()?;
+            let since = row
+                .job
+                .started_at
+                .or(row.job.assigned_at)
+                .unwrap_or(row.job.queued_at);
+            Some((
+                id,
+                RunningJob {
+                    name: row.job.name,
+                    since,
+                },
+            ))
+        })
+        .collect();
     let groups: BTreeMap<String, Selector> = store
         .list_groups()
         .await?
@@ -130,6 +150,7 @@ pub(crate) async fn load_world(state: &AppState) -> Result<World, testfarm_store
             leases,
             usage,
             estimator: Estimator::new(&history, DEFAULT_LAST_N),
+            running,
         },
         queue,
         policies,
