@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+mod ids;
 pub mod json;
 pub mod lifecycle;
 pub mod logs;

@@ -25,7 +25,6 @@ use testfarm_core::lease::{Lease, LeaseState};
 use testfarm_core::resource::{Health, HealthStatus, ResourceState, validate_name};
 use testfarm_store::jobs::JobRow;
 use testfarm_store::{NewEvent, Tx};
-use ulid::Ulid;
 use utoipa::IntoParams;
 
 use crate::auth::Caller;
@@ -159,7 +158,7 @@ async fn upsert_resource(
             Ok(r)
         }
         Err(testfarm_store::StoreError::NotFound { .. }) => {
-            let mut r = Resource::new(Ulid::new(), ar.name.clone(), ar.kind, now);
+            let mut r = Resource::new(crate::ids::next(), ar.name.clone(), ar.kind, now);
             r.labels = ar.labels.clone();
             r.capabilities = ar.capabilities.clone();
             if ar.kind == ResourceKind::Board {

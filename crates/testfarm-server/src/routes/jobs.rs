@@ -79,7 +79,7 @@ pub async fn submit_job(
     let now = Utc::now();
     let row = JobRow {
         job: Job {
-            id: Ulid::new().to_string(),
+            id: crate::ids::next().to_string(),
             name: spec.name.clone(),
             state: JobState::Queued,
             priority: capped.0.value(),

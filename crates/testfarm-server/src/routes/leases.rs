@@ -137,7 +137,7 @@ async fn try_take(
     };
     let lease = lease::acquire(
         LeaseRequest {
-            id: Ulid::new(),
+            id: crate::ids::next(),
             resource_id: resource.id,
             resource_last_epoch: epoch,
             holder: Holder::Person(caller.name.clone()),

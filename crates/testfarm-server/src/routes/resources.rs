@@ -49,7 +49,7 @@ pub async fn create_resource(
         ));
     }
     let now = Utc::now();
-    let mut r = Resource::new(Ulid::new(), req.name, req.kind, now);
+    let mut r = Resource::new(crate::ids::next(), req.name, req.kind, now);
     r.labels = req.labels;
     r.capabilities = req.capabilities;
     if let Some(board) = req.board {

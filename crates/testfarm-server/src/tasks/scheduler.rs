@@ -276,7 +276,7 @@ async fn assign(
         .unwrap_or(state.config.scheduler.default_job_timeout.0);
     let lease = match lease::acquire(
         LeaseRequest {
-            id: Ulid::new(),
+            id: crate::ids::next(),
             resource_id,
             resource_last_epoch: epoch,
             holder: Holder::Job(q.id),
