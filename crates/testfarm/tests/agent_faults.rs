@@ -49,8 +49,8 @@ fn a_killed_agent_goes_offline_its_job_errors_and_it_comes_back() {
     agent.kill9();
     let killed = Instant::now();
     wait_for(
-        Duration::from_secs(40),
         "the resource to go offline",
+        Duration::from_secs(40),
         || (resource_state(&http, &t, &res) == "offline").then_some(()),
     );
     let offline_after = killed.elapsed();
@@ -66,10 +66,10 @@ fn a_killed_agent_goes_offline_its_job_errors_and_it_comes_back() {
     // The orphan still runs (the agent died without cleaning up) until the agent returns.
     assert!(alive(pid), "expected the orphan to outlive its agent");
     agent.spawn();
-    wait_for(Duration::from_secs(30), "the resource to come back", || {
+    wait_for("the resource to come back", Duration::from_secs(30), || {
         (resource_state(&http, &t, &res) == "available").then_some(())
     });
-    wait_for(Duration::from_secs(10), "the orphan to be killed", || {
+    wait_for("the orphan to be killed", Duration::from_secs(10), || {
         (!alive(pid)).then_some(())
     });
 }
@@ -141,14 +141,14 @@ fn a_long_partition_ends_the_job_and_late_writes_are_refused() {
     agent.signal("CONT");
     // Told to drop it (409 on a late write or the heartbeat's drop list): it kills the work.
     wait_for(
-        Duration::from_secs(20),
         "the dropped job's processes to die",
+        Duration::from_secs(20),
         || (!alive(pid)).then_some(()),
     );
     // The kill and the log line race; give the line a moment to be written.
     wait_for(
-        Duration::from_secs(10),
         "the agent to say it dropped the work",
+        Duration::from_secs(10),
         || {
             let log_text = agent.log();
             (log_text.contains("drop") || log_text.contains("stale")).then_some(())
@@ -165,7 +165,7 @@ fn a_long_partition_ends_the_job_and_late_writes_are_refused() {
         bytes_at_end,
         "late log chunks were stored"
     );
-    wait_for(Duration::from_secs(20), "the resource to be back", || {
+    wait_for("the resource to be back", Duration::from_secs(20), || {
         (resource_state(&http, &t, &res) == "available").then_some(())
     });
 }

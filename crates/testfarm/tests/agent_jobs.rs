@@ -270,7 +270,7 @@ fn cancel_kills_the_whole_process_group() {
     assert!(r.status < 300, "{}", r.text);
     let j = s.wait(&id);
     assert_eq!(j["state"], "cancelled", "{j}\n{}", s.agent.log());
-    wait_for(Duration::from_secs(10), "the grandchild to die", || {
+    wait_for("the grandchild to die", Duration::from_secs(10), || {
         (!alive(pid)).then_some(())
     });
     assert!(m.exists(), "always did not run after the cancel");

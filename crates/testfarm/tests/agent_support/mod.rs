@@ -7,55 +7,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::support::wait_for;
 use crate::support::{BIN, Http, Lab};
-
-/// Sets `key = value` in `[section]` of the lab's config.toml (the key must be there, as
-/// `testfarm init` writes every key).
-pub fn set_config(lab: &Lab, section: &str, key: &str, value: &str) {
-    let path = lab.config();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut out = Vec::new();
-    let mut in_section = false;
-    let mut done = false;
-    for line in text.lines() {
-        if line.starts_with('[') {
-            in_section = line.trim() == format!("[{section}]");
-        }
-        if in_section && !done && line.starts_with(&format!("{key} =")) {
-            out.push(format!("{key} = {value}"));
-            done = true;
-        } else {
-            out.push(line.to_string());
-        }
-    }
-    assert!(done, "no {key} in [{section}] of {}", path.display());
-    std::fs::write(&path, out.join("\n") + "\n").unwrap();
-}
 
 /// A lab without the built-in agent (tests bring their own), with faster health checks
 /// and load thresholds out of the way.
 pub fn lab(offline_after: &str, heartbeat_ttl: &str) -> Lab {
     let lab = Lab::new();
-    set_config(&lab, "agent.local", "enabled", "false");
-    set_config(
-        &lab,
-        "health",
-        "offline_after",
-        &format!("{offline_after:?}"),
-    );
-    set_config(&lab, "health", "heartbeat_interval", "\"500ms\"");
-    set_config(
-        &lab,
-        "leases",
-        "heartbeat_ttl",
-        &format!("{heartbeat_ttl:?}"),
-    );
-    set_config(&lab, "leases", "reap_interval", "\"200ms\"");
-    set_config(&lab, "scheduler", "tick", "\"500ms\"");
+    lab.set("agent.local", "enabled", "false");
+    lab.set("health", "offline_after", &format!("{offline_after:?}"));
+    lab.set("health", "heartbeat_interval", "\"500ms\"");
+    lab.set("leases", "heartbeat_ttl", &format!("{heartbeat_ttl:?}"));
+    lab.set("leases", "reap_interval", "\"200ms\"");
+    lab.set("scheduler", "tick", "\"500ms\"");
     // The test machine is shared and often at 100% CPU: keep load-based health from
     // holding jobs back (the health rules have their own tests).
-    set_config(&lab, "health", "max_utilization_pct", "100");
-    set_config(&lab, "health", "min_disk_gb", "0");
+    lab.set("health", "max_utilization_pct", "100");
+    lab.set("health", "min_disk_gb", "0");
     lab
 }
 
@@ -184,24 +152,9 @@ impl Drop for Agent {
     }
 }
 
-/// Polls until `f` returns Some, or panics after `timeout` with `what`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Waits until the agent's resource is registered and available.
 pub fn wait_registered(http: &Http, token: &str, resource: &str) -> serde_json::Value {
-    wait_for(Duration::from_secs(60), "the agent's resource", || {
+    wait_for("the agent's resource", Duration::from_secs(60), || {
         let r = http.get(&format!("/api/v1/resources/{resource}"), token);
         (r.status == 200 && r.body["state"] == "available").then_some(r.body)
     })
@@ -224,7 +177,7 @@ const TERMINAL: &[&str] = &["passed", "failed", "error", "cancelled", "timed_out
 
 /// Waits for a job to end; returns it.
 pub fn wait_job(http: &Http, token: &str, id: &str, timeout: Duration) -> serde_json::Value {
-    wait_for(timeout, &format!("job {id} to end"), || {
+    wait_for(&format!("job {id} to end"), timeout, || {
         let j = job(http, token, id);
         TERMINAL
             .contains(&j["state"].as_str().unwrap_or(""))
@@ -234,7 +187,7 @@ pub fn wait_job(http: &Http, token: &str, id: &str, timeout: Duration) -> serde_
 
 /// Waits for a job to reach `state`.
 pub fn wait_state(http: &Http, token: &str, id: &str, state: &str, timeout: Duration) {
-    wait_for(timeout, &format!("job {id} to be {state}"), || {
+    wait_for(&format!("job {id} to be {state}"), timeout, || {
         (job(http, token, id)["state"] == state).then_some(())
     });
 }
@@ -263,7 +216,7 @@ pub fn alive(pid: i32) -> bool {
 }
 
 pub fn read_pid(path: &Path) -> i32 {
-    wait_for(Duration::from_secs(30), "a pid file", || {
+    wait_for("a pid file", Duration::from_secs(30), || {
         std::fs::read_to_string(path)
             .ok()
             .and_then(|s| s.trim().parse().ok())
