@@ -4,7 +4,7 @@
 use rusqlite::{Connection, params};
 use testfarm_api::Event;
 
-use crate::sql::{get_json, get_ts, to_json};
+use crate::sql::{get_json, get_ts, query_all, to_json};
 use crate::{Result, Store};
 
 /// An event about to be recorded.
@@ -72,30 +72,29 @@ impl Store {
     /// Events with id > `after`, oldest first.
     pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
+            query_all(
+                c,
                 "SELECT id, at, kind, subject_type, subject, actor, data FROM events
                  WHERE id > ?1 AND (?2 IS NULL OR subject_type = ?2) AND (?3 IS NULL OR subject = ?3)
                  ORDER BY id LIMIT ?4",
-            )?;
-            let mut rows = stmt.query(params![
-                filter.after,
-                filter.subject_type,
-                filter.subject,
-                i64::from(filter.limit)
-            ])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(Event {
-                    id: r.get("id")?,
-                    at: get_ts(r, "at")?,
-                    kind: r.get("kind")?,
-                    subject_type: r.get("subject_type")?,
-                    subject: r.get("subject")?,
-                    actor: r.get("actor")?,
-                    data: get_json(r, "event data", "data")?,
-                });
-            }
-            Ok(out)
+                params![
+                    filter.after,
+                    filter.subject_type,
+                    filter.subject,
+                    i64::from(filter.limit)
+                ],
+                |r| {
+                    Ok(Event {
+                        id: r.get("id")?,
+                        at: get_ts(r, "at")?,
+                        kind: r.get("kind")?,
+                        subject_type: r.get("subject_type")?,
+                        subject: r.get("subject")?,
+                        actor: r.get("actor")?,
+                        data: get_json(r, "event data", "data")?,
+                    })
+                },
+            )
         })
     }
 }

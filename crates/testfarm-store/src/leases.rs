@@ -3,7 +3,7 @@
 //! (`resources.last_lease_end`, for least-recently-used placement).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 use testfarm_core::lease::{EndReason, Holder, Lease, LeaseState, Share};
 use ulid::Ulid;
 
@@ -171,15 +171,16 @@ impl Tx {
 
     /// The fencing epoch of the newest lease ever granted on the resource.
     pub async fn last_epoch(&mut self, resource: Ulid) -> Result<u64> {
-        let e: i64 = self
-            .conn()
-            .prepare_cached("SELECT last_epoch FROM resources WHERE id = ?")?
-            .query_row([resource.to_string()], |r| r.get(0))
-            .optional()?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "resource",
-                name: resource.to_string(),
-            })?;
+        let e: i64 = query_opt(
+            self.conn(),
+            "SELECT last_epoch FROM resources WHERE id = ?",
+            [resource.to_string()],
+            |r| Ok(r.get(0)?),
+        )?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "resource",
+            name: resource.to_string(),
+        })?;
         Ok(u64::try_from(e).unwrap_or(0))
     }
 
