@@ -150,38 +150,38 @@ pub async fn finish_lease(
         ..After::default()
     };
     tx.update_lease(ended).await?;
-    let resource_id = ended.resource_id.to_string();
-    let mut resource = tx.get_resource_by_id(&resource_id).await?;
+    let (name, state) = tx.resource_name_state(ended.resource_id).await?;
     let remaining = tx.active_lease_count(ended.resource_id).await?;
-    let mut changed = false;
-    if cleanup && resource.state != ResourceState::Retired {
+    let state = if cleanup && state != ResourceState::Retired {
+        let mut resource = tx
+            .get_resource_by_id(&ended.resource_id.to_string())
+            .await?;
         resource.maintenance = Some(MaintenanceWindow {
             start: None,
             end: None,
             reason: format!("cleanup after lease {} ({})", ended.id, describe(ended)),
         });
         resource.state = ResourceState::Maintenance;
-        after
-            .cleanup
-            .push((resource.name.clone(), ended.id.to_string()));
-        changed = true;
-    } else if remaining == 0 && resource.state == ResourceState::Leased {
-        resource.state = ResourceState::Available;
-        changed = true;
-    }
-    if changed {
         resource.updated_at = now;
         tx.update_resource(&resource).await?;
-    }
+        after.cleanup.push((name.clone(), ended.id.to_string()));
+        resource.state
+    } else if remaining == 0 && state == ResourceState::Leased {
+        tx.set_resource_state(ended.resource_id, ResourceState::Available, now)
+            .await?;
+        ResourceState::Available
+    } else {
+        state
+    };
     let kind = match ended.state {
         LeaseState::Expired => "lease.expired",
         _ => "lease.released",
     };
     tx.record(
         NewEvent::new(kind, "lease", ended.id.to_string(), actor).with_data(json!({
-            "resource": resource.name, "holder": ended.holder, "epoch": ended.epoch,
+            "resource": name, "holder": ended.holder, "epoch": ended.epoch,
             "reason": ended.end_reason.as_ref().map(|r| r.to_string()),
-            "resource_state": resource.state, "cleanup": cleanup,
+            "resource_state": state, "cleanup": cleanup,
         })),
     );
     Ok(after)

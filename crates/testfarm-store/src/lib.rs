@@ -90,6 +90,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// The id of the newest committed event; SSE streams wait on it.
     latest_event: watch::Sender<i64>,
+    /// What lease selectors match against, kept while the resource set is unchanged.
+    selectable: resources::SelectableCache,
 }
 
 impl Inner {
@@ -131,6 +133,7 @@ impl Store {
                 transactions: AtomicUsize::new(0),
                 readers: Mutex::new(Vec::new()),
                 latest_event,
+                selectable: Default::default(),
             }),
         };
         store.start_background();

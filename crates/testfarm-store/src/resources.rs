@@ -1,5 +1,10 @@
 //! The `resources` table.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, params};
 use testfarm_core::resource::{Resource, ResourceKind, ResourceState, Selectable, derived_labels};
 use ulid::Ulid;
@@ -118,16 +123,26 @@ impl Store {
         })
     }
 
+    /// [`Store::list_selectable`], served from memory while no resource has been added,
+    /// deleted, relabelled or retired since it was read (see [`SelectableCache`]). What
+    /// every lease request matches its selector against; `state` in it may be stale, so
+    /// anything that reports states reads [`Store::list_selectable`] instead.
+    pub async fn selectable(&self, kind: Option<ResourceKind>) -> Result<Arc<Vec<Selectable>>> {
+        let cache = &self.inner.selectable;
+        // Read the generation before the rows: a change committed after this point bumps
+        // it, so rows read before that change can never be served as current.
+        let generation = cache.generation();
+        if let Some(rows) = cache.get(kind, generation) {
+            return Ok(rows);
+        }
+        let rows = Arc::new(self.list_selectable(kind).await?);
+        cache.put(kind, generation, Arc::clone(&rows));
+        Ok(rows)
+    }
+
     /// Just a resource's name (`None` once it has been deleted).
     pub async fn resource_name(&self, id: Ulid) -> Result<Option<String>> {
-        self.read(|c| {
-            query_opt(
-                c,
-                "SELECT name FROM resources WHERE id = ?",
-                [id.to_string()],
-                |r| Ok(r.get(0)?),
-            )
-        })
+        self.read(|c| name_of(c, id))
     }
 
     /// Resources matching `filter`, ordered by id (creation order).
@@ -150,6 +165,63 @@ impl Store {
                 from_row,
             )
         })
+    }
+}
+
+fn name_of(conn: &Connection, id: Ulid) -> Result<Option<String>> {
+    query_opt(
+        conn,
+        "SELECT name FROM resources WHERE id = ?",
+        [id.to_string()],
+        |r| Ok(r.get(0)?),
+    )
+}
+
+/// The resource a whole lease may take, as [`Tx::free_resource_lru`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreeResource {
+    pub id: Ulid,
+    pub name: String,
+    /// The fencing epoch of the newest lease ever granted on it.
+    pub last_epoch: u64,
+}
+
+/// The selectable rows per kind, valid for one generation of the resource set. Every
+/// transaction that inserts, deletes or rewrites a resource row (or retires one) bumps
+/// the generation when it commits; a lease taking or giving back a board only changes
+/// its state ([`Tx::set_resource_state`]) and keeps the cache.
+/// Rows read while the resource set was at generation `.0`.
+type Generation = (u64, Arc<Vec<Selectable>>);
+
+#[derive(Default)]
+pub(crate) struct SelectableCache {
+    generation: AtomicU64,
+    rows: Mutex<HashMap<Option<ResourceKind>, Generation>>,
+}
+
+impl SelectableCache {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn get(&self, kind: Option<ResourceKind>, generation: u64) -> Option<Arc<Vec<Selectable>>> {
+        let rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        match rows.get(&kind) {
+            Some((g, r)) if *g == generation => Some(Arc::clone(r)),
+            _ => None,
+        }
+    }
+
+    fn put(&self, kind: Option<ResourceKind>, generation: u64, rows: Arc<Vec<Selectable>>) {
+        let mut all = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        if all.get(&kind).is_none_or(|(g, _)| *g <= generation) {
+            all.insert(kind, (generation, rows));
+        }
+    }
+
+    /// After a commit that changed the resource set.
+    pub(crate) fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -176,22 +248,76 @@ impl Tx {
     /// available, online and without an active lease, with its last fencing epoch:
     /// what a whole lease may take. One statement under the write lock, so it cannot be
     /// stale.
-    pub async fn free_resource_lru(&mut self, ids: &[Ulid]) -> Result<Option<(Resource, u64)>> {
+    pub async fn free_resource_lru(&mut self, ids: &[Ulid]) -> Result<Option<FreeResource>> {
         let ids = to_json(&ids.iter().map(Ulid::to_string).collect::<Vec<_>>());
         query_opt(
             self.conn(),
-            concat!(
-                "SELECT ",
-                resource_columns!(),
-                ", last_epoch FROM resources r
-                 WHERE id IN (SELECT value FROM json_each(?)) AND state = 'available'
-                   AND json_extract(health, '$.status') != 'offline'
-                   AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.resource_id = r.id AND l.state = 'active')
-                 ORDER BY last_lease_end IS NOT NULL, last_lease_end, id LIMIT 1"
-            ),
+            "SELECT id, name, last_epoch FROM resources r
+             WHERE id IN (SELECT value FROM json_each(?)) AND state = 'available'
+               AND json_extract(health, '$.status') != 'offline'
+               AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.resource_id = r.id AND l.state = 'active')
+             ORDER BY last_lease_end IS NOT NULL, last_lease_end, id LIMIT 1",
             [ids],
-            |r| Ok((from_row(r)?, get_u64(r, "resource", "last_epoch")?)),
+            |r| {
+                let id: String = r.get("id")?;
+                Ok(FreeResource {
+                    id: Ulid::from_string(&id).map_err(corrupt)?,
+                    name: r.get("name")?,
+                    last_epoch: get_u64(r, "resource", "last_epoch")?,
+                })
+            },
         )
+    }
+
+    /// A resource's name and state: what a lease ending needs to decide where the
+    /// resource goes, without decoding the whole row.
+    pub async fn resource_name_state(&mut self, id: Ulid) -> Result<(String, ResourceState)> {
+        query_opt(
+            self.conn(),
+            "SELECT name, state FROM resources WHERE id = ?",
+            [id.to_string()],
+            |r| {
+                let state: String = r.get("state")?;
+                Ok((
+                    r.get("name")?,
+                    state.parse::<ResourceState>().map_err(corrupt)?,
+                ))
+            },
+        )?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "resource",
+            name: id.to_string(),
+        })
+    }
+
+    /// Just a resource's name, inside this transaction (`None` once deleted).
+    pub async fn resource_name(&mut self, id: Ulid) -> Result<Option<String>> {
+        name_of(self.conn(), id)
+    }
+
+    /// Moves a resource to `state` without rewriting the rest of its row: the one
+    /// column a lease taking or giving back a board changes.
+    pub async fn set_resource_state(
+        &mut self,
+        id: Ulid,
+        state: ResourceState,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let n = exec(
+            self.conn(),
+            "UPDATE resources SET state = ?, updated_at = ? WHERE id = ?",
+            params![state.as_str(), ts(now), id.to_string()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "resource",
+                name: id.to_string(),
+            });
+        }
+        if state == ResourceState::Retired {
+            self.resources_changed();
+        }
+        Ok(())
     }
 
     pub async fn get_resource_by_id(&mut self, id: &str) -> Result<Resource> {
@@ -223,6 +349,7 @@ impl Tx {
                 ts_opt(r.last_seen),
             ],
         );
+        self.resources_changed();
         unique(res, "resource", &r.name)
     }
 
@@ -253,6 +380,7 @@ impl Tx {
                 name: r.name.clone(),
             });
         }
+        self.resources_changed();
         Ok(())
     }
 
@@ -264,6 +392,7 @@ impl Tx {
                 name: name.to_string(),
             });
         }
+        self.resources_changed();
         Ok(())
     }
 }

@@ -161,6 +161,7 @@ impl Store {
             writer: Some(w),
             savepoint,
             events: Vec::new(),
+            resources_changed: false,
             store: self.clone(),
         })
     }
@@ -238,6 +239,9 @@ pub struct Tx {
     /// Whether this transaction is a savepoint inside a group's outer transaction.
     savepoint: bool,
     events: Vec<NewEvent>,
+    /// Whether this transaction changed the set of resources or their labels (so the
+    /// selectable cache must be dropped once it commits).
+    resources_changed: bool,
     store: Store,
 }
 
@@ -245,6 +249,11 @@ impl Tx {
     /// Records an event to be appended at commit.
     pub fn record(&mut self, event: NewEvent) {
         self.events.push(event);
+    }
+
+    /// Notes that this transaction rewrote, added or removed a resource row.
+    pub(crate) fn resources_changed(&mut self) {
+        self.resources_changed = true;
     }
 
     /// The connection, inside this transaction, for queries of this crate's modules.
@@ -257,6 +266,16 @@ impl Tx {
     }
 
     pub async fn commit(mut self) -> Result<()> {
+        let inner = Arc::clone(&self.store.inner);
+        let changed = self.resources_changed;
+        let res = self.commit_inner().await;
+        if res.is_ok() && changed {
+            inner.selectable.invalidate();
+        }
+        res
+    }
+
+    async fn commit_inner(&mut self) -> Result<()> {
         let Some(w) = self.writer.as_mut() else {
             return Ok(());
         };

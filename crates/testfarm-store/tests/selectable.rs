@@ -65,3 +65,73 @@ async fn selectable_rows_carry_the_same_labels_as_the_resource() -> TestResult {
     assert_eq!(store.resource_name(Ulid::new()).await?, None);
     Ok(())
 }
+
+/// The cached selectable rows survive what a lease does to a board (a state change) and
+/// are dropped by anything that changes which resources exist or what they are labelled.
+#[tokio::test]
+async fn the_selectable_cache_follows_changes_to_the_resource_set() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("t.db")).await?;
+    let now = Utc::now();
+    let mut board = Resource::new(Ulid::new(), "rpi-1".into(), ResourceKind::Board, now);
+    let mut tx = store.begin().await?;
+    tx.insert_resource(&board).await?;
+    tx.commit().await?;
+
+    let first = store.selectable(Some(ResourceKind::Board)).await?;
+    assert_eq!(first.len(), 1);
+    let again = store.selectable(Some(ResourceKind::Board)).await?;
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &again),
+        "an unchanged resource set is served from memory"
+    );
+
+    // A lease taking the board changes only its state: the cache stays.
+    let mut tx = store.begin().await?;
+    tx.set_resource_state(board.id, ResourceState::Leased, now)
+        .await?;
+    tx.commit().await?;
+    let after_lease = store.selectable(Some(ResourceKind::Board)).await?;
+    assert!(std::sync::Arc::ptr_eq(&first, &after_lease));
+
+    // A relabel is seen at once.
+    board.labels.insert("lab", "south");
+    let mut tx = store.begin().await?;
+    tx.update_resource(&board).await?;
+    tx.commit().await?;
+    let relabelled = store.selectable(Some(ResourceKind::Board)).await?;
+    assert_eq!(
+        relabelled[0].labels.0.get("lab").map(String::as_str),
+        Some("south")
+    );
+
+    // A rolled-back insert changes nothing; a committed one is seen.
+    let other = Resource::new(Ulid::new(), "rpi-2".into(), ResourceKind::Board, now);
+    let mut tx = store.begin().await?;
+    tx.insert_resource(&other).await?;
+    drop(tx);
+    assert_eq!(store.selectable(Some(ResourceKind::Board)).await?.len(), 1);
+    let mut tx = store.begin().await?;
+    tx.insert_resource(&other).await?;
+    tx.commit().await?;
+    assert_eq!(store.selectable(Some(ResourceKind::Board)).await?.len(), 2);
+
+    // Retiring through the state alone still drops the cache (retired is not selectable).
+    let mut tx = store.begin().await?;
+    tx.set_resource_state(other.id, ResourceState::Retired, now)
+        .await?;
+    tx.commit().await?;
+    assert_eq!(store.selectable(Some(ResourceKind::Board)).await?.len(), 1);
+
+    // Deleting removes it.
+    let mut tx = store.begin().await?;
+    tx.delete_resource("rpi-1").await?;
+    tx.commit().await?;
+    assert!(
+        store
+            .selectable(Some(ResourceKind::Board))
+            .await?
+            .is_empty()
+    );
+    Ok(())
+}

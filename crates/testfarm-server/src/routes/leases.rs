@@ -12,7 +12,7 @@ use serde_json::json;
 use testfarm_api::lease::{AcquireLease, LeaseQuery, LeaseView, ReleaseQuery, RenewLease};
 use testfarm_api::problem::Problem;
 use testfarm_core::lease::{self, Holder, Lease, LeaseRefused, LeaseRequest, LeaseState, Share};
-use testfarm_core::resource::{ResourceState, Selectable};
+use testfarm_core::resource::ResourceState;
 use testfarm_core::{Action, Selector, duration};
 use testfarm_store::resources::ResourceFilter;
 use testfarm_store::{NewEvent, StoreError};
@@ -86,24 +86,29 @@ pub async fn acquire_lease(
     let mut events = state.store.subscribe_events();
     loop {
         events.borrow_and_update();
-        let candidates = state.store.list_selectable(req.kind).await?;
-        let matching: Vec<&Selectable> = candidates
+        let candidates = state.store.selectable(req.kind).await?;
+        let ids: Vec<Ulid> = candidates
             .iter()
             .filter(|r| selector.matches(&r.labels))
+            .map(|r| r.id)
             .collect();
-        if matching.is_empty() {
+        if ids.is_empty() {
             return Err(ApiError::unprocessable(
                 "selector",
                 format!("no resource matches {:?}", req.selector),
             ));
         }
-        let ids: Vec<Ulid> = matching.iter().map(|r| r.id).collect();
         if let Some(view) = try_take(&state, &caller, &ids, duration, ttl).await? {
             return Ok((StatusCode::CREATED, Json(view)));
         }
         if tokio::time::Instant::now() >= deadline {
-            let busy: Vec<String> = matching
+            // The states as they are now, not as the cached candidates last saw them.
+            let busy: Vec<String> = state
+                .store
+                .list_selectable(req.kind)
+                .await?
                 .iter()
+                .filter(|r| ids.contains(&r.id))
                 .map(|r| format!("{} ({})", r.name, r.state))
                 .collect();
             return Err(ApiError::conflict(format!(
@@ -132,14 +137,14 @@ async fn try_take(
 ) -> ApiResult<Option<LeaseView>> {
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
-    let Some((mut resource, epoch)) = tx.free_resource_lru(candidates).await? else {
+    let Some(resource) = tx.free_resource_lru(candidates).await? else {
         return Ok(None);
     };
     let lease = lease::acquire(
         LeaseRequest {
             id: crate::ids::next(),
             resource_id: resource.id,
-            resource_last_epoch: epoch,
+            resource_last_epoch: resource.last_epoch,
             holder: Holder::Person(caller.name.clone()),
             share: Share::Whole,
             duration,
@@ -149,9 +154,8 @@ async fn try_take(
     )
     .map_err(refused)?;
     tx.insert_lease(&lease).await?;
-    resource.state = ResourceState::Leased;
-    resource.updated_at = now;
-    tx.update_resource(&resource).await?;
+    tx.set_resource_state(resource.id, ResourceState::Leased, now)
+        .await?;
     tx.record(NewEvent::new("lease.acquired", "lease", lease.id.to_string(), &caller.name).with_data(json!({
         "resource": resource.name, "holder": lease.holder, "epoch": lease.epoch, "expires_at": lease.expires_at,
         "heartbeat_ttl_ms": lease.heartbeat_ttl_ms,
@@ -306,8 +310,15 @@ pub async fn release_lease(
         let after = lifecycle::finish_lease(&mut tx, &ended, &caller.name, false, now).await?;
         (ended, after)
     };
+    let resource = tx
+        .resource_name(ended.resource_id)
+        .await?
+        .unwrap_or_else(|| ended.resource_id.to_string());
     tx.commit().await?;
     state.after_commit(after);
     state.work_changed();
-    Ok(Json(view(&state, ended).await?))
+    Ok(Json(LeaseView {
+        lease: ended,
+        resource,
+    }))
 }
