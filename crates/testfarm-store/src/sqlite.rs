@@ -53,6 +53,9 @@ pub(crate) fn open(path: &Path) -> Result<Connection> {
     // Checkpoints run on their own connection and thread (see `writer`), not inside
     // whichever commit crosses the threshold, where their fsync stalled every writer.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // When the WAL starts over, its file is cut back to this (it otherwise keeps the
+    // size of its longest run).
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     Ok(conn)
 }
 
