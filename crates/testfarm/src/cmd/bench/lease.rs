@@ -12,10 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use bytes::Bytes;
+use hyper::Method;
 use serde_json::json;
 
-use super::spawn::{Target, client, latency, load_average, send, send_json};
+use super::conn::Conn;
+use super::spawn::{Target, client, latency, load_average, send};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -80,39 +83,38 @@ async fn bench(args: &Args, target: &Target) -> anyhow::Result<serde_json::Value
             .with_context(|| format!("creating board {name}"))?;
             boards.push(name);
         }
-        // Warm the pool's connections and the server's caches (token, statements).
-        let health_once = {
-            let url = url.to_string();
-            move |c: reqwest::Client| {
-                let url = url.clone();
-                async move { healthz(&c, &url).await }
-            }
-        };
+        let acquire = Bytes::from(serde_json::to_vec(&json!({
+            "selector": format!("bench-run={run_label}"), "kind": "board",
+            "duration": "5m", "wait": "30s",
+        }))?);
+        // Warm the connections and the server's caches (token, statements, selectors).
         timed(
-            &http,
+            target,
             args.concurrency,
             args.concurrency * 4,
-            health_once.clone(),
+            Op::Healthz,
+            &acquire,
         )
         .await?;
-        let lease_once = {
-            let (url, token) = (url.to_string(), token.to_string());
-            let selector = format!("bench-run={run_label}");
-            move |c: reqwest::Client| {
-                let (url, token, selector) = (url.clone(), token.clone(), selector.clone());
-                async move { acquire_release(&c, &url, &token, &selector).await }
-            }
-        };
         timed(
-            &http,
+            target,
             args.concurrency,
             args.concurrency * 4,
-            lease_once.clone(),
+            Op::AcquireRelease,
+            &acquire,
         )
         .await?;
 
-        let (mut base, base_wall) = timed(&http, args.concurrency, args.n, health_once).await?;
-        let (mut lease, lease_wall) = timed(&http, args.concurrency, args.n, lease_once).await?;
+        let (mut base, base_wall) =
+            timed(target, args.concurrency, args.n, Op::Healthz, &acquire).await?;
+        let (mut lease, lease_wall) = timed(
+            target,
+            args.concurrency,
+            args.n,
+            Op::AcquireRelease,
+            &acquire,
+        )
+        .await?;
         let base_stats = latency(&mut base);
         let lease_stats = latency(&mut lease);
         let p50 = lease_stats["p50_ms"].as_f64().unwrap_or(f64::NAN);
@@ -156,60 +158,69 @@ async fn bench(args: &Args, target: &Target) -> anyhow::Result<serde_json::Value
     result
 }
 
-async fn healthz(c: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    send(c.get(format!("{url}/healthz"))).await?;
+/// What a worker repeats.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    /// `GET /healthz`: the baseline round trip.
+    Healthz,
+    /// `POST /api/v1/leases` then `DELETE /api/v1/leases/{id}?epoch=E`.
+    AcquireRelease,
+}
+
+/// The part of a lease answer the release needs.
+#[derive(serde::Deserialize)]
+struct Taken {
+    id: String,
+    epoch: u64,
+}
+
+async fn once(conn: &mut Conn, op: Op, acquire: &Bytes) -> anyhow::Result<()> {
+    match op {
+        Op::Healthz => {
+            conn.call(Method::GET, "/healthz", None).await?;
+        }
+        Op::AcquireRelease => {
+            let body = conn
+                .call(Method::POST, "/api/v1/leases", Some(acquire.clone()))
+                .await
+                .context("acquiring a lease")?;
+            let taken: Taken = serde_json::from_slice(&body)
+                .with_context(|| format!("lease answer {}", String::from_utf8_lossy(&body)))?;
+            conn.call(
+                Method::DELETE,
+                &format!("/api/v1/leases/{}?epoch={}", taken.id, taken.epoch),
+                None,
+            )
+            .await
+            .context("releasing the lease")?;
+        }
+    }
     Ok(())
 }
 
-async fn acquire_release(
-    c: &reqwest::Client,
-    url: &str,
-    token: &str,
-    selector: &str,
-) -> anyhow::Result<()> {
-    let lease = send_json(
-        c.post(format!("{url}/api/v1/leases"))
-            .bearer_auth(token)
-            .json(
-                &json!({ "selector": selector, "kind": "board", "duration": "5m", "wait": "30s" }),
-            ),
-    )
-    .await
-    .context("acquiring a lease")?;
-    let (Some(id), Some(epoch)) = (lease["id"].as_str(), lease["epoch"].as_u64()) else {
-        bail!("lease answer without id and epoch: {lease}");
-    };
-    send(
-        c.delete(format!("{url}/api/v1/leases/{id}?epoch={epoch}"))
-            .bearer_auth(token),
-    )
-    .await
-    .context("releasing the lease")?;
-    Ok(())
-}
-
-/// Runs `op` `n` times over `workers` concurrent tasks; returns each call's duration
-/// and the wall time of the whole run.
-pub(super) async fn timed<F, Fut>(
-    http: &reqwest::Client,
+/// Runs `op` `n` times over `workers` concurrent tasks, each on its own connection
+/// (opened before the clock starts); returns each call's duration and the wall time.
+async fn timed(
+    target: &Target,
     workers: usize,
     n: usize,
-    op: F,
-) -> anyhow::Result<(Vec<Duration>, Duration)>
-where
-    F: Fn(reqwest::Client) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
+    op: Op,
+    acquire: &Bytes,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let mut conns = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        conns.push(Conn::open(&target.url, &target.token).await?);
+    }
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let (next, op, c) = (Arc::clone(&next), op.clone(), http.clone());
+    for mut conn in conns {
+        let (next, acquire) = (Arc::clone(&next), acquire.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < n {
                 let t = Instant::now();
-                op(c.clone()).await?;
+                once(&mut conn, op, &acquire).await?;
                 out.push(t.elapsed());
             }
             Ok::<_, anyhow::Error>(out)

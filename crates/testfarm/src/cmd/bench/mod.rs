@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+mod conn;
 pub mod fleet;
 pub mod lease;
 pub mod logs;
