@@ -12,15 +12,20 @@
 //! - each [`Tx`] is a `SAVEPOINT` inside an outer `BEGIN IMMEDIATE` transaction; rolling
 //!   one back (dropping it) undoes only its own changes;
 //! - [`Tx::commit`] releases its savepoint. If no other transaction is waiting for the
-//!   writer, it commits the outer transaction at once. Otherwise it leaves it open for the
-//!   next in the queue and waits: the flusher, queued behind the waiters, commits all of
-//!   them together, and only then does each `commit()` return. Nothing is acknowledged
-//!   before it is committed; a failed commit fails every member of the group.
+//!   writer, it commits the outer transaction at once, with every member of the group
+//!   before it. Otherwise it leaves it open for the next in the queue and waits: the last
+//!   of a run of queued transactions commits them all, and only then does each
+//!   `commit()` return. Nothing is acknowledged before it is committed; a failed commit
+//!   fails every member of the group.
+//! - A waiter that gives up (its request was cancelled) wakes the flusher, which takes
+//!   the writer and commits a group nobody else is left to commit. It is not on the
+//!   common path: handing the commit to another task cost a wake-up and a turn of the
+//!   lock per group.
 //!
 //! The writer lock is an async mutex, so writers queue in arrival order instead of
 //! meeting in SQLite's busy handler (which sleeps 1, 2, 5 … 100 ms between retries).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -129,19 +134,30 @@ impl Writer {
     }
 }
 
-/// Counts tasks queued for the writer while it is alive (so cancellation uncounts).
-struct Queued<'a>(&'a AtomicUsize);
+/// Counts a task queued for the writer while it waits. A waiter dropped before it got
+/// the writer (cancelled) may have been the one a deferred group counted on to commit
+/// it, so it wakes the flusher.
+struct Queued<'a> {
+    inner: &'a Inner,
+    acquired: bool,
+}
 
 impl<'a> Queued<'a> {
-    fn new(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::SeqCst);
-        Queued(n)
+    fn new(inner: &'a Inner) -> Self {
+        inner.queued.fetch_add(1, Ordering::SeqCst);
+        Queued {
+            inner,
+            acquired: false,
+        }
     }
 }
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.inner.queued.fetch_sub(1, Ordering::SeqCst);
+        if !self.acquired {
+            self.inner.flush.notify_one();
+        }
     }
 }
 
@@ -150,14 +166,18 @@ impl Store {
     /// the transactions before it.
     pub async fn begin(&self) -> Result<Tx> {
         let mut w = {
-            let _queued = Queued::new(&self.inner.queued);
-            self.inner.writer.clone().lock_owned().await
+            let mut queued = Queued::new(&self.inner);
+            let w = self.inner.writer.clone().lock_owned().await;
+            queued.acquired = true;
+            w
         };
         // The first transaction of a group is the outer transaction itself: rolling it
         // back undoes nothing else, so it needs no savepoint (and no statement journal).
         let savepoint = w.outer_open;
         w.open_outer()?;
         if savepoint && let Err(e) = w.run("SAVEPOINT tx") {
+            // Nobody could commit the group before us on a connection in this state.
+            w.abort("the writer could not open a savepoint");
             return Err(e.into());
         }
         Ok(Tx {
@@ -169,8 +189,8 @@ impl Store {
         })
     }
 
-    /// Starts the background tasks of the writer: the flusher that commits deferred
-    /// groups and the checkpointer. They end when the store is dropped.
+    /// Starts the background tasks of the writer: the flusher that commits groups left
+    /// behind by cancelled waiters, and the checkpointer. They end when the store is dropped.
     pub(crate) fn start_background(&self) {
         let weak = Arc::downgrade(&self.inner);
         let flush = self.inner.flush.clone();
@@ -184,8 +204,7 @@ async fn flusher(store: Weak<Inner>, flush: Arc<Notify>) {
     loop {
         flush.notified().await;
         let Some(inner) = store.upgrade() else { return };
-        // Queued behind the transactions that were waiting when the group formed, so
-        // they join it before it commits.
+        // Queued behind any transactions still waiting, so they join the group first.
         let mut w = inner.writer.clone().lock_owned().await;
         if !w.group.is_empty()
             && let Err(e) = w.flush(&inner)
@@ -341,11 +360,7 @@ impl Tx {
         }
         let (done, wait) = oneshot::channel();
         w.group.push(done);
-        let first = w.group.len() == 1;
         drop(w);
-        if first {
-            self.store.inner.flush.notify_one();
-        }
         match wait.await {
             Ok(None) => Ok(()),
             Ok(Some(failure)) => Err(StoreError::Commit(failure)),
@@ -374,7 +389,14 @@ impl Drop for Tx {
                 w.abort("a transaction in the same commit group failed to roll back");
             }
             Ok(()) if w.group.is_empty() => w.abort("rolled back"),
-            Ok(()) => {} // the flusher commits the group
+            // The group before this transaction is still to commit: by the next in the
+            // queue, or now if nobody waits.
+            Ok(()) if self.store.inner.queued.load(Ordering::SeqCst) > 0 => {}
+            Ok(()) => {
+                if let Err(e) = w.flush(&self.store.inner) {
+                    tracing::error!(error = %e, "group commit failed");
+                }
+            }
         }
     }
 }

@@ -138,3 +138,33 @@ async fn the_first_transaction_of_a_group_rolls_back_whole() -> TestResult {
     );
     Ok(())
 }
+
+/// A commit deferred to the next writer in the queue still completes when that writer is
+/// cancelled before it gets its turn (a request dropped by its client): the cancelled
+/// waiter hands the group to the flusher.
+#[tokio::test]
+async fn a_group_whose_next_writer_is_cancelled_still_commits() -> TestResult {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(&dir.path().join("t.db")).await?;
+        let mut first = store.begin().await?;
+        first.insert_group(&group("deferred")).await?;
+        // A second writer queues for the writer (polled once, then left waiting).
+        let mut waiter = Box::pin(store.begin());
+        assert!(
+            tokio::time::timeout(Duration::ZERO, &mut waiter)
+                .await
+                .is_err(),
+            "the writer is taken, so the second must wait"
+        );
+        // The committer sees it queued and defers its commit to it...
+        let committer = tokio::spawn(async move { first.commit().await });
+        tokio::task::yield_now().await;
+        // ...but it is cancelled before its turn.
+        drop(waiter);
+        committer.await??;
+        assert_eq!(names(&store).await?, vec!["deferred"]);
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+    .await?
+}
