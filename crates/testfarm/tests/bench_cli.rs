@@ -88,6 +88,15 @@ fn lease_times_round_trips_against_a_spawned_server() {
         non_negative(&v, &["baseline_healthz", k]);
     }
     non_negative(&v, &["p50_vs_baseline"]);
+    // A spawned server's CPU is read from /proc, and so is the generator's own.
+    assert!(
+        non_negative(&v, &["cpu_us_per_pair", "server"]) > 0.0,
+        "{v}"
+    );
+    assert!(
+        non_negative(&v, &["cpu_us_per_pair", "load_generator"]) > 0.0,
+        "{v}"
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use hyper::Method;
 use serde_json::json;
 
 use super::conn::Conn;
-use super::spawn::{Target, client, latency, load_average, send};
+use super::spawn::{Target, client, latency, load_average, own_cpu, send};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -110,6 +110,7 @@ async fn bench(args: &Args, target: &Target) -> anyhow::Result<serde_json::Value
 
         let (mut base, base_wall) =
             timed(target, args.concurrency, args.n, Op::Healthz, &acquire).await?;
+        let cpu_before = (target.server_cpu(), own_cpu());
         let (mut lease, lease_wall) = timed(
             target,
             args.concurrency,
@@ -118,6 +119,13 @@ async fn bench(args: &Args, target: &Target) -> anyhow::Result<serde_json::Value
             &acquire,
         )
         .await?;
+        let cpu_after = (target.server_cpu(), own_cpu());
+        // µs of CPU per acquire+release pair over the timed phase (`None` where it cannot
+        // be read, or when a thread that had run exited meanwhile and took its time along).
+        let per_pair = |before: Option<Duration>, after: Option<Duration>| {
+            let used = after?.checked_sub(before?)?;
+            Some((used.as_secs_f64() * 1e6 / args.n as f64 * 10.0).round() / 10.0)
+        };
         let base_stats = latency(&mut base);
         let lease_stats = latency(&mut lease);
         let p50 = lease_stats["p50_ms"].as_f64().unwrap_or(f64::NAN);
@@ -134,6 +142,10 @@ async fn bench(args: &Args, target: &Target) -> anyhow::Result<serde_json::Value
             "boards_created": boards.len(),
             "acquire_release": lease_stats,
             "acquire_release_per_s": (args.n as f64 / lease_wall.as_secs_f64().max(1e-9)).round(),
+            "cpu_us_per_pair": {
+                "server": per_pair(cpu_before.0, cpu_after.0),
+                "load_generator": per_pair(cpu_before.1, cpu_after.1),
+            },
             "baseline_healthz": base_stats,
             "baseline_healthz_per_s": (args.n as f64 / base_wall.as_secs_f64().max(1e-9)).round(),
             "p50_vs_baseline": ratio("p50_ms"),

@@ -150,6 +150,13 @@ impl Target {
         }
     }
 
+    /// CPU time the spawned server has used so far, all threads; `None` for a server
+    /// given by `--url`. Differences of it over a phase give CPU per request, a figure
+    /// that drifts less with the machine's load than latency does.
+    pub fn server_cpu(&self) -> Option<Duration> {
+        cpu_of(&format!("/proc/{}", self.spawned.as_ref()?.pid()))
+    }
+
     /// The spawned server's (VmHWM, VmRSS) in KiB; `None` for a server given by `--url`.
     pub fn rss_kb(&self) -> Option<(u64, u64)> {
         let pid = self.spawned.as_ref()?.pid();
@@ -163,6 +170,21 @@ impl Target {
         };
         Some((field("VmHWM:")?, field("VmRSS:")?))
     }
+}
+
+/// CPU time used so far by this process, all threads.
+pub fn own_cpu() -> Option<Duration> {
+    cpu_of("/proc/self")
+}
+
+/// The sum of the first field (ns on CPU) of every thread's `schedstat` under `proc`.
+fn cpu_of(proc: &str) -> Option<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("{proc}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(ns))
 }
 
 /// A client with a connection pool big enough for `concurrency` workers.
