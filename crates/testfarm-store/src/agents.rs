@@ -5,8 +5,8 @@ use rusqlite::params;
 use testfarm_api::agent::ResourceMetrics;
 use ulid::Ulid;
 
-use crate::sql::{exec, get_json, get_ts, query_all, to_json, ts};
-use crate::{Result, Store, StoreError, Tx};
+use crate::sql::{exec, get_json, get_ts, get_ulid, query_all, to_json, ts};
+use crate::{Result, Store, Tx};
 
 /// How many heartbeats of history are kept per resource.
 pub const METRIC_HISTORY: i64 = 60;
@@ -22,12 +22,8 @@ impl Store {
                  ON l.resource_id = m.resource_id AND l.at = m.at",
                 [],
                 |r| {
-                    let id: String = r.get("resource_id")?;
                     Ok((
-                        Ulid::from_string(&id).map_err(|e| StoreError::Corrupt {
-                            what: "resource metrics",
-                            detail: e.to_string(),
-                        })?,
+                        get_ulid(r, "resource metrics", "resource_id")?,
                         get_ts(r, "at")?,
                         get_json(r, "resource metrics", "metrics")?,
                     ))

@@ -8,8 +8,8 @@ use testfarm_core::lease::{EndReason, Holder, Lease, LeaseState, Share};
 use ulid::Ulid;
 
 use crate::sql::{
-    get_json, get_json_opt, get_ts, get_ts_opt, get_u64, int, query_all, query_opt, to_json, ts,
-    ts_opt,
+    get_json, get_json_opt, get_ts, get_ts_opt, get_u64, get_ulid, int, query_all, query_opt,
+    to_json, ts, ts_opt,
 };
 use crate::{Result, Store, StoreError, Tx};
 
@@ -27,18 +27,13 @@ fn corrupt(detail: impl ToString) -> StoreError {
     }
 }
 
-fn ulid(row: &Row<'_>, col: &str) -> Result<Ulid> {
-    let text: String = row.get(col)?;
-    Ulid::from_string(&text).map_err(corrupt)
-}
-
 fn from_row(row: &Row<'_>) -> Result<Lease> {
     let holder_type: String = row.get("holder_type")?;
     let holder: String = row.get("holder")?;
     let state: String = row.get("state")?;
     Ok(Lease {
-        id: ulid(row, "id")?,
-        resource_id: ulid(row, "resource_id")?,
+        id: get_ulid(row, "lease", "id")?,
+        resource_id: get_ulid(row, "lease", "resource_id")?,
         holder: serde_json::from_value::<Holder>(
             serde_json::json!({ "holder_type": holder_type, "holder": holder }),
         )
@@ -119,7 +114,7 @@ impl Store {
                 c,
                 "SELECT id, last_lease_end FROM resources WHERE last_lease_end IS NOT NULL",
                 [],
-                |r| Ok((ulid(r, "id")?, get_ts(r, "last_lease_end")?)),
+                |r| Ok((get_ulid(r, "resource", "id")?, get_ts(r, "last_lease_end")?)),
             )
         })
     }

@@ -10,8 +10,8 @@ use testfarm_core::resource::{Resource, ResourceKind, ResourceState, Selectable,
 use ulid::Ulid;
 
 use crate::sql::{
-    exec, get_json, get_json_opt, get_ts, get_ts_opt, get_u64, query_all, query_opt, to_json, ts,
-    ts_opt, unique,
+    exec, get_json, get_json_opt, get_ts, get_ts_opt, get_u64, get_ulid, query_all, query_opt,
+    to_json, ts, ts_opt, unique,
 };
 use crate::{Result, Store, StoreError, Tx};
 
@@ -30,11 +30,10 @@ fn corrupt(detail: impl ToString) -> StoreError {
 }
 
 fn from_row(row: &Row<'_>) -> Result<Resource> {
-    let id: String = row.get("id")?;
     let kind: String = row.get("kind")?;
     let state: String = row.get("state")?;
     Ok(Resource {
-        id: Ulid::from_string(&id).map_err(corrupt)?,
+        id: get_ulid(row, "resource", "id")?,
         name: row.get("name")?,
         kind: kind.parse::<ResourceKind>().map_err(corrupt)?,
         labels: get_json(row, "resource labels", "labels")?,
@@ -98,7 +97,6 @@ impl Store {
                  FROM resources WHERE state != 'retired' AND (?1 IS NULL OR kind = ?1) ORDER BY id",
                 [kind.map(|k| k.as_str())],
                 |r| {
-                    let id: String = r.get("id")?;
                     let kind: String = r.get("kind")?;
                     let state: String = r.get("state")?;
                     let name: String = r.get("name")?;
@@ -106,7 +104,7 @@ impl Store {
                     let arch: Option<String> = r.get("arch")?;
                     let board_type: Option<String> = r.get("board_type")?;
                     Ok(Selectable {
-                        id: Ulid::from_string(&id).map_err(corrupt)?,
+                        id: get_ulid(r, "resource", "id")?,
                         labels: derived_labels(
                             get_json(r, "resource labels", "labels")?,
                             kind,
@@ -259,9 +257,8 @@ impl Tx {
              ORDER BY last_lease_end IS NOT NULL, last_lease_end, id LIMIT 1",
             [ids],
             |r| {
-                let id: String = r.get("id")?;
                 Ok(FreeResource {
-                    id: Ulid::from_string(&id).map_err(corrupt)?,
+                    id: get_ulid(r, "resource", "id")?,
                     name: r.get("name")?,
                     last_epoch: get_u64(r, "resource", "last_epoch")?,
                 })

@@ -1,10 +1,11 @@
-//! How values are stored: timestamps as RFC 3339 UTC text, structured values as JSON
-//! text. One place, so every table spells them the same way and text comparisons in SQL
+//! How values are stored: timestamps as RFC 3339 UTC text, ids (ULIDs) as text,
+//! structured values as JSON text. One place, so every table spells them the same way and text comparisons in SQL
 //! (`ORDER BY ended_at`, `last_used_at < ?`) order them in time.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::Row;
 use rusqlite::types::ValueRef;
+use ulid::Ulid;
 
 use crate::{Result, StoreError};
 
@@ -103,6 +104,15 @@ pub(crate) fn unique(res: Result<usize>, what: &'static str, name: &str) -> Resu
 pub(crate) fn get_u64(row: &Row<'_>, what: &'static str, col: &str) -> Result<u64> {
     let v: i64 = row.get(col)?;
     u64::try_from(v).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: format!("{col}: {e}"),
+    })
+}
+
+/// A ULID stored as text in `col`; anything else is a corrupt `what`.
+pub(crate) fn get_ulid(row: &Row<'_>, what: &'static str, col: &str) -> Result<Ulid> {
+    let text: String = row.get(col)?;
+    Ulid::from_string(&text).map_err(|e| StoreError::Corrupt {
         what,
         detail: format!("{col}: {e}"),
     })
