@@ -29,17 +29,25 @@ fn corrupt(detail: impl ToString) -> StoreError {
     }
 }
 
+/// A column holding a name from one of the domain's enums (`kind`, `state`).
+fn parsed<T: std::str::FromStr>(row: &Row<'_>, col: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.get(col)?;
+    text.parse::<T>()
+        .map_err(|e| corrupt(format!("{col}: {e}")))
+}
+
 fn from_row(row: &Row<'_>) -> Result<Resource> {
-    let kind: String = row.get("kind")?;
-    let state: String = row.get("state")?;
     Ok(Resource {
         id: get_ulid(row, "resource", "id")?,
         name: row.get("name")?,
-        kind: kind.parse::<ResourceKind>().map_err(corrupt)?,
+        kind: parsed(row, "kind")?,
         labels: get_json(row, "resource labels", "labels")?,
         capabilities: get_json(row, "resource capabilities", "capabilities")?,
         board: get_json_opt(row, "resource board", "board")?,
-        state: state.parse::<ResourceState>().map_err(corrupt)?,
+        state: parsed(row, "state")?,
         health: get_json(row, "resource health", "health")?,
         maintenance: get_json_opt(row, "resource maintenance", "maintenance")?,
         retired_reason: row.get("retired_reason")?,
@@ -97,10 +105,8 @@ impl Store {
                  FROM resources WHERE state != 'retired' AND (?1 IS NULL OR kind = ?1) ORDER BY id",
                 [kind.map(|k| k.as_str())],
                 |r| {
-                    let kind: String = r.get("kind")?;
-                    let state: String = r.get("state")?;
                     let name: String = r.get("name")?;
-                    let kind = kind.parse::<ResourceKind>().map_err(corrupt)?;
+                    let kind: ResourceKind = parsed(r, "kind")?;
                     let arch: Option<String> = r.get("arch")?;
                     let board_type: Option<String> = r.get("board_type")?;
                     Ok(Selectable {
@@ -114,7 +120,7 @@ impl Store {
                         ),
                         name,
                         kind,
-                        state: state.parse::<ResourceState>().map_err(corrupt)?,
+                        state: parsed(r, "state")?,
                     })
                 },
             )
@@ -273,13 +279,7 @@ impl Tx {
             self.conn(),
             "SELECT name, state FROM resources WHERE id = ?",
             [id.to_string()],
-            |r| {
-                let state: String = r.get("state")?;
-                Ok((
-                    r.get("name")?,
-                    state.parse::<ResourceState>().map_err(corrupt)?,
-                ))
-            },
+            |r| Ok((r.get("name")?, parsed(r, "state")?)),
         )?
         .ok_or_else(|| StoreError::NotFound {
             what: "resource",
