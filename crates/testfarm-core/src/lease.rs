@@ -421,6 +421,19 @@ impl Lease {
         ))
     }
 
+    /// Credits the holder with the server's own silence: a holder cannot be heard while
+    /// the server is not listening (down, or stalled: a paused VM, a starved process), so
+    /// its heartbeat bound counts from no earlier than `awake_since`, when the server was
+    /// last awake again. The duration still counts: a 30-minute lease does not grow.
+    /// Returns whether the heartbeat moved.
+    pub fn credit(&mut self, awake_since: DateTime<Utc>) -> bool {
+        let moved = self.state == LeaseState::Active && self.heartbeat_at < awake_since;
+        if moved {
+            self.heartbeat_at = awake_since;
+        }
+        moved
+    }
+
     /// For the reaper: the expired lease if this one is active and past its effective end.
     /// `ended_at` is the effective end, not the reaper's clock, so history shows when the
     /// lease really stopped.
@@ -454,10 +467,18 @@ impl Lease {
     }
 }
 
-/// The reaper's rule: every active lease past its effective end, expired. The server
-/// runs it every second or so and schedules each resource's cleanup.
-pub fn reap(leases: &[Lease], now: DateTime<Utc>) -> Vec<Lease> {
-    leases.iter().filter_map(|l| l.expire(now)).collect()
+/// The reaper's rule: every active lease past its effective end, expired, with the
+/// server's silence until `awake_since` credited to the holders ([`Lease::credit`]). The
+/// server runs it every second or so and schedules each resource's cleanup.
+pub fn reap(leases: &[Lease], now: DateTime<Utc>, awake_since: DateTime<Utc>) -> Vec<Lease> {
+    leases
+        .iter()
+        .filter_map(|l| {
+            let mut l = l.clone();
+            l.credit(awake_since);
+            l.expire(now)
+        })
+        .collect()
 }
 
 /// The next moment the reaper has something to do (to sleep until then), if any.
@@ -633,9 +654,9 @@ mod tests {
         let b = lease(Duration::from_secs(600));
         let leases = [a.clone(), b.clone()];
         assert_eq!(next_expiry(&leases), Some(t0() + CD::seconds(10)));
-        assert!(reap(&leases, t0() + CD::seconds(5)).is_empty());
-        assert_eq!(reap(&leases, t0() + CD::seconds(10)).len(), 1);
-        assert_eq!(reap(&leases, t0() + CD::seconds(31)).len(), 2);
+        assert!(reap(&leases, t0() + CD::seconds(5), t0()).is_empty());
+        assert_eq!(reap(&leases, t0() + CD::seconds(10), t0()).len(), 1);
+        assert_eq!(reap(&leases, t0() + CD::seconds(31), t0()).len(), 2);
         assert!(
             acquire(
                 LeaseRequest {
@@ -654,6 +675,44 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_servers_silence_is_credited_to_the_holder() {
+        // Heartbeat bound 30 s, duration 10 min. The server stalls from t0+5s to t0+40s.
+        let l = lease(Duration::from_secs(600));
+        let resumed = t0() + CD::seconds(40);
+        let at = t0() + CD::seconds(41);
+        // Judged without the credit, the holder looks 41 s silent and loses the lease.
+        assert_eq!(reap(std::slice::from_ref(&l), at, t0()).len(), 1);
+        assert!(l.check_write(7, at).is_err());
+        // With it, the holder has a whole heartbeat bound from the resume to be heard.
+        assert!(reap(std::slice::from_ref(&l), at, resumed).is_empty());
+        let mut c = l.clone();
+        assert!(c.credit(resumed));
+        assert!(c.check_write(7, at).is_ok());
+        assert!(c.renew(7, None, at).is_ok());
+        // A holder that stays silent after the resume still loses it, a bound later.
+        let late = resumed + CD::seconds(30);
+        let ended = reap(std::slice::from_ref(&l), late, resumed);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].ended_at, Some(late));
+        // The duration is not extended by the credit.
+        let short = lease(Duration::from_secs(20));
+        assert_eq!(
+            reap(
+                std::slice::from_ref(&short),
+                t0() + CD::seconds(21),
+                resumed
+            )
+            .len(),
+            1
+        );
+        // Nothing moves for a lease heard after the resume, or one already ended.
+        let mut fresh = c.renew(7, None, resumed + CD::seconds(1)).unwrap();
+        assert!(!fresh.credit(resumed));
+        let mut gone = l.release(&Holder::Person("ann".into()), 7, t0()).unwrap();
+        assert!(!gone.credit(resumed));
     }
 
     #[test]

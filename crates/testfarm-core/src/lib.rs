@@ -23,6 +23,7 @@
 //! - [`estimate`]: job durations from history (median of the last N similar runs).
 //! - [`why`]: a waiting job explained in words, from the same rules as placement.
 //! - [`reconcile`]: what a restarted server does with leases and jobs.
+//! - [`liveness`]: when the server was last awake, so its own stalls are not blamed on holders.
 //! - [`cleanup`]: what an ended lease's resource needs, and a failed cleanup's consequence.
 
 pub mod cleanup;
@@ -33,6 +34,7 @@ pub mod job;
 pub mod jobspec;
 pub mod labels;
 pub mod lease;
+pub mod liveness;
 pub mod pinned;
 pub mod placement;
 pub mod policy;

@@ -76,10 +76,7 @@ pub fn reconcile(
     for l in leases.iter().filter(|l| l.state == LeaseState::Active) {
         // Rule 1: the downtime does not count against the heartbeat.
         let mut live = l.clone();
-        let rebased = live.heartbeat_at < restarted_at;
-        if rebased {
-            live.heartbeat_at = restarted_at;
-        }
+        let rebased = live.credit(restarted_at);
         let job = match &l.holder {
             Holder::Job(id) => Some(*id),
             Holder::Person(_) => None,

@@ -90,6 +90,8 @@ enum Op {
     Loss(usize),
     Back(usize),
     Restart(u32),
+    /// The server stalls (a paused VM, a starved process) for some seconds.
+    Stall(u32),
     Cancel(usize),
     QueueTimeout,
     ManualLease(usize),
@@ -117,6 +119,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..BOARDS + HOSTS).prop_map(Op::Loss),
         1 => (0usize..BOARDS + HOSTS).prop_map(Op::Back),
         1 => (0u32..120).prop_map(Op::Restart),
+        1 => (1u32..90).prop_map(Op::Stall),
         1 => (0usize..64).prop_map(Op::Cancel),
         1 => Just(Op::QueueTimeout),
         1 => (0usize..BOARDS + HOSTS).prop_map(Op::ManualLease),
@@ -136,6 +139,8 @@ struct MJob {
 
 struct Model {
     now: DateTime<Utc>,
+    /// When the server was last awake again (its start, a restart, the end of a stall).
+    awake_since: DateTime<Utc>,
     resources: Vec<Resource>,
     last_epoch: HashMap<Ulid, u64>,
     leases: Vec<Lease>,
@@ -166,6 +171,7 @@ impl Model {
         }
         Model {
             now: t0(),
+            awake_since: t0(),
             resources,
             last_epoch: HashMap::new(),
             leases: Vec::new(),
@@ -362,6 +368,10 @@ impl Model {
                 }
             }
             Op::Advance(s) => self.now += chrono::Duration::seconds(i64::from(*s)),
+            Op::Stall(s) => {
+                self.now += chrono::Duration::seconds(i64::from(*s));
+                self.awake_since = self.now;
+            }
             Op::Reap => {
                 let active: Vec<Lease> = self
                     .leases
@@ -369,7 +379,7 @@ impl Model {
                     .filter(|l| l.state == LeaseState::Active)
                     .cloned()
                     .collect();
-                for ended in reap(&active, self.now) {
+                for ended in reap(&active, self.now, self.awake_since) {
                     let holder = ended.holder.clone();
                     let detail = ended.end_reason.as_ref().map(ToString::to_string);
                     self.put_lease(ended);
@@ -438,6 +448,7 @@ impl Model {
                     .collect();
                 // The server came back after some downtime.
                 let restarted = self.now;
+                self.awake_since = restarted;
                 let r = reconcile(
                     &active,
                     &records,
@@ -534,7 +545,9 @@ impl Model {
     fn heartbeat(&mut self, j: usize) {
         let holder = Holder::Job(self.jobs[j].q.id);
         if let Some(li) = self.active_lease_of(&holder) {
-            let l = &self.leases[li];
+            // As the server judges it: its own silence is credited to the holder.
+            let mut l = self.leases[li].clone();
+            l.credit(self.awake_since);
             if let Ok(next) = l.renew(l.epoch, None, self.now) {
                 self.leases[li] = next;
                 self.jobs[j].last_report = Some(self.now);

@@ -6,6 +6,7 @@
 //! and validation, is [`config`].
 
 pub mod auth;
+pub mod awake;
 pub mod config;
 pub mod error;
 mod ids;
@@ -125,6 +126,7 @@ impl Server {
             })?;
         let (work, _) = tokio::sync::watch::channel(0u64);
         let (log_written, _) = tokio::sync::watch::channel(0u64);
+        let started_at = Utc::now();
         let state = AppState {
             store,
             config: Arc::new(config),
@@ -135,7 +137,8 @@ impl Server {
             log_written: Arc::new(log_written),
             log_locks: Arc::default(),
             data_dir: Arc::new(paths.data_dir.clone()),
-            started_at: Utc::now(),
+            started_at,
+            awake: Arc::new(awake::Awake::new(started_at)),
         };
         Ok(Server { state, listener })
     }

@@ -56,8 +56,15 @@ pub async fn append(
     let lock = state.log_locks.get(job_id);
     let _guard = lock.lock().await;
     let mut tx = state.store.begin().await?;
-    let (mut job, _) =
-        crate::routes::agents::fenced(&mut tx, caller, job_id, epoch, Utc::now()).await?;
+    let (mut job, _) = crate::routes::agents::fenced(
+        &mut tx,
+        caller,
+        job_id,
+        epoch,
+        Utc::now(),
+        state.awake.since(),
+    )
+    .await?;
     let next = job.log_chunks;
     if seq < next {
         return Ok(next); // a retry of a stored chunk

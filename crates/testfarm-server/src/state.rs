@@ -28,6 +28,9 @@ pub struct AppState {
     /// Where job logs and outputs are kept.
     pub data_dir: Arc<std::path::PathBuf>,
     pub started_at: DateTime<Utc>,
+    /// When the server was last awake (its start, or the end of a stall): silence
+    /// before it is not held against lease holders and agents.
+    pub awake: Arc<crate::awake::Awake>,
 }
 
 impl AppState {

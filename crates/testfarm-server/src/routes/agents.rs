@@ -354,13 +354,15 @@ async fn assignments_for(state: &AppState, caller: &Caller) -> ApiResult<Vec<Ass
 }
 
 /// Loads a job and its lease for a fenced agent write: the caller must own the job's
-/// resource, and `epoch` must be the live lease's.
+/// resource, and `epoch` must be the live lease's (judged with the server's silence
+/// until `awake_since` credited to the holder).
 pub(crate) async fn fenced(
     tx: &mut Tx,
     caller: &Caller,
     job_id: &str,
     epoch: u64,
     now: DateTime<Utc>,
+    awake_since: DateTime<Utc>,
 ) -> ApiResult<(JobRow, Lease)> {
     let job = tx.get_job(job_id).await?;
     let resource_id = job.resource_id.clone().ok_or_else(|| {
@@ -379,7 +381,8 @@ pub(crate) async fn fenced(
             job.job.state
         ))
     })?;
-    let lease = tx.get_lease(&lease_id).await?;
+    let mut lease = tx.get_lease(&lease_id).await?;
+    lease.credit(awake_since);
     lease.check_write(epoch, now).map_err(stale)?;
     if !job.job.state.holds_lease() {
         return Err(stale(format!(
@@ -415,7 +418,7 @@ pub async fn start_job(
     caller.require(Action::ActAsAgent)?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
-    let (mut job, _) = fenced(&mut tx, &caller, &id, req.epoch, now).await?;
+    let (mut job, _) = fenced(&mut tx, &caller, &id, req.epoch, now, state.awake.since()).await?;
     if job.job.state == JobState::Running {
         return Ok(Json(json!({ "state": "running" })));
     }
@@ -463,7 +466,7 @@ pub async fn report_step(
     caller.require(Action::ActAsAgent)?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
-    let (mut job, _) = fenced(&mut tx, &caller, &id, s.epoch, now).await?;
+    let (mut job, _) = fenced(&mut tx, &caller, &id, s.epoch, now, state.awake.since()).await?;
     let rec = StepRecord {
         index: s.index,
         kind: s.kind.clone(),
@@ -512,7 +515,7 @@ pub async fn put_output(
     }
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
-    fenced(&mut tx, &caller, &id, epoch, now).await?;
+    fenced(&mut tx, &caller, &id, epoch, now, state.awake.since()).await?;
     let dir = crate::logs::job_dir(&state, &id).join("outputs");
     tokio::fs::create_dir_all(&dir)
         .await
@@ -543,7 +546,7 @@ pub async fn finish_job(
     caller.require(Action::ActAsAgent)?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
-    let (mut job, _) = fenced(&mut tx, &caller, &id, req.epoch, now).await?;
+    let (mut job, _) = fenced(&mut tx, &caller, &id, req.epoch, now, state.awake.since()).await?;
     if job.log_chunks < req.log_chunks {
         return Err(ApiError::unprocessable(
             "log_chunks",

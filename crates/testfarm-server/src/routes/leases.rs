@@ -262,8 +262,9 @@ pub async fn renew_lease(
         .transpose()?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
-    let lease = tx.get_lease(&id).await?;
+    let mut lease = tx.get_lease(&id).await?;
     check_holder(&state, &caller, &lease).await?;
+    lease.credit(state.awake.since());
     let renewed = lease.renew(req.epoch, extend, now).map_err(refused)?;
     tx.update_lease(&renewed).await?;
     tx.commit().await?;

@@ -27,7 +27,9 @@ pub(crate) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
 async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<(), LifecycleError> {
     let limit = chrono::Duration::from_std(state.config.health.offline_after.0)
         .unwrap_or(chrono::Duration::MAX);
-    // A server that was down did not hear anyone: count silence from its start.
+    // A server that was down or stalled did not hear anyone: count silence from when
+    // it was last awake.
+    let awake_since = state.awake.since();
     let resources = state
         .store
         .list_resources(&ResourceFilter::default())
@@ -36,7 +38,7 @@ async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<(), LifecycleError
         if r.agent.is_none() || matches!(r.state, ResourceState::Offline | ResourceState::Retired) {
             continue;
         }
-        let heard = r.last_seen.unwrap_or(r.created_at).max(state.started_at);
+        let heard = r.last_seen.unwrap_or(r.created_at).max(awake_since);
         if now - heard < limit {
             continue;
         }

@@ -17,6 +17,7 @@ pub(crate) fn spawn_all(state: AppState, stop: watch::Receiver<bool>) -> Vec<Joi
         tokio::spawn(maintenance::run(state.clone(), stop.clone())),
         tokio::spawn(scheduler::run(state.clone(), stop.clone())),
         tokio::spawn(reaper::run(state.clone(), stop.clone())),
+        tokio::spawn(crate::awake::watchdog(state.awake.clone(), stop.clone())),
         tokio::spawn(health::run(state, stop)),
     ]
 }

@@ -44,13 +44,14 @@ pub(crate) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Ends expired leases.
+/// Ends expired leases. The server's own stalls are not held against their holders.
 pub(crate) async fn reap_once(state: &AppState, now: DateTime<Utc>) -> Result<(), LifecycleError> {
     let active = state.store.active_leases().await?;
-    for expired in lease::reap(&active, now) {
+    for expired in lease::reap(&active, now, state.awake.since()) {
         let mut tx = state.store.begin().await?;
         // Re-read: a renewal may have landed since the snapshot.
-        let current = tx.get_lease(&expired.id.to_string()).await?;
+        let mut current = tx.get_lease(&expired.id.to_string()).await?;
+        current.credit(state.awake.since());
         let Some(ended) = current.expire(now) else {
             continue;
         };
