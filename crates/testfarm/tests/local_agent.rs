@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Lab, cli, stdout, wait_for};
+use support::{Lab, cli, stdout, wait_for, wait_job};
 
 #[test]
 fn built_in_agent_runs_a_test_step_and_results_follow() {
@@ -47,13 +47,7 @@ always:
     let r = http.post("/api/v1/jobs", t, json!({"spec": spec}));
     assert_eq!(r.status, 201, "{}", r.text);
     let id = r.body["id"].as_str().unwrap().to_string();
-    let job = wait_for("the job to end", Duration::from_secs(60), || {
-        let j = http.get(&format!("/api/v1/jobs/{id}"), t).body;
-        j["state"]
-            .as_str()
-            .is_some_and(|s| !["queued", "assigned", "running"].contains(&s))
-            .then_some(j)
-    });
+    let job = wait_job(&http, t, &id, Duration::from_secs(60));
     let log = stdout(&cli(&server.url, t, &["logs", &id]));
     assert_eq!(
         job["state"], "failed",

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use crate::support::wait_for;
 use crate::support::{BIN, Http, Lab};
+#[allow(unused_imports)] // not every test binary waits for jobs
+pub use crate::support::{wait_for, wait_job};
 
 /// A lab without the built-in agent (tests bring their own), with faster health checks
 /// and load thresholds out of the way.
@@ -171,18 +172,6 @@ pub fn job(http: &Http, token: &str, id: &str) -> serde_json::Value {
     let r = http.get(&format!("/api/v1/jobs/{id}"), token);
     assert_eq!(r.status, 200, "{}", r.text);
     r.body
-}
-
-const TERMINAL: &[&str] = &["passed", "failed", "error", "cancelled", "timed_out"];
-
-/// Waits for a job to end; returns it.
-pub fn wait_job(http: &Http, token: &str, id: &str, timeout: Duration) -> serde_json::Value {
-    wait_for(&format!("job {id} to end"), timeout, || {
-        let j = job(http, token, id);
-        TERMINAL
-            .contains(&j["state"].as_str().unwrap_or(""))
-            .then_some(j)
-    })
 }
 
 /// Waits for a job to reach `state`.

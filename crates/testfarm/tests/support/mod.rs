@@ -108,6 +108,46 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The states a job ends in.
+pub const TERMINAL: &[&str] = &["passed", "failed", "error", "cancelled", "timed_out"];
+
+/// Waits for job `id` to end and returns it. On timeout it panics with what the job was
+/// doing: its row, the last events and the tail of its log, so a failure in CI explains
+/// itself.
+pub fn wait_job(http: &Http, token: &str, id: &str, timeout: Duration) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let j = http.get(&format!("/api/v1/jobs/{id}"), token);
+        if TERMINAL.contains(&j.body["state"].as_str().unwrap_or("")) {
+            return j.body;
+        }
+        if std::time::Instant::now() > deadline {
+            let events = http.get("/api/v1/events?limit=1000", token).body;
+            let recent: Vec<String> = events
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .rev()
+                        .take(40)
+                        .rev()
+                        .map(|e| e.to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let log = http.get(&format!("/api/v1/jobs/{id}/log"), token).text;
+            let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>();
+            panic!(
+                "timed out after {timeout:?} waiting for job {id} to end\njob: {}\n\
+                 last events:\n{}\nlog tail (newest first):\n{}",
+                j.text,
+                recent.join("\n"),
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A running server process; killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -122,7 +162,7 @@ impl Server {
             .arg("-f")
             .arg(config)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -194,9 +234,20 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Kills the server; when the test is failing, prints what the server logged so a
+    /// flaky failure in CI carries its own diagnosis.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // The reader thread ends when the pipe closes; give it a moment to drain.
+            std::thread::sleep(Duration::from_millis(100));
+            let lines: Vec<String> = self.stderr.try_iter().collect();
+            eprintln!("--- server stderr ({} lines) ---", lines.len());
+            for l in lines.iter().rev().take(200).rev() {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
