@@ -88,3 +88,39 @@ always:
     let build = http.get("/api/v1/resources/local-build", t).body;
     assert_eq!(build["state"], "available", "{build}");
 }
+
+/// A build server with less free disk than `health.min_disk_gb` takes no builds, and
+/// `why` says so instead of leaving the job waiting without a word.
+#[test]
+fn a_build_server_short_of_disk_takes_no_builds_and_why_says_so() {
+    let lab = Lab::new();
+    lab.fast();
+    lab.set("agent.local", "enabled", "true");
+    lab.set("health", "min_disk_gb", "1000000"); // no disk here has a petabyte free
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    let build = wait_for("the build server degraded", Duration::from_secs(20), || {
+        let r = http.get("/api/v1/resources/local-build", t);
+        (r.status == 200 && r.body["health"]["status"] == "degraded").then_some(r.body)
+    });
+    let reasons = build["health"]["reasons"].to_string();
+    assert!(reasons.contains("below 1000000 GB"), "{build}");
+    let r = http.post(
+        "/api/v1/jobs",
+        t,
+        json!({"spec": "name: needs-disk\nrequires:\n  kind: build-server\nsteps:\n  - shell: 'true'\n"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(600)); // three scheduler ticks
+    assert_eq!(
+        http.get(&format!("/api/v1/jobs/{id}"), t).body["state"],
+        "queued"
+    );
+    let why = stdout(&cli(&server.url, t, &["job", "why", &id]));
+    assert!(
+        why.contains("local-build") && why.contains("degraded") && why.contains("GB free"),
+        "{why}"
+    );
+}

@@ -87,6 +87,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .trim()
         .to_string();
     let mut config = Config::load(&done.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The demo's build jobs are tiny: a laptop with a nearly full disk should still see
+    // them run (a real lab keeps the configured floor, 10 GB by default).
+    config.health.min_disk_gb = config.health.min_disk_gb.min(1);
     let rt = tokio::runtime::Runtime::new()?;
     let code = rt.block_on(async move {
         let paths = Paths::resolve(&config, &base, None, None);
@@ -184,6 +187,13 @@ async fn tour(
             .await?;
         let end = wait(client, &job.id, Duration::from_secs(120)).await?;
         all_passed &= end.state == testfarm_api::job::JobState::Passed;
+        if !end.state.is_terminal() {
+            // Say why instead of leaving the user with a job that never ended.
+            let why: serde_json::Value =
+                client.get(&format!("/api/v1/jobs/{}/why", end.id)).await?;
+            println!("job {} did not end in time:", end.name);
+            println!("{}", why["text"].as_str().unwrap_or_default());
+        }
         println!(
             "job {:<18} {:<7} on {:<12} ({path}, id {})",
             end.name,

@@ -46,6 +46,10 @@ impl Lab {
         // Tests see only the resources they create; `lab.set("agent.local", "enabled",
         // "true")` turns the built-in agent back on.
         lab.set("agent.local", "enabled", "false");
+        // Build servers below this much free disk take no builds; the machine running the
+        // tests may well be that full (CI once was, and a job waited forever). The rule has
+        // its own test, which sets it.
+        lab.set("health", "min_disk_gb", "0");
         lab
     }
 
@@ -135,11 +139,13 @@ pub fn wait_job(http: &Http, token: &str, id: &str, timeout: Duration) -> serde_
                 })
                 .unwrap_or_default();
             let log = http.get(&format!("/api/v1/jobs/{id}/log"), token).text;
+            let why = http.get(&format!("/api/v1/jobs/{id}/why"), token).body;
             let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>();
             panic!(
-                "timed out after {timeout:?} waiting for job {id} to end\njob: {}\n\
+                "timed out after {timeout:?} waiting for job {id} to end\njob: {}\nwhy: {}\n\
                  last events:\n{}\nlog tail (newest first):\n{}",
                 j.text,
+                why["text"].as_str().unwrap_or("(no why)"),
                 recent.join("\n"),
                 tail.join("\n")
             );
