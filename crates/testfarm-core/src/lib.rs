@@ -24,6 +24,7 @@
 //! - [`why`]: a waiting job explained in words, from the same rules as placement.
 //! - [`reconcile`]: what a restarted server does with leases and jobs.
 //! - [`liveness`]: when the server was last awake, so its own stalls are not blamed on holders.
+//! - [`retention`]: what history (events, ended leases) is kept, and for how long.
 //! - [`cleanup`]: what an ended lease's resource needs, and a failed cleanup's consequence.
 
 pub mod cleanup;
@@ -42,6 +43,7 @@ pub mod priority;
 pub mod queue;
 pub mod reconcile;
 pub mod resource;
+pub mod retention;
 pub mod role;
 pub mod selector;
 pub mod size;

@@ -74,6 +74,16 @@ min_disk_gb = 10
 # Above this CPU, memory or disk use (percent) a host takes no new VMs.
 max_utilization_pct = 85
 
+[retention]
+# Events (the audit log, and the history live streams resume from) older than this are
+# deleted, all but the newest. "0s" keeps them forever.
+events = "90d"
+# Leases that ended (released or expired) longer ago than this are deleted; active leases
+# never are. "0s" keeps them forever.
+ended_leases = "90d"
+# How often old history is looked for (it is deleted in small transactions).
+interval = "1h"
+
 [agent.local]
 # Run the built-in agent in the server process, registering this machine's resources.
 enabled = true
@@ -90,7 +100,33 @@ pub struct Config {
     pub scheduler: SchedulerSection,
     pub leases: LeasesSection,
     pub health: HealthSection,
+    pub retention: RetentionSection,
     pub agent: AgentSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    pub events: HumanDuration,
+    pub ended_leases: HumanDuration,
+    pub interval: HumanDuration,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            events: HumanDuration(Duration::from_secs(90 * 86_400)),
+            ended_leases: HumanDuration(Duration::from_secs(90 * 86_400)),
+            interval: HumanDuration(Duration::from_secs(3600)),
+        }
+    }
+}
+
+impl RetentionSection {
+    /// The core's view: zero ages keep forever.
+    pub fn rule(&self) -> testfarm_core::retention::Retention {
+        testfarm_core::retention::Retention::from_ages(self.events.0, self.ended_leases.0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -298,6 +334,11 @@ impl Config {
         if self.leases.heartbeat_ttl.0.is_zero() || self.health.offline_after.0.is_zero() {
             return Err(bad(
                 "leases.heartbeat_ttl and health.offline_after must be more than zero".into(),
+            ));
+        }
+        if self.retention.interval.0.is_zero() {
+            return Err(bad(
+                "retention.interval must be more than zero (set the ages to \"0s\" to keep everything)".into(),
             ));
         }
         if self.log.level.trim().is_empty() {

@@ -1,10 +1,12 @@
 //! The append-only event log. Events are appended by [`crate::Tx::commit`], in the
 //! transaction of the change they record, so they are written with it or not at all.
+//! Retention prunes it from its oldest end ([`crate::Tx::prune_events`]).
 
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 use testfarm_api::Event;
 
-use crate::sql::{get_json, get_ts, query_all, to_json};
+use crate::sql::{get_json, get_ts, query_all, to_json, ts};
 use crate::{Result, Store};
 
 /// An event about to be recorded.
@@ -53,6 +55,28 @@ pub(crate) fn append(conn: &Connection, at: &str, event: &NewEvent) -> Result<i6
         to_json(&event.data)
     ])?;
     Ok(conn.last_insert_rowid())
+}
+
+impl crate::Tx {
+    /// Deletes up to `limit` of the oldest events recorded before `before`, never the
+    /// newest event (ids continue from it, so live streams resume without gaps). Looks at
+    /// the `limit` oldest rows only: events are appended in time order, so nothing older
+    /// hides behind them. Returns how many went.
+    pub async fn prune_events(&mut self, before: DateTime<Utc>, limit: usize) -> Result<usize> {
+        let n = self
+            .conn()
+            .prepare_cached(
+                "DELETE FROM events WHERE id IN (
+                     SELECT id FROM events WHERE id < (SELECT MAX(id) FROM events)
+                     ORDER BY id LIMIT ?2)
+                 AND julianday(at) < julianday(?1)",
+            )?
+            .execute(params![
+                ts(before),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ])?;
+        Ok(n)
+    }
 }
 
 pub(crate) fn latest_id(conn: &Connection) -> Result<i64> {

@@ -121,6 +121,33 @@ impl Store {
 }
 
 impl Tx {
+    /// Deletes up to `limit` leases that ended before `before` (never an active one),
+    /// oldest first; returns how many went. Lease ids are ULIDs, which start with their
+    /// creation time, and a lease ends after it starts: only ids below `before`'s are
+    /// looked at, so a pass costs the old rows, not the whole table.
+    pub async fn prune_ended_leases(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize> {
+        let ms = u64::try_from(before.timestamp_millis()).unwrap_or(0);
+        let below = Ulid::from_parts(ms, 0).to_string();
+        let n = self
+            .conn()
+            .prepare_cached(
+                "DELETE FROM leases WHERE id IN (
+                     SELECT id FROM leases
+                     WHERE id < ?3 AND state != 'active' AND julianday(ended_at) < julianday(?1)
+                     ORDER BY id LIMIT ?2)",
+            )?
+            .execute(params![
+                ts(before),
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                below
+            ])?;
+        Ok(n)
+    }
+
     pub async fn get_lease(&mut self, id: &str) -> Result<Lease> {
         fetch(self.conn(), id)
     }

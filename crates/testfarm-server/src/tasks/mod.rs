@@ -5,6 +5,7 @@ pub mod cleanup;
 pub mod health;
 pub mod maintenance;
 pub mod reaper;
+pub mod retention;
 pub mod scheduler;
 
 use tokio::sync::watch;
@@ -17,6 +18,7 @@ pub(crate) fn spawn_all(state: AppState, stop: watch::Receiver<bool>) -> Vec<Joi
         tokio::spawn(maintenance::run(state.clone(), stop.clone())),
         tokio::spawn(scheduler::run(state.clone(), stop.clone())),
         tokio::spawn(reaper::run(state.clone(), stop.clone())),
+        tokio::spawn(retention::run(state.clone(), stop.clone())),
         tokio::spawn(crate::awake::watchdog(state.awake.clone(), stop.clone())),
         tokio::spawn(health::run(state, stop)),
     ]
