@@ -35,6 +35,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_lean_lease_indexes",
         include_str!("../migrations/0005_lean_lease_indexes.sql"),
     ),
+    (
+        "0006_lean_history_tables",
+        include_str!("../migrations/0006_lean_history_tables.sql"),
+    ),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {
@@ -152,6 +156,57 @@ mod tests {
         migrate(&mut c)?;
         let v: u32 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
         assert_eq!(v as usize, MIGRATIONS.len());
+        Ok(())
+    }
+
+    #[test]
+    fn history_tables_keep_their_rows_and_event_ids_go_on() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt {
+            what: "test",
+            detail: e.to_string(),
+        })?;
+        let mut c = open(&dir.path().join("v5.db"))?;
+        // A database at version 5, with history in both tables.
+        for (_, sql) in &MIGRATIONS[..5] {
+            c.execute_batch(sql)?;
+        }
+        c.pragma_update(None, "user_version", 5)?;
+        c.execute_batch(
+            "INSERT INTO events (at, kind, subject_type, subject, actor) VALUES
+               ('2026-01-01T00:00:00Z', 'a', 'lease', 'l1', 'x'),
+               ('2026-01-01T00:00:01Z', 'b', 'lease', 'l2', 'x');
+             DELETE FROM events WHERE id = 1;
+             INSERT INTO leases (id, resource_id, holder_type, holder, epoch, state, created_at,
+                                 expires_at, heartbeat_at, heartbeat_ttl_ms)
+               VALUES ('01A', 'r1', 'person', 'ann', 3, 'active', 't', 't', 't', 1000),
+                      ('01B', 'r1', 'person', 'bob', 2, 'released', 't', 't', 't', 1000);",
+        )?;
+        migrate(&mut c)?;
+        let kinds: Vec<(i64, String)> = c
+            .prepare("SELECT id, kind FROM events ORDER BY id")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        assert_eq!(kinds, vec![(2, "b".to_string())]);
+        c.execute(
+            "INSERT INTO events (at, kind, subject_type, subject, actor) VALUES ('t', 'c', 'lease', 'l3', 'x')",
+            [],
+        )?;
+        assert_eq!(c.last_insert_rowid(), 3, "ids go on from the newest");
+        let active: String = c.query_row(
+            "SELECT holder FROM leases WHERE resource_id = 'r1' AND state = 'active'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(active, "ann");
+        let n: i64 = c.query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))?;
+        assert_eq!(n, 2);
+        // The plan for an active lease by resource still uses the partial index.
+        let plan: String = c.query_row(
+            "EXPLAIN QUERY PLAN SELECT id FROM leases WHERE resource_id = 'r1' AND state = 'active'",
+            [],
+            |r| r.get(3),
+        )?;
+        assert!(plan.contains("leases_active"), "{plan}");
         Ok(())
     }
 
