@@ -484,17 +484,56 @@ impl Resource {
     }
 
     /// Whether new work may be placed here at all (ignoring capacity, which the scheduler
-    /// checks). Offline, maintenance, retired and unhealthy resources take nothing new.
+    /// checks). See [`takes_new_work`].
     pub fn accepts_new_work(&self) -> bool {
-        matches!(self.state, ResourceState::Available | ResourceState::Leased)
-            && self.health.status != HealthStatus::Offline
+        takes_new_work(self.state, self.health.status)
     }
+}
+
+/// Whether a resource in `state` with health `health` takes new work at all (ignoring
+/// capacity). Offline, maintenance and retired resources take nothing new, nor does one
+/// its agent stopped reporting for.
+pub fn takes_new_work(state: ResourceState, health: HealthStatus) -> bool {
+    matches!(state, ResourceState::Available | ResourceState::Leased)
+        && health != HealthStatus::Offline
+}
+
+/// Whether a whole lease (a board, a person's manual lease) may take a resource that has
+/// no active lease: it must be available, not merely taking new work.
+pub fn takes_whole_lease(state: ResourceState, health: HealthStatus) -> bool {
+    state == ResourceState::Available && takes_new_work(state, health)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::Duration;
+
+    #[test]
+    fn what_takes_new_work_and_whole_leases() {
+        let mut takes = Vec::new();
+        let mut whole = Vec::new();
+        for s in ResourceState::ALL {
+            for h in HealthStatus::ALL {
+                if takes_new_work(s, h) {
+                    takes.push((s.as_str(), h.as_str()));
+                }
+                if takes_whole_lease(s, h) {
+                    whole.push((s.as_str(), h.as_str()));
+                }
+            }
+        }
+        assert_eq!(
+            takes,
+            [
+                ("available", "ok"),
+                ("available", "degraded"),
+                ("leased", "ok"),
+                ("leased", "degraded")
+            ]
+        );
+        assert_eq!(whole, [("available", "ok"), ("available", "degraded")]);
+    }
 
     fn board() -> Resource {
         Resource::new(Ulid::nil(), "rpi-1".into(), ResourceKind::Board, Utc::now())

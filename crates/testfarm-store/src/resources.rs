@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, params};
-use testfarm_core::resource::{Resource, ResourceKind, ResourceState, Selectable, derived_labels};
+use testfarm_core::resource::{
+    Resource, ResourceKind, ResourceState, Selectable, derived_labels, takes_whole_lease,
+};
 use ulid::Ulid;
 
 use crate::sql::{
@@ -248,28 +250,29 @@ impl Tx {
         fetch_by(self.conn(), BY_NAME, name)
     }
 
-    /// Of the resources `ids`, the least recently used (never used first) that is
-    /// available, online and without an active lease, with its last fencing epoch:
-    /// what a whole lease may take. One statement under the write lock, so it cannot be
-    /// stale.
+    /// Of the resources `ids`, the least recently used (never used first) without an
+    /// active lease that a whole lease may take (`core::resource::takes_whole_lease`),
+    /// with its last fencing epoch. Read under the write lock, so it cannot be stale.
     pub async fn free_resource_lru(&mut self, ids: &[Ulid]) -> Result<Option<FreeResource>> {
         let ids = to_json(&ids.iter().map(Ulid::to_string).collect::<Vec<_>>());
-        query_opt(
-            self.conn(),
-            "SELECT id, name, last_epoch FROM resources r
-             WHERE id IN (SELECT value FROM json_each(?)) AND state = 'available'
-               AND json_extract(health, '$.status') != 'offline'
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT id, name, last_epoch, state, json_extract(health, '$.status') AS health
+             FROM resources r
+             WHERE id IN (SELECT value FROM json_each(?))
                AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.resource_id = r.id AND l.state = 'active')
-             ORDER BY last_lease_end IS NOT NULL, last_lease_end, id LIMIT 1",
-            [ids],
-            |r| {
-                Ok(FreeResource {
+             ORDER BY last_lease_end IS NOT NULL, last_lease_end, id",
+        )?;
+        let mut rows = stmt.query([ids])?;
+        while let Some(r) = rows.next()? {
+            if takes_whole_lease(parsed(r, "state")?, parsed(r, "health")?) {
+                return Ok(Some(FreeResource {
                     id: get_ulid(r, "resource", "id")?,
                     name: r.get("name")?,
                     last_epoch: get_u64(r, "resource", "last_epoch")?,
-                })
-            },
-        )
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// A resource's name and state: what a lease ending needs to decide where the
