@@ -5,111 +5,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use testfarm_agent::config::{HumanDuration, SshHostConfig};
 use testfarm_agent::control::JobControl;
 use testfarm_agent::executor::{self, ExecSettings, JobRun, ReportError, Reporter, Target};
 use testfarm_agent::logs::{self, ChunkSink, SinkError};
-use testfarm_agent::ssh::{SshError, SshHost};
+use testfarm_agent::ssh::SshError;
 use testfarm_api::agent::{Outcome, StepReport};
-use testfarm_api::resource::ResourceKind;
 use testfarm_core::JobSpec;
 
-/// A private sshd for one test; killed when dropped.
-struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Child,
-}
+mod sshd;
 
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn keygen(path: &Path) {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-impl Sshd {
-    fn start() -> Sshd {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        keygen(&d.join("host_key"));
-        keygen(&d.join("id"));
-        keygen(&d.join("wrong"));
-        std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
-        // sshd refuses to start without its privilege separation directory.
-        let _ = std::fs::create_dir_all("/run/sshd");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
-             PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             UsePAM no\nMaxSessions 50\nMaxStartups 50\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("sshd_config"), cfg).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let s = Sshd { dir, port, child };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "sshd did not listen: {}",
-                std::fs::read_to_string(s.dir.path().join("sshd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn host(&self, key: &str, targets: &[&str]) -> SshHost {
-        let d = self.dir.path();
-        SshHost::new(SshHostConfig {
-            name: "remote1".into(),
-            destination: "root@127.0.0.1".into(),
-            identity_file: Some(d.join(key)),
-            port: Some(self.port),
-            kind: ResourceKind::BuildServer,
-            labels: Default::default(),
-            targets: targets.iter().map(|s| s.to_string()).collect(),
-            options: vec![
-                "StrictHostKeyChecking=no".into(),
-                format!("UserKnownHostsFile={}", d.join("known_hosts").display()),
-            ],
-            work_dir: self.remote_work().display().to_string(),
-            connect_timeout: HumanDuration(Duration::from_secs(5)),
-        })
-    }
-
-    fn remote_work(&self) -> PathBuf {
-        self.dir.path().join("remote-work")
-    }
-}
+use sshd::Sshd;
 
 #[tokio::test]
 async fn registration_measures_the_host_over_ssh() {

@@ -7,94 +7,15 @@
 mod agent_support;
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use agent_support::*;
 
-struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Child,
-}
+#[path = "../../testfarm-agent/tests/sshd/mod.rs"]
+mod sshd;
 
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn keygen(path: &Path) {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-impl Sshd {
-    fn start() -> Sshd {
-        Sshd::start_on(free_port())
-    }
-
-    fn start_on(port: u16) -> Sshd {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        keygen(&d.join("host_key"));
-        keygen(&d.join("id"));
-        keygen(&d.join("wrong"));
-        std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
-        let _ = std::fs::create_dir_all("/run/sshd");
-        let cfg = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n\
-             PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             UsePAM no\nMaxSessions 50\nMaxStartups 50\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("sshd_config"), cfg).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "sshd did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Sshd { dir, port, child }
-    }
-
-    /// An `[[ssh_host]]` entry for this sshd with key `key`.
-    fn entry(&self, name: &str, key: &str) -> String {
-        let d = self.dir.path().display();
-        format!(
-            "\n[[ssh_host]]\nname = {name:?}\ndestination = \"root@127.0.0.1\"\nport = {}\n\
-             identity_file = \"{d}/{key}\"\nwork_dir = \"{d}/remote-work\"\n\
-             options = [\"StrictHostKeyChecking=no\", \"UserKnownHostsFile={d}/known_hosts\"]\n\
-             labels = {{ os = \"linux\" }}\n",
-            self.port
-        )
-    }
-}
+use sshd::{Sshd, free_port};
 
 #[test]
 fn a_job_runs_on_an_ssh_host_and_a_wrong_key_is_named() {
