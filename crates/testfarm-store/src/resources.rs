@@ -256,11 +256,13 @@ impl Tx {
     pub async fn free_resource_lru(&mut self, ids: &[Ulid]) -> Result<Option<FreeResource>> {
         let ids = to_json(&ids.iter().map(Ulid::to_string).collect::<Vec<_>>());
         let mut stmt = self.conn().prepare_cached(
-            "SELECT id, name, last_epoch, state, json_extract(health, '$.status') AS health
-             FROM resources r
-             WHERE id IN (SELECT value FROM json_each(?))
-               AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.resource_id = r.id AND l.state = 'active')
-             ORDER BY last_lease_end IS NOT NULL, last_lease_end, id",
+            // Driven by the candidate list and joined by key: `id IN (SELECT … json_each)`
+            // built a temporary index per call (a b-tree, a page cache and zeroed pages),
+            // ~5% of a lease's instructions.
+            "SELECT r.id, r.name, r.last_epoch, r.state, json_extract(r.health, '$.status') AS health
+             FROM json_each(?) j JOIN resources r ON r.id = j.value
+             WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.resource_id = r.id AND l.state = 'active')
+             ORDER BY r.last_lease_end IS NOT NULL, r.last_lease_end, r.id",
         )?;
         let mut rows = stmt.query([ids])?;
         while let Some(r) = rows.next()? {
