@@ -34,10 +34,7 @@ fn from_row(row: &Row<'_>) -> Result<Lease> {
     Ok(Lease {
         id: get_ulid(row, "lease", "id")?,
         resource_id: get_ulid(row, "lease", "resource_id")?,
-        holder: serde_json::from_value::<Holder>(
-            serde_json::json!({ "holder_type": holder_type, "holder": holder }),
-        )
-        .map_err(corrupt)?,
+        holder: Holder::from_parts(&holder_type, &holder).map_err(corrupt)?,
         share: get_json::<Share>(row, "lease share", "share")?,
         epoch: get_u64(row, "lease", "epoch")?,
         state: state.parse::<LeaseState>().map_err(corrupt)?,
@@ -48,14 +45,6 @@ fn from_row(row: &Row<'_>) -> Result<Lease> {
         ended_at: get_ts_opt(row, "ended_at")?,
         end_reason: get_json_opt::<EndReason>(row, "lease end reason", "end_reason")?,
     })
-}
-
-fn holder_parts(h: &Holder) -> (String, String) {
-    let v = serde_json::to_value(h).unwrap_or_default();
-    (
-        v["holder_type"].as_str().unwrap_or("person").to_string(),
-        v["holder"].as_str().unwrap_or_default().to_string(),
-    )
 }
 
 fn fetch(conn: &Connection, id: &str) -> Result<Lease> {
@@ -208,7 +197,7 @@ impl Tx {
 
     /// Inserts a new lease and advances the resource's epoch to it, in this transaction.
     pub async fn insert_lease(&mut self, l: &Lease) -> Result<()> {
-        let (holder_type, holder) = holder_parts(&l.holder);
+        let (holder_type, holder) = (l.holder.holder_type(), l.holder.value());
         let epoch = i64::try_from(l.epoch).map_err(corrupt)?;
         let resource_id = l.resource_id.to_string();
         let conn = self.conn();

@@ -32,17 +32,28 @@ fn parse_ts(what: &'static str, text: &str) -> Result<DateTime<Utc>> {
         })
 }
 
+/// The text of a column, borrowed from the row (no copy; one lookup of the name).
+fn text<'r>(row: &'r Row<'_>, col: &str) -> Result<&'r str> {
+    as_text(row.get_ref(col)?, col)
+}
+
+fn as_text<'r>(v: ValueRef<'r>, col: &str) -> Result<&'r str> {
+    v.as_str().map_err(|e| StoreError::Corrupt {
+        what: "row",
+        detail: format!("{col}: {e}"),
+    })
+}
+
 /// Reads a NOT NULL timestamp column.
 pub(crate) fn get_ts(row: &Row<'_>, col: &str) -> Result<DateTime<Utc>> {
-    let text: String = row.get(col)?;
-    parse_ts("timestamp", &text)
+    parse_ts("timestamp", text(row, col)?)
 }
 
 /// Reads a nullable timestamp column.
 pub(crate) fn get_ts_opt(row: &Row<'_>, col: &str) -> Result<Option<DateTime<Utc>>> {
     match row.get_ref(col)? {
         ValueRef::Null => Ok(None),
-        _ => get_ts(row, col).map(Some),
+        v => parse_ts("timestamp", as_text(v, col)?).map(Some),
     }
 }
 
@@ -111,8 +122,7 @@ pub(crate) fn get_u64(row: &Row<'_>, what: &'static str, col: &str) -> Result<u6
 
 /// A ULID stored as text in `col`; anything else is a corrupt `what`.
 pub(crate) fn get_ulid(row: &Row<'_>, what: &'static str, col: &str) -> Result<Ulid> {
-    let text: String = row.get(col)?;
-    Ulid::from_string(&text).map_err(|e| StoreError::Corrupt {
+    Ulid::from_string(text(row, col)?).map_err(|e| StoreError::Corrupt {
         what,
         detail: format!("{col}: {e}"),
     })
