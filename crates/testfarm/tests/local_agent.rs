@@ -123,4 +123,14 @@ fn a_build_server_short_of_disk_takes_no_builds_and_why_says_so() {
         why.contains("local-build") && why.contains("degraded") && why.contains("GB free"),
         "{why}"
     );
+    // And the server's log says it where operators look first.
+    assert!(
+        server
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("resource degraded")
+                && l.contains("local-build")
+                && l.contains("GB free")),
+        "no warning in the server's log"
+    );
 }

@@ -261,6 +261,16 @@ pub async fn heartbeat(
             woke = true;
         }
         if health != r.health {
+            if health.status == HealthStatus::Degraded && r.health.status != HealthStatus::Degraded
+            {
+                // A degraded resource takes no new work; say so where operators look first,
+                // not only in the event log and `job why`.
+                tracing::warn!(
+                    resource = %r.name,
+                    reasons = %health.reasons.join("; "),
+                    "resource degraded: it takes no new work until this clears"
+                );
+            }
             tx.record(
                 NewEvent::new("resource.health", "resource", &r.name, "health").with_data(json!({
                     "from": r.health.status, "to": health.status, "reasons": health.reasons,
