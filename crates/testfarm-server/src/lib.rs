@@ -214,6 +214,8 @@ impl Server {
     ) -> Result<(), ServerError> {
         let Server { state, listener } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Before any task judges silence: start-up is not a stall.
+        state.awake.begin();
         let tasks = tasks::spawn_all(state.clone(), stop_rx.clone());
         let grace = state.config.server.shutdown_grace.0;
         let app = routes::router(state.clone());
