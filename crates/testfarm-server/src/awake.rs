@@ -24,13 +24,21 @@ impl Awake {
         }
     }
 
-    /// Silence counts from no earlier than this. Looks at the clocks first, so the first
-    /// judgement after a stall already knows about it, whichever task runs first.
-    pub fn since(&self) -> DateTime<Utc> {
+    /// Looks at both clocks: the stall just ended, if any, and when silence counts from.
+    fn observe(&self) -> (Option<std::time::Duration>, DateTime<Utc>) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (liveness, last) = &mut *s;
         let now = Instant::now();
-        if let Some(gap) = liveness.observe(Utc::now(), now.duration_since(*last)) {
+        let stall = liveness.observe(Utc::now(), now.duration_since(*last));
+        *last = now;
+        (stall, liveness.since())
+    }
+
+    /// Silence counts from no earlier than this. Looks at the clocks first, so the first
+    /// judgement after a stall already knows about it, whichever task runs first.
+    pub fn since(&self) -> DateTime<Utc> {
+        let (stall, since) = self.observe();
+        if let Some(gap) = stall {
             tracing::warn!(
                 stalled_ms = u64::try_from(gap.as_millis()).unwrap_or(u64::MAX),
                 "the server was stalled (paused, stopped or starved); lease holders and agents \
@@ -40,12 +48,9 @@ impl Awake {
             self.stalls
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        *last = now;
-        liveness.since()
+        since
     }
-}
 
-impl Awake {
     /// Stalls seen so far.
     pub fn stalls(&self) -> u64 {
         self.stalls.load(std::sync::atomic::Ordering::Relaxed)
@@ -55,11 +60,7 @@ impl Awake {
     /// built-in agent probing the host, say), not a stall. It is credited to holders the
     /// same way, without a warning.
     pub fn begin(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (liveness, last) = &mut *s;
-        let now = Instant::now();
-        liveness.observe(Utc::now(), now.duration_since(*last));
-        *last = now;
+        self.observe();
     }
 }
 
