@@ -11,6 +11,12 @@ mod output;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: the server allocates and frees small buffers on
+/// every request (headers, JSON, rows), and glibc's malloc/free were ~7% of its CPU in
+/// the lease round trip (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// testfarm runs a test lab: build servers, QEMU hosts and boards, shared by people and CI.
