@@ -504,10 +504,32 @@ pub fn takes_whole_lease(state: ResourceState, health: HealthStatus) -> bool {
     state == ResourceState::Available && takes_new_work(state, health)
 }
 
+/// Where a resource goes when a lease on it ends (before any cleanup): a leased
+/// resource whose last lease ended is back in the pool; one still running other
+/// capacity shares stays leased; maintenance and retired stay as they are (an operator
+/// put them there while the lease ran).
+pub fn after_lease_end(state: ResourceState, active_leases: u32) -> ResourceState {
+    if state == ResourceState::Leased && active_leases == 0 {
+        ResourceState::Available
+    } else {
+        state
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::Duration;
+
+    #[test]
+    fn a_resource_returns_to_the_pool_with_its_last_lease_only() {
+        use ResourceState::*;
+        assert_eq!(after_lease_end(Leased, 0), Available);
+        assert_eq!(after_lease_end(Leased, 2), Leased);
+        for kept in [Available, Maintenance, Retired] {
+            assert_eq!(after_lease_end(kept, 0), kept);
+        }
+    }
 
     #[test]
     fn what_takes_new_work_and_whole_leases() {

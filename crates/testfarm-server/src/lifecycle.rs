@@ -26,6 +26,13 @@ pub struct After {
     pub ended_jobs: Vec<String>,
 }
 
+/// What ending a lease left to do, and its resource's name (for the answer).
+#[derive(Debug)]
+pub struct LeaseEnd {
+    pub after: After,
+    pub resource: String,
+}
+
 impl After {
     pub fn merge(&mut self, other: After) {
         self.cleanup.extend(other.cleanup);
@@ -115,8 +122,11 @@ pub async fn apply_job_event(
             ended.ended_at = Some(now);
             ended.end_reason = Some(EndReason::Released);
             let abnormal = !matches!(to, JobState::Passed | JobState::Failed);
-            after
-                .merge(finish_lease(tx, &ended, actor, abnormal && cleanup_configured, now).await?);
+            after.merge(
+                finish_lease(tx, &ended, actor, abnormal && cleanup_configured, now)
+                    .await?
+                    .after,
+            );
         }
         if to == JobState::Queued {
             job.job.lease_id = None;
@@ -144,15 +154,13 @@ pub async fn finish_lease(
     actor: &str,
     cleanup: bool,
     now: DateTime<Utc>,
-) -> Result<After> {
+) -> Result<LeaseEnd> {
     let mut after = After {
         wake_scheduler: true,
         ..After::default()
     };
-    tx.update_lease(ended).await?;
-    let (name, state) = tx.resource_name_state(ended.resource_id).await?;
-    let remaining = tx.active_lease_count(ended.resource_id).await?;
-    let state = if cleanup && state != ResourceState::Retired {
+    let on = tx.write_ended_lease(ended, now).await?;
+    let state = if cleanup && on.state != ResourceState::Retired {
         let mut resource = tx
             .get_resource_by_id(&ended.resource_id.to_string())
             .await?;
@@ -164,14 +172,10 @@ pub async fn finish_lease(
         resource.state = ResourceState::Maintenance;
         resource.updated_at = now;
         tx.update_resource(&resource).await?;
-        after.cleanup.push((name.clone(), ended.id.to_string()));
+        after.cleanup.push((on.name.clone(), ended.id.to_string()));
         resource.state
-    } else if remaining == 0 && state == ResourceState::Leased {
-        tx.set_resource_state(ended.resource_id, ResourceState::Available, now)
-            .await?;
-        ResourceState::Available
     } else {
-        state
+        on.state
     };
     let kind = match ended.state {
         LeaseState::Expired => "lease.expired",
@@ -179,12 +183,15 @@ pub async fn finish_lease(
     };
     tx.record(
         NewEvent::new(kind, "lease", ended.id.to_string(), actor).with_data(json!({
-            "resource": name, "holder": ended.holder, "epoch": ended.epoch,
+            "resource": on.name, "holder": ended.holder, "epoch": ended.epoch,
             "reason": ended.end_reason.as_ref().map(|r| r.to_string()),
             "resource_state": state, "cleanup": cleanup,
         })),
     );
-    Ok(after)
+    Ok(LeaseEnd {
+        after,
+        resource: on.name,
+    })
 }
 
 fn describe(l: &Lease) -> String {
@@ -201,8 +208,8 @@ pub async fn end_lease(
     actor: &str,
     cleanup: bool,
     now: DateTime<Utc>,
-) -> Result<After> {
-    let mut after = finish_lease(tx, ended, actor, cleanup, now).await?;
+) -> Result<LeaseEnd> {
+    let mut end = finish_lease(tx, ended, actor, cleanup, now).await?;
     if let Holder::Job(job_id) = &ended.holder {
         let mut job = tx.get_job(&job_id.to_string()).await?;
         if job.job.lease_id.as_deref() == Some(&ended.id.to_string()) && job.job.state.holds_lease()
@@ -227,10 +234,11 @@ pub async fn end_lease(
                 job.job.resource = None;
                 job.resource_id = None;
             }
-            after.merge(apply_job_event(tx, &mut job, event, actor, now, false).await?);
+            end.after
+                .merge(apply_job_event(tx, &mut job, event, actor, now, false).await?);
         }
     }
-    Ok(after)
+    Ok(end)
 }
 
 /// The spec's `retry_on_error`.

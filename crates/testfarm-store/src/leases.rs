@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, params};
 use testfarm_core::lease::{EndReason, Holder, Lease, LeaseState, Share};
+use testfarm_core::resource::{ResourceState, after_lease_end};
 use ulid::Ulid;
 
 use crate::sql::{
@@ -195,8 +196,14 @@ impl Tx {
         Ok(u64::try_from(e).unwrap_or(0))
     }
 
-    /// Inserts a new lease and advances the resource's epoch to it, in this transaction.
-    pub async fn insert_lease(&mut self, l: &Lease) -> Result<()> {
+    /// Inserts a new lease and advances the resource's epoch to it, in this transaction;
+    /// with `resource_state`, the same statement moves the resource to that state (a
+    /// whole lease taking a board: one write of its row instead of two).
+    pub async fn insert_lease(
+        &mut self,
+        l: &Lease,
+        resource_state: Option<ResourceState>,
+    ) -> Result<()> {
         let (holder_type, holder) = (l.holder.holder_type(), l.holder.value());
         let epoch = i64::try_from(l.epoch).map_err(corrupt)?;
         let resource_id = l.resource_id.to_string();
@@ -221,32 +228,109 @@ impl Tx {
             ts_opt(l.ended_at),
             l.end_reason.as_ref().map(to_json),
         ])?;
-        conn.prepare_cached("UPDATE resources SET last_epoch = MAX(last_epoch, ?) WHERE id = ?")?
-            .execute(params![epoch, resource_id])?;
+        match resource_state {
+            None => conn
+                .prepare_cached("UPDATE resources SET last_epoch = MAX(last_epoch, ?) WHERE id = ?")?
+                .execute(params![epoch, resource_id])?,
+            Some(state) => conn
+                .prepare_cached(
+                    "UPDATE resources SET last_epoch = MAX(last_epoch, ?), state = ?, updated_at = ? WHERE id = ?",
+                )?
+                .execute(params![epoch, state.as_str(), ts(l.created_at), resource_id])?,
+        };
         Ok(())
     }
 
     /// Writes a lease's mutable fields (state, times, end reason). A lease that has
     /// ended also moves its resource's `last_lease_end` forward.
     pub async fn update_lease(&mut self, l: &Lease) -> Result<()> {
-        let conn = self.conn();
-        conn.prepare_cached(
-            "UPDATE leases SET state = ?, expires_at = ?, heartbeat_at = ?, ended_at = ?, end_reason = ? WHERE id = ?",
-        )?
-        .execute(params![
-            l.state.as_str(),
-            ts(l.expires_at),
-            ts(l.heartbeat_at),
-            ts_opt(l.ended_at),
-            l.end_reason.as_ref().map(to_json),
-            l.id.to_string(),
-        ])?;
+        write_lease_row(self.conn(), l)?;
         if let Some(ended) = l.ended_at {
-            conn.prepare_cached(
-                "UPDATE resources SET last_lease_end = MAX(COALESCE(last_lease_end, ''), ?1) WHERE id = ?2",
-            )?
-            .execute(params![ts(ended), l.resource_id.to_string()])?;
+            self.conn()
+                .prepare_cached(
+                    "UPDATE resources SET last_lease_end = MAX(COALESCE(last_lease_end, ''), ?1) WHERE id = ?2",
+                )?
+                .execute(params![ts(ended), l.resource_id.to_string()])?;
         }
         Ok(())
     }
+
+    /// Writes a lease that has ended and puts its resource where
+    /// `core::resource::after_lease_end` says (back in the pool after its last lease),
+    /// moving its `last_lease_end` forward; returns the resource as it now stands.
+    /// Three statements (the lease, one read and one write of the resource row), as
+    /// releasing is half of every lease round trip.
+    pub async fn write_ended_lease(&mut self, l: &Lease, now: DateTime<Utc>) -> Result<AfterLease> {
+        let Some(ended) = l.ended_at else {
+            return Err(corrupt(format!(
+                "lease {} is written as ended but has no end time",
+                l.id
+            )));
+        };
+        let conn = self.conn();
+        write_lease_row(conn, l)?;
+        let id = l.resource_id.to_string();
+        let (name, state, active) = query_opt(
+            conn,
+            "SELECT name, state,
+                 (SELECT COUNT(*) FROM leases WHERE resource_id = ?1 AND state = 'active')
+             FROM resources WHERE id = ?1",
+            [&id],
+            |r| {
+                let state: String = r.get(1)?;
+                let state: ResourceState = state.parse().map_err(|e| StoreError::Corrupt {
+                    what: "resource",
+                    detail: format!("state: {e}"),
+                })?;
+                let active: i64 = r.get(2)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    state,
+                    u32::try_from(active).unwrap_or(u32::MAX),
+                ))
+            },
+        )?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "resource",
+            name: id.clone(),
+        })?;
+        let next = after_lease_end(state, active);
+        if next == state {
+            conn.prepare_cached(
+                "UPDATE resources SET last_lease_end = MAX(COALESCE(last_lease_end, ''), ?1) WHERE id = ?2",
+            )?
+            .execute(params![ts(ended), id])?;
+        } else {
+            conn.prepare_cached(
+                "UPDATE resources SET last_lease_end = MAX(COALESCE(last_lease_end, ''), ?1),
+                     state = ?2, updated_at = ?3 WHERE id = ?4",
+            )?
+            .execute(params![ts(ended), next.as_str(), ts(now), id])?;
+        }
+        Ok(AfterLease { name, state: next })
+    }
+}
+
+/// A resource as a lease ending on it leaves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterLease {
+    pub name: String,
+    /// Its state now: back in the pool, or as it was.
+    pub state: ResourceState,
+}
+
+/// The mutable fields of a lease's row.
+fn write_lease_row(conn: &Connection, l: &Lease) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE leases SET state = ?, expires_at = ?, heartbeat_at = ?, ended_at = ?, end_reason = ? WHERE id = ?",
+    )?
+    .execute(params![
+        l.state.as_str(),
+        ts(l.expires_at),
+        ts(l.heartbeat_at),
+        ts_opt(l.ended_at),
+        l.end_reason.as_ref().map(to_json),
+        l.id.to_string(),
+    ])?;
+    Ok(())
 }

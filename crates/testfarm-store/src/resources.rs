@@ -277,21 +277,6 @@ impl Tx {
         Ok(None)
     }
 
-    /// A resource's name and state: what a lease ending needs to decide where the
-    /// resource goes, without decoding the whole row.
-    pub async fn resource_name_state(&mut self, id: Ulid) -> Result<(String, ResourceState)> {
-        query_opt(
-            self.conn(),
-            "SELECT name, state FROM resources WHERE id = ?",
-            [id.to_string()],
-            |r| Ok((r.get("name")?, parsed(r, "state")?)),
-        )?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "resource",
-            name: id.to_string(),
-        })
-    }
-
     /// Just a resource's name, inside this transaction (`None` once deleted).
     pub async fn resource_name(&mut self, id: Ulid) -> Result<Option<String>> {
         name_of(self.conn(), id)

@@ -153,9 +153,7 @@ async fn try_take(
         now,
     )
     .map_err(refused)?;
-    tx.insert_lease(&lease).await?;
-    tx.set_resource_state(resource.id, ResourceState::Leased, now)
-        .await?;
+    tx.insert_lease(&lease, Some(ResourceState::Leased)).await?;
     tx.record(NewEvent::new("lease.acquired", "lease", lease.id.to_string(), &caller.name).with_data(json!({
         "resource": resource.name, "holder": lease.holder, "epoch": lease.epoch, "expires_at": lease.expires_at,
         "heartbeat_ttl_ms": lease.heartbeat_ttl_ms,
@@ -284,12 +282,12 @@ pub async fn release_lease(
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
     let lease = tx.get_lease(&id).await?;
-    let (ended, after) = if q.force.unwrap_or(false) {
+    let (ended, end) = if q.force.unwrap_or(false) {
         caller.require(Action::Operate)?;
         let ended = lease
             .force_release(&caller.name, q.reason.as_deref().unwrap_or(""), now)
             .map_err(refused)?;
-        let after = lifecycle::end_lease(
+        let end = lifecycle::end_lease(
             &mut tx,
             &ended,
             &caller.name,
@@ -297,7 +295,7 @@ pub async fn release_lease(
             now,
         )
         .await?;
-        (ended, after)
+        (ended, end)
     } else {
         caller.require(Action::Submit)?;
         let epoch = q.epoch.ok_or_else(|| {
@@ -308,16 +306,13 @@ pub async fn release_lease(
         })?;
         check_holder(&state, &caller, &lease).await?;
         let ended = lease.release(&lease.holder, epoch, now).map_err(refused)?;
-        let after = lifecycle::finish_lease(&mut tx, &ended, &caller.name, false, now).await?;
-        (ended, after)
+        let end = lifecycle::finish_lease(&mut tx, &ended, &caller.name, false, now).await?;
+        (ended, end)
     };
-    let resource = tx
-        .resource_name(ended.resource_id)
-        .await?
-        .unwrap_or_else(|| ended.resource_id.to_string());
     tx.commit().await?;
-    state.after_commit(after);
+    state.after_commit(end.after);
     state.work_changed();
+    let resource = end.resource;
     Ok(Json(LeaseView {
         lease: ended,
         resource,

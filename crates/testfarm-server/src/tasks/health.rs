@@ -97,7 +97,11 @@ async fn mark_offline(
     let plan = end_work_on(r.id, &leases, &jobs, &lost, now);
     let mut after = lifecycle::After::default();
     for ended in &plan.leases {
-        after.merge(lifecycle::finish_lease(&mut tx, ended, "health", false, now).await?);
+        after.merge(
+            lifecycle::finish_lease(&mut tx, ended, "health", false, now)
+                .await?
+                .after,
+        );
     }
     for (id, event) in plan.jobs {
         let mut job = tx.get_job(&id.to_string()).await?;

@@ -58,7 +58,8 @@ pub(crate) async fn reap_once(state: &AppState, now: DateTime<Utc>) -> Result<()
         tracing::info!(lease = %ended.id, reason = ?ended.end_reason, "lease expired");
         let after =
             lifecycle::end_lease(&mut tx, &ended, "reaper", state.cleanup_configured(), now)
-                .await?;
+                .await?
+                .after;
         tx.commit().await?;
         state.after_commit(after);
         state.work_changed();
@@ -93,7 +94,9 @@ async fn reconcile_once(state: &AppState, now: DateTime<Utc>) -> Result<bool, Li
             tx.update_lease(l).await?;
             Default::default()
         } else {
-            lifecycle::finish_lease(&mut tx, l, "reconcile", false, now).await?
+            lifecycle::finish_lease(&mut tx, l, "reconcile", false, now)
+                .await?
+                .after
         };
         tx.commit().await?;
         state.after_commit(after);

@@ -274,7 +274,7 @@ async fn assign(
         return Ok(None);
     }
     let mut job = row.clone();
-    let mut resource = tx.get_resource_by_id(&resource_id.to_string()).await?;
+    let resource = tx.get_resource_by_id(&resource_id.to_string()).await?;
     if !resource.accepts_new_work() {
         return Ok(None);
     }
@@ -303,12 +303,10 @@ async fn assign(
             return Ok(None);
         }
     };
-    tx.insert_lease(&lease).await?;
-    if resource.state == ResourceState::Available {
-        resource.state = ResourceState::Leased;
-        resource.updated_at = now;
-        tx.update_resource(&resource).await?;
-    }
+    // A whole lease (or the first share) takes the resource out of the pool, in the
+    // statement that advances its epoch.
+    let taken = (resource.state == ResourceState::Available).then_some(ResourceState::Leased);
+    tx.insert_lease(&lease, taken).await?;
     job.job.lease_id = Some(lease.id.to_string());
     job.job.resource = Some(resource.name.clone());
     job.resource_id = Some(resource_id.to_string());
