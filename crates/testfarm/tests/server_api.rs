@@ -558,16 +558,20 @@ fn metrics_are_prometheus_text() {
         "{}",
         m.text
     );
-    assert!(
-        m.text.contains("testfarm_http_requests_total"),
-        "{}",
-        m.text
-    );
-    assert!(
-        m.text.contains("testfarm_http_request_duration_seconds"),
-        "{}",
-        m.text
-    );
+    // Counted per method, route template and status; a second request to the same
+    // route (another resource's name in the path) counts on the same series.
+    assert_eq!(http.get("/api/v1/resources/b", &lab.token).status, 200);
+    assert_eq!(http.get("/api/v1/resources/nope", &lab.token).status, 404);
+    assert_eq!(http.get("/api/v1/resources/b", &lab.token).status, 200);
+    let m = http.get("/metrics", &lab.token);
+    for line in [
+        r#"testfarm_http_requests_total{method="POST",route="/api/v1/resources",status="201"} 1"#,
+        r#"testfarm_http_requests_total{method="GET",route="/api/v1/resources/{name}",status="200"} 2"#,
+        r#"testfarm_http_requests_total{method="GET",route="/api/v1/resources/{name}",status="404"} 1"#,
+        r#"testfarm_http_request_duration_seconds_count{method="GET",route="/api/v1/resources/{name}"} 3"#,
+    ] {
+        assert!(m.text.contains(line), "{line} missing from\n{}", m.text);
+    }
 }
 
 #[test]

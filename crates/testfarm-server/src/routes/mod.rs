@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod leases;
 pub mod meta;
 pub mod policies;
+mod request_metrics;
 pub mod resources;
 pub mod tokens;
 
@@ -122,16 +123,15 @@ pub fn router(state: AppState) -> Router {
 /// Counts and times every request by route template, method and status.
 async fn record_request(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("testfarm_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("testfarm_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(start.elapsed().as_secs_f64());
+    request_metrics::record(
+        &method,
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     resp
 }
 
