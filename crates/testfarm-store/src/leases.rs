@@ -241,18 +241,17 @@ impl Tx {
         Ok(())
     }
 
-    /// Writes a lease's mutable fields (state, times, end reason). A lease that has
-    /// ended also moves its resource's `last_lease_end` forward.
+    /// Writes the mutable fields of a lease that is still active (renewed, credited after
+    /// a restart). A lease that ended goes through [`Tx::write_ended_lease`], which also
+    /// puts its resource back; one passed here is refused rather than half-written.
     pub async fn update_lease(&mut self, l: &Lease) -> Result<()> {
-        write_lease_row(self.conn(), l)?;
-        if let Some(ended) = l.ended_at {
-            self.conn()
-                .prepare_cached(
-                    "UPDATE resources SET last_lease_end = MAX(COALESCE(last_lease_end, ''), ?1) WHERE id = ?2",
-                )?
-                .execute(params![ts(ended), l.resource_id.to_string()])?;
+        if l.ended_at.is_some() {
+            return Err(corrupt(format!(
+                "lease {} has ended; it is written with its resource by write_ended_lease",
+                l.id
+            )));
         }
-        Ok(())
+        write_lease_row(self.conn(), l)
     }
 
     /// Writes a lease that has ended and puts its resource where
