@@ -16,7 +16,8 @@
 //!   before it. Otherwise it leaves it open for the next in the queue and waits: the last
 //!   of a run of queued transactions commits them all, and only then does each
 //!   `commit()` return. Nothing is acknowledged before it is committed; a failed commit
-//!   fails every member of the group.
+//!   fails every member of the group. A transaction that finds nobody queued yields
+//!   once first (see [`Tx::commit`]), and a group commits at [`MAX_GROUP`] members.
 //! - A waiter that gives up (its request was cancelled) wakes the flusher, which takes
 //!   the writer and commits a group nobody else is left to commit. It is not on the
 //!   common path: handing the commit to another task cost a wake-up and a turn of the
@@ -41,6 +42,9 @@ use crate::{Inner, Result, Store, StoreError, sqlite};
 const CHECKPOINT_EVERY: usize = 128;
 /// And at least this often while anything was written.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Transactions a group may gather before it commits even with others queued, so
+/// that under a steady stream nobody waits behind an ever-growing group.
+const MAX_GROUP: usize = 64;
 /// A WAL longer than this (16 MiB of 4 KiB pages) after a checkpoint is started over
 /// with the writers paused; see [`checkpointer`].
 const WAL_RESTART_FRAMES: i64 = 4096;
@@ -134,6 +138,16 @@ impl Writer {
     }
 }
 
+/// Wakes the flusher if dropped: held across the one await between a transaction's
+/// release and its commit.
+struct FlushIfDropped<'a>(&'a Inner);
+
+impl Drop for FlushIfDropped<'_> {
+    fn drop(&mut self) {
+        self.0.flush.notify_one();
+    }
+}
+
 /// Counts a task queued for the writer while it waits. A waiter dropped before it got
 /// the writer (cancelled) may have been the one a deferred group counted on to commit
 /// it, so it wakes the flusher.
@@ -206,7 +220,8 @@ async fn flusher(store: Weak<Inner>, flush: Arc<Notify>) {
         let Some(inner) = store.upgrade() else { return };
         // Queued behind any transactions still waiting, so they join the group first.
         let mut w = inner.writer.clone().lock_owned().await;
-        if !w.group.is_empty()
+        // A group whose committer went away, or released work nobody is left to commit.
+        if w.outer_open
             && let Err(e) = w.flush(&inner)
         {
             tracing::error!(error = %e, "group commit failed");
@@ -354,8 +369,20 @@ impl Tx {
         let Some(mut w) = self.writer.take() else {
             return Ok(());
         };
-        if self.store.inner.queued.load(Ordering::SeqCst) == 0 {
-            // Nobody to share a commit with: commit now (with any group before us).
+        let queued = || self.store.inner.queued.load(Ordering::SeqCst);
+        if queued() == 0 && w.group.len() < MAX_GROUP {
+            // Before committing alone, let the requests that are ready run up to their
+            // own `begin`: `yield_now` has the runtime poll its sockets first, so on a
+            // one-thread server every request that arrived meanwhile joins this commit.
+            // Dropped here (its request cancelled), it leaves its work released into the
+            // open outer transaction: the flusher commits that.
+            let armed = FlushIfDropped(&self.store.inner);
+            tokio::task::yield_now().await;
+            std::mem::forget(armed);
+        }
+        if queued() == 0 || w.group.len() >= MAX_GROUP {
+            // Nobody to share a commit with (or the group is as large as it may grow):
+            // commit now, with any group before us.
             return w.flush(&self.store.inner);
         }
         let (done, wait) = oneshot::channel();

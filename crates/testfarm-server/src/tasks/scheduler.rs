@@ -55,6 +55,20 @@ pub(crate) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Queued jobs from which a pass places them off the runtime's worker ([`compute`]).
+const LONG_QUEUE: usize = 256;
+
+/// Runs pure CPU work where it does not hold up the runtime's worker: `block_in_place`
+/// hands the worker's other tasks to a new thread meanwhile. A current-thread runtime
+/// (some tests) cannot do that, so there it runs inline.
+fn compute<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// What a pass (or `why`) reads.
 pub(crate) struct World {
     pub snapshot: Snapshot,
@@ -191,7 +205,14 @@ pub(crate) async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<(), Lif
         tx.commit().await?;
         state.after_commit(after);
     }
-    let decisions = place(&world.snapshot, &world.queue, &world.policies, now);
+    // Placing a long queue is pure CPU (tens of ms for 10 000 jobs): off the worker, so
+    // a one-thread server keeps answering meanwhile. A short one is quicker inline.
+    let decide = || place(&world.snapshot, &world.queue, &world.policies, now);
+    let decisions = if world.queue.len() >= LONG_QUEUE {
+        compute(decide)
+    } else {
+        decide()
+    };
     let by_id: HashMap<Ulid, (&QueuedJob, &JobRow)> = world
         .queue
         .iter()

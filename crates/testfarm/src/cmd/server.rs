@@ -54,7 +54,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from("."));
     let token_env = std::env::var_os("TESTFARM_ADMIN_TOKEN_FILE").map(PathBuf::from);
     let paths = Paths::resolve(&config, &config_dir, args.database.as_deref(), token_env);
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.workers)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let local_enabled = config.agent.local.enabled;
         let server = Server::bind(config, &paths).await?;
