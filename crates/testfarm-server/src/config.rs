@@ -411,5 +411,11 @@ mod tests {
         assert!(e.message.contains("server.url"), "{e}");
         let e = Config::parse(Path::new("c"), "[sever]\n").unwrap_err();
         assert!(e.message.contains("did you mean `server`"), "{e}");
+        let e = Config::parse(Path::new("c"), "[server]\nworkers = 0\n").unwrap_err();
+        assert!(e.message.contains("server.workers"), "{e}");
+        let e = Config::parse(Path::new("c"), "[server]\nworkers = -1\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let ok = Config::parse(Path::new("c"), "[server]\nworkers = 4\n").unwrap();
+        assert_eq!(ok.server.workers, 4);
     }
 }

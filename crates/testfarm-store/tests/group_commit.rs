@@ -2,6 +2,8 @@
 //! commit are all durable, one rolled back in a group undoes only itself, and nothing
 //! is lost across a reopen.
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -164,6 +166,73 @@ async fn a_group_whose_next_writer_is_cancelled_still_commits() -> TestResult {
         drop(waiter);
         committer.await??;
         assert_eq!(names(&store).await?, vec!["deferred"]);
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+    .await?
+}
+
+/// On one thread (the server's default) a transaction reaches its commit before the
+/// requests behind it have begun theirs. It yields once first: they run up to their
+/// `begin`, queue, and all share its commit, instead of eight commits in a row.
+#[tokio::test]
+async fn on_one_thread_transactions_started_together_share_a_commit() -> TestResult {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(&dir.path().join("t.db")).await?;
+        let before = store.write_stats();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tx = store.begin().await?;
+                tx.insert_group(&group(&format!("g{i}"))).await?;
+                tx.commit().await
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let after = store.write_stats();
+        assert_eq!(after.transactions - before.transactions, 8);
+        assert!(
+            after.commits - before.commits <= 2,
+            "eight transactions ready together took {} commits",
+            after.commits - before.commits
+        );
+        assert_eq!(names(&store).await?.len(), 8);
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+    .await?
+}
+
+/// A transaction whose request is cancelled during that one yield has already released
+/// its work into the open group: the flusher commits it (as it does for a cancelled
+/// member of a group), and the writer takes the next transaction.
+#[tokio::test]
+async fn a_transaction_cancelled_while_it_yields_before_committing_is_committed() -> TestResult {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(&dir.path().join("t.db")).await?;
+        let mut tx = store.begin().await?;
+        tx.insert_group(&group("yielded")).await?;
+        let mut commit = Box::pin(tx.commit());
+        // Polled once: alone at its commit, it yields.
+        let first = std::future::poll_fn(|cx| Poll::Ready(commit.as_mut().poll(cx))).await;
+        assert!(
+            first.is_pending(),
+            "alone at its commit, it yields once first"
+        );
+        drop(commit);
+        // Reads see only what is committed.
+        while names(&store).await?.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut next = store.begin().await?;
+        next.insert_group(&group("next")).await?;
+        next.commit().await?;
+        let mut all = names(&store).await?;
+        all.sort();
+        assert_eq!(all, vec!["next", "yielded"]);
         Ok::<_, Box<dyn std::error::Error>>(())
     })
     .await?

@@ -776,3 +776,60 @@ fn init_on_a_terminal_asks_for_listen_and_url() {
         "{config}"
     );
 }
+
+/// `server.workers` above the default one: the same API, with lease round trips from
+/// several clients at once all ending and every board back in the pool.
+#[test]
+fn a_server_with_several_workers_serves_concurrent_lease_round_trips() {
+    let lab = Lab::new();
+    lab.set("server", "workers", "3");
+    let server = lab.start();
+    let http = server.http();
+    for i in 0..4 {
+        let r = http.post(
+            "/api/v1/resources",
+            &lab.token,
+            json!({"name": format!("w{i}"), "kind": "board", "labels": {"pool": "workers"}}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let clients: Vec<_> = (0..4).map(|_| server.http()).collect();
+    let token = lab.token.as_str();
+    std::thread::scope(|s| {
+        for http in clients {
+            s.spawn(move || {
+                for _ in 0..20 {
+                    let l = http.post(
+                        "/api/v1/leases",
+                        token,
+                        json!({"selector": "pool=workers", "kind": "board", "duration": "5m", "wait": "10s"}),
+                    );
+                    assert_eq!(l.status, 201, "{}", l.text);
+                    let (id, epoch) = (l.body["id"].as_str().unwrap(), l.body["epoch"].as_u64().unwrap());
+                    let r = http.call(
+                        "DELETE",
+                        &format!("/api/v1/leases/{id}?epoch={epoch}"),
+                        Some(token),
+                        None,
+                    );
+                    assert_eq!(r.status, 200, "{}", r.text);
+                }
+            });
+        }
+    });
+    let active = http.get("/api/v1/leases", &lab.token);
+    assert_eq!(
+        active.body.as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        active.text
+    );
+    let boards = http.get("/api/v1/resources?kind=board", &lab.token);
+    let states: Vec<&str> = boards.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["available"; 4], "{}", boards.text);
+}
