@@ -200,6 +200,28 @@ async fn on_one_thread_transactions_started_together_share_a_commit() -> TestRes
             after.commits - before.commits
         );
         assert_eq!(names(&store).await?.len(), 8);
+
+        // A group stops growing at 64: 130 ready at once take at least two commits.
+        let before = store.write_stats();
+        let mut tasks = Vec::new();
+        for i in 0..130 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tx = store.begin().await?;
+                tx.insert_group(&group(&format!("h{i:03}"))).await?;
+                tx.commit().await
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let after = store.write_stats();
+        let commits = after.commits - before.commits;
+        assert!(
+            (2..=4).contains(&commits),
+            "130 transactions took {commits} commits"
+        );
+        assert_eq!(names(&store).await?.len(), 138);
         Ok::<_, Box<dyn std::error::Error>>(())
     })
     .await?
