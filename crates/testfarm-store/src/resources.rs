@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, params};
 use testfarm_core::resource::{
     Resource, ResourceKind, ResourceState, Selectable, derived_labels, takes_whole_lease,
@@ -195,7 +194,7 @@ pub struct FreeResource {
 /// The selectable rows per kind, valid for one generation of the resource set. Every
 /// transaction that inserts, deletes or rewrites a resource row (or retires one) bumps
 /// the generation when it commits; a lease taking or giving back a board only changes
-/// its state ([`Tx::set_resource_state`]) and keeps the cache.
+/// its state ([`Tx::insert_lease`], [`Tx::write_ended_lease`]) and keeps the cache.
 /// Rows read while the resource set was at generation `.0`.
 type Generation = (u64, Arc<Vec<Selectable>>);
 
@@ -275,36 +274,6 @@ impl Tx {
             }
         }
         Ok(None)
-    }
-
-    /// Just a resource's name, inside this transaction (`None` once deleted).
-    pub async fn resource_name(&mut self, id: Ulid) -> Result<Option<String>> {
-        name_of(self.conn(), id)
-    }
-
-    /// Moves a resource to `state` without rewriting the rest of its row: the one
-    /// column a lease taking or giving back a board changes.
-    pub async fn set_resource_state(
-        &mut self,
-        id: Ulid,
-        state: ResourceState,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let n = exec(
-            self.conn(),
-            "UPDATE resources SET state = ?, updated_at = ? WHERE id = ?",
-            params![state.as_str(), ts(now), id.to_string()],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NotFound {
-                what: "resource",
-                name: id.to_string(),
-            });
-        }
-        if state == ResourceState::Retired {
-            self.resources_changed();
-        }
-        Ok(())
     }
 
     pub async fn get_resource_by_id(&mut self, id: &str) -> Result<Resource> {

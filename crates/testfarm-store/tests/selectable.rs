@@ -1,7 +1,10 @@
 //! `Store::list_selectable` reads only what selectors see; it must agree with the
 //! domain's `Resource::selector_labels` on every derived label, and skip retired ones.
 
+use std::time::Duration;
+
 use chrono::Utc;
+use testfarm_core::lease::{self, Holder, LeaseRequest, Share};
 use testfarm_core::resource::{Resource, ResourceKind, ResourceState};
 use testfarm_store::Store;
 use ulid::Ulid;
@@ -86,11 +89,35 @@ async fn the_selectable_cache_follows_changes_to_the_resource_set() -> TestResul
         "an unchanged resource set is served from memory"
     );
 
-    // A lease taking the board changes only its state: the cache stays.
+    // A lease taking the board, and giving it back, changes only its state: the cache
+    // stays.
+    let lease = lease::acquire(
+        LeaseRequest {
+            id: Ulid::new(),
+            resource_id: board.id,
+            resource_last_epoch: 0,
+            holder: Holder::Person("alice".into()),
+            share: Share::Whole,
+            duration: Duration::from_secs(600),
+            heartbeat_ttl: Duration::from_secs(30),
+        },
+        now,
+    )?;
     let mut tx = store.begin().await?;
-    tx.set_resource_state(board.id, ResourceState::Leased, now)
-        .await?;
+    tx.insert_lease(&lease, Some(ResourceState::Leased)).await?;
     tx.commit().await?;
+    assert_eq!(
+        store.get_resource("rpi-1").await?.state,
+        ResourceState::Leased
+    );
+    let mut tx = store.begin().await?;
+    let ended = lease.release(&lease.holder, lease.epoch, now)?;
+    let back = tx.write_ended_lease(&ended, now).await?;
+    tx.commit().await?;
+    assert_eq!(
+        (back.name.as_str(), back.state),
+        ("rpi-1", ResourceState::Available)
+    );
     let after_lease = store.selectable(Some(ResourceKind::Board)).await?;
     assert!(std::sync::Arc::ptr_eq(&first, &after_lease));
 
@@ -116,10 +143,11 @@ async fn the_selectable_cache_follows_changes_to_the_resource_set() -> TestResul
     tx.commit().await?;
     assert_eq!(store.selectable(Some(ResourceKind::Board)).await?.len(), 2);
 
-    // Retiring through the state alone still drops the cache (retired is not selectable).
+    // Retiring drops it (retired is not selectable).
+    let mut retired = other.clone();
+    retired.state = ResourceState::Retired;
     let mut tx = store.begin().await?;
-    tx.set_resource_state(other.id, ResourceState::Retired, now)
-        .await?;
+    tx.update_resource(&retired).await?;
     tx.commit().await?;
     assert_eq!(store.selectable(Some(ResourceKind::Board)).await?.len(), 1);
 
