@@ -44,15 +44,15 @@ pub fn job_lease_duration(timeout: Option<Duration>) -> Duration {
 }
 
 /// Lease times as chrono's own `Serialize` writes them (`2026-11-23T19:12:28.703156717Z`),
-/// but through one string: chrono's goes through `collect_str`, and its formatter
-/// plumbing made serialising a lease answer ~16k instructions, a lease round trip's
-/// biggest single cost in Rust code.
+/// but through one string written by [`crate::timestamp`]: chrono's goes through
+/// `collect_str` and its formatter plumbing, which made serialising a lease answer ~16k
+/// instructions, a lease round trip's biggest single cost in Rust code.
 mod rfc3339 {
-    use chrono::{DateTime, SecondsFormat, Utc};
+    use chrono::{DateTime, Utc};
     use serde::Serializer;
 
     pub fn one<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        s.serialize_str(&crate::timestamp::rfc3339(t, true))
     }
 
     pub fn opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {

@@ -48,6 +48,7 @@ pub mod role;
 pub mod selector;
 pub mod size;
 pub mod test_step;
+pub mod timestamp;
 pub mod token;
 pub mod why;
 pub mod wildcard;

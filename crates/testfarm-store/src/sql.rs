@@ -2,7 +2,7 @@
 //! structured values as JSON text. One place, so every table spells them the same way and text comparisons in SQL
 //! (`ORDER BY ended_at`, `last_used_at < ?`) order them in time.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::Row;
 use rusqlite::types::ValueRef;
 use ulid::Ulid;
@@ -12,7 +12,7 @@ use crate::{Result, StoreError};
 /// A timestamp as stored: `2026-11-23T15:04:05.123456789+00:00` (sub-second digits in
 /// groups of 3, as databases written by earlier versions have them).
 pub(crate) fn ts(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+    testfarm_core::timestamp::rfc3339(&at, false)
 }
 
 pub(crate) fn ts_opt(at: Option<DateTime<Utc>>) -> Option<String> {
