@@ -171,6 +171,31 @@ async fn a_group_whose_next_writer_is_cancelled_still_commits() -> TestResult {
     .await?
 }
 
+/// Spawns `n` tasks that each create one group (`{prefix}{i}`) in its own transaction,
+/// all ready at once, and waits for them; returns the commits they took.
+async fn ready_together(
+    store: &Store,
+    prefix: &'static str,
+    n: usize,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    let before = store.write_stats();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = store.begin().await?;
+            tx.insert_group(&group(&format!("{prefix}{i:03}"))).await?;
+            tx.commit().await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let after = store.write_stats();
+    assert_eq!(after.transactions - before.transactions, n as u64);
+    Ok(after.commits - before.commits)
+}
+
 /// On one thread (the server's default) a transaction reaches its commit before the
 /// requests behind it have begun theirs. It yields once first: they run up to their
 /// `begin`, queue, and all share its commit, instead of eight commits in a row.
@@ -179,44 +204,15 @@ async fn on_one_thread_transactions_started_together_share_a_commit() -> TestRes
     tokio::time::timeout(Duration::from_secs(30), async {
         let dir = tempfile::tempdir()?;
         let store = Store::open(&dir.path().join("t.db")).await?;
-        let before = store.write_stats();
-        let mut tasks = Vec::new();
-        for i in 0..8 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut tx = store.begin().await?;
-                tx.insert_group(&group(&format!("g{i}"))).await?;
-                tx.commit().await
-            }));
-        }
-        for t in tasks {
-            t.await??;
-        }
-        let after = store.write_stats();
-        assert_eq!(after.transactions - before.transactions, 8);
+        let commits = ready_together(&store, "g", 8).await?;
         assert!(
-            after.commits - before.commits <= 2,
-            "eight transactions ready together took {} commits",
-            after.commits - before.commits
+            commits <= 2,
+            "eight transactions ready together took {commits} commits"
         );
         assert_eq!(names(&store).await?.len(), 8);
 
         // A group stops growing at 64: 130 ready at once take at least two commits.
-        let before = store.write_stats();
-        let mut tasks = Vec::new();
-        for i in 0..130 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut tx = store.begin().await?;
-                tx.insert_group(&group(&format!("h{i:03}"))).await?;
-                tx.commit().await
-            }));
-        }
-        for t in tasks {
-            t.await??;
-        }
-        let after = store.write_stats();
-        let commits = after.commits - before.commits;
+        let commits = ready_together(&store, "h", 130).await?;
         assert!(
             (2..=4).contains(&commits),
             "130 transactions took {commits} commits"
