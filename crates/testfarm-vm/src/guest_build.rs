@@ -1,122 +1,66 @@
-//! Finding (or building) the static `testfarm-guest` binary that goes into the image.
+//! Finding the static `testfarm-guest` binary that goes into the image.
 //!
-//! The binary must be static (the initramfs has no libc), and only the gnu target exists
-//! here, so it is built with `-C target-feature=+crt-static` into its own target directory
-//! (`target/guest-static`): its flags differ from the workspace's, and sharing the main
-//! target directory would throw away everyone's build cache.
+//! The binary must be static (the initramfs has no libc). Every build of this crate embeds
+//! one (see `build.rs`), so a `testfarm` binary carries its own guest; a guest on disk
+//! (`$TESTFARM_GUEST`, or a static `testfarm-guest` next to the running executable) wins,
+//! for someone testing a guest of their own.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::error::{Result, VmError};
 
-pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
-
-/// Where a build from `workspace` leaves the binary.
-pub fn built_guest_path(workspace: &Path) -> PathBuf {
-    workspace
-        .join("target/guest-static")
-        .join(GUEST_TARGET)
-        .join("release/testfarm-guest")
+/// The guest embedded at build time, if the build could make one.
+pub fn embedded() -> Option<&'static [u8]> {
+    static GUEST: &[u8] = include_bytes!(env!("TESTFARM_EMBEDDED_GUEST"));
+    (!GUEST.is_empty()).then_some(GUEST)
 }
 
-/// The guest binary to put in an image: `$TESTFARM_GUEST`, a `testfarm-guest` next to the
-/// running executable, or a source-tree build under `target/guest-static`.
-pub fn find_guest() -> Option<PathBuf> {
+/// The guest binary to put in an image: `$TESTFARM_GUEST`, a static `testfarm-guest` next
+/// to the running executable, or the embedded one (written once, content-named, under
+/// `cache`). `None` when there is none of these.
+pub fn find_guest(cache: &Path) -> Result<Option<PathBuf>> {
     if let Some(p) = std::env::var_os("TESTFARM_GUEST").map(PathBuf::from) {
-        return Some(p);
+        return Ok(Some(p));
     }
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    let sibling = dir.join("testfarm-guest");
-    if is_static(&sibling) {
-        return Some(sibling);
+    if let Some(sibling) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("testfarm-guest")))
+        .filter(|p| is_static(p))
+    {
+        return Ok(Some(sibling));
     }
-    // target/<profile>/testfarm or target/<profile>/deps/x → target/guest-static/...
-    for anc in dir.ancestors().take(4) {
-        if anc.file_name().is_some_and(|n| n == "target") {
-            let p = anc
-                .join("guest-static")
-                .join(GUEST_TARGET)
-                .join("release/testfarm-guest");
-            if p.is_file() {
-                return Some(p);
-            }
-        }
+    match embedded() {
+        Some(bytes) => write_embedded(bytes, cache).map(Some),
+        None => Ok(None),
     }
-    None
 }
 
-/// Builds the static guest from the workspace at `workspace` (incremental: cheap when
-/// nothing changed). Serialised across processes with a lock file, since parallel tests
-/// all want it.
-pub fn build_static_guest(workspace: &Path) -> Result<PathBuf> {
-    let target_dir = workspace.join("target/guest-static");
-    std::fs::create_dir_all(&target_dir)
-        .map_err(|e| VmError::io(format!("creating {}", target_dir.display()), e))?;
-    let lock_path = target_dir.join(".build.lock");
-    let lock = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| VmError::io(format!("opening {}", lock_path.display()), e))?;
-    lock.lock()
-        .map_err(|e| VmError::io(format!("locking {}", lock_path.display()), e))?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(workspace)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "testfarm-guest",
-            "--target",
-            GUEST_TARGET,
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            "-Ctarget-feature=+crt-static\x1f-Cstrip=symbols",
-        )
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .output()
-        .map_err(|e| VmError::io("running cargo to build testfarm-guest", e))?;
-    if !out.status.success() {
-        return Err(VmError::Tool {
-            program: "cargo build -p testfarm-guest".into(),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+/// Writes `bytes` to `dir/testfarm-guest-<digest>` unless it is there: an immutable file per
+/// content, so processes building images at once never see a half-written guest.
+fn write_embedded(bytes: &[u8], dir: &Path) -> Result<PathBuf> {
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = dir.join(format!("testfarm-guest-{digest}"));
+    if path.is_file() {
+        return Ok(path);
     }
-    // Cargo rewrites its output in place on the next rebuild, possibly while another process
-    // is reading it for an image: hand out an immutable, content-named copy instead (made
-    // while the lock is held).
-    let built = built_guest_path(workspace);
-    let bytes = std::fs::read(&built)
-        .map_err(|e| VmError::io(format!("reading {}", built.display()), e))?;
-    let digest: String = {
-        use sha2::Digest;
-        sha2::Sha256::digest(&bytes)
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
-    let copy = target_dir.join(format!("testfarm-guest-{digest}"));
-    if !copy.is_file() {
-        let tmp = target_dir.join(format!(".testfarm-guest-{digest}.tmp"));
-        std::fs::write(&tmp, &bytes)
-            .and_then(|()| {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-            })
-            .and_then(|()| std::fs::rename(&tmp, &copy))
-            .map_err(|e| VmError::io(format!("writing {}", copy.display()), e))?;
-    }
-    Ok(copy)
+    std::fs::create_dir_all(dir)
+        .map_err(|e| VmError::io(format!("creating {}", dir.display()), e))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| VmError::io(format!("creating a file in {}", dir.display()), e))?;
+    std::fs::write(tmp.path(), bytes)
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+        })
+        .map_err(|e| VmError::io(format!("writing {}", tmp.path().display()), e))?;
+    tmp.persist(&path)
+        .map_err(|e| VmError::io(format!("writing {}", path.display()), e.error))?;
+    Ok(path)
 }
 
 /// A 64-bit ELF executable without a `PT_INTERP` program header (no dynamic loader), which

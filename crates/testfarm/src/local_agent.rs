@@ -13,6 +13,24 @@ use tokio::task::JoinHandle;
 pub struct LocalAgent {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    /// Resources this host could have offered but does not, each with why (a person
+    /// running the demo on a machine without QEMU is told, not left guessing).
+    pub skipped: Vec<String>,
+}
+
+/// Why this host is not a QEMU host, or `None` when it can be one.
+fn qemu_missing() -> Option<String> {
+    const BINARIES: [&str; 2] = ["qemu-system-x86_64", "qemu-system-aarch64"];
+    if BINARIES
+        .iter()
+        .any(|b| testfarm_agent::detect::which(b).is_some())
+    {
+        return None;
+    }
+    Some(format!(
+        "qemu-host: neither {} is on PATH (Debian: apt-get install qemu-system-x86)",
+        BINARIES.join(" nor ")
+    ))
 }
 
 /// Starts the built-in agent against `url`. `extra` is more `agent.toml` text (the demo
@@ -26,13 +44,12 @@ pub async fn start(
 ) -> anyhow::Result<LocalAgent> {
     let name = server.config().agent.local.name.clone();
     let token = server.issue_agent_token(&name).await?;
-    let qemu = testfarm_agent::detect::which("qemu-system-x86_64").is_some()
-        || testfarm_agent::detect::which("qemu-system-aarch64").is_some();
+    let qemu_missing = qemu_missing();
     let mut text = format!(
         "url = {url:?}\nname = {name:?}\nwork_dir = {work:?}\n\n[[resource]]\nkind = \"build-server\"\nlabels = {{ site = \"local\" }}\n",
         work = work_dir.display().to_string()
     );
-    if qemu {
+    if qemu_missing.is_none() {
         text.push_str("\n[[resource]]\nkind = \"qemu-host\"\nlabels = { site = \"local\" }\n");
     }
     text.push_str(extra);
@@ -50,7 +67,11 @@ pub async fn start(
             tracing::error!(error = %e, "the built-in agent stopped");
         }
     });
-    Ok(LocalAgent { stop, task })
+    Ok(LocalAgent {
+        stop,
+        task,
+        skipped: qemu_missing.into_iter().collect(),
+    })
 }
 
 impl LocalAgent {

@@ -1,32 +1,38 @@
 //! The README's first command: `testfarm demo` starts a server with SQLite, the built-in
-//! agent and a virtual lab, runs the example jobs and says where to look.
+//! agent and a virtual lab, runs the example jobs and says where to look — on a machine with
+//! QEMU and on one without it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::BIN;
 
-#[test]
-fn demo_runs_the_examples_and_says_where_to_look() {
+/// Runs the demo to its end (with `PATH` replaced when given) and returns its stdout,
+/// after checking what every run must show.
+fn run_demo(path: Option<&OsString>) -> String {
     let base = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--exit-after",
-            "0",
-            "--base-dir",
-        ])
-        .arg(base.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--exit-after",
+        "0",
+        "--base-dir",
+    ])
+    .arg(base.path())
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let mut child = cmd.spawn().unwrap();
     // Bounded: the demo's own waits are 120 s per job; this is the test's.
     let deadline = Instant::now() + Duration::from_secs(150);
     let status = loop {
@@ -40,7 +46,7 @@ fn demo_runs_the_examples_and_says_where_to_look() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(status.success(), "{stdout}\n{stderr}");
     for want in [
@@ -69,5 +75,60 @@ fn demo_runs_the_examples_and_says_where_to_look() {
         String::from_utf8_lossy(&q.stdout).trim(),
         "passed|2",
         "{db}"
+    );
+    stdout
+}
+
+fn on_path(name: &str) -> bool {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join(name).is_file())
+}
+
+#[test]
+fn demo_runs_the_examples_and_says_where_to_look() {
+    let stdout = run_demo(None);
+    // What it offers follows what this machine has.
+    if on_path("qemu-system-x86_64") {
+        assert!(stdout.contains("qemu-host"), "{stdout}");
+        assert!(!stdout.contains("skipped"), "{stdout}");
+    }
+}
+
+/// A machine without QEMU: every program on this one's PATH but `qemu-system-*`.
+#[test]
+fn demo_without_qemu_says_what_it_skipped_and_why() {
+    let bin = tempfile::tempdir().unwrap();
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let link = bin.path().join(&name);
+            if name.to_string_lossy().starts_with("qemu-system-") || link.exists() {
+                continue;
+            }
+            std::os::unix::fs::symlink(e.path(), &link).unwrap();
+        }
+    }
+    let path = OsString::from(bin.path());
+    assert!(!Path::new(&path).join("qemu-system-x86_64").exists());
+    let stdout = run_demo(Some(&path));
+    let skipped = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("skipped:"))
+        .unwrap_or_else(|| panic!("no skipped line in:\n{stdout}"));
+    assert!(skipped.contains("qemu-host"), "{skipped}");
+    assert!(skipped.contains("qemu-system-x86_64"), "{skipped}");
+    assert!(
+        skipped.contains("apt-get install qemu-system-x86"),
+        "{skipped}"
+    );
+    // Nothing registered a QEMU host it cannot run.
+    assert!(
+        !stdout
+            .lines()
+            .any(|l| l.contains(" qemu-host ") && !l.contains("skipped")),
+        "{stdout}"
     );
 }

@@ -6,30 +6,47 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The static guest, built once (cached, lock-protected) into target/guest-static.
-fn guest() -> PathBuf {
-    static G: OnceLock<PathBuf> = OnceLock::new();
-    G.get_or_init(|| testfarm_vm::guest_build::build_static_guest(&workspace()).expect("guest"))
-        .clone()
-}
-
 fn vmtest(runtime: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_testfarm"));
     c.arg("vmtest")
         .current_dir(workspace().join("examples/vmtest"))
-        .env("TESTFARM_GUEST", guest())
         .env("XDG_RUNTIME_DIR", runtime)
         .env("XDG_CACHE_HOME", workspace().join("target/vmtest-cache"))
         .args(["--accel", "tcg"])
         .stdin(Stdio::null());
     c
+}
+
+/// The README's vmtest tour is two commands: the binary carries its static guest, so an
+/// image builds with no separate `cargo build` and no `$TESTFARM_GUEST`.
+#[test]
+fn image_build_needs_no_separate_guest_build() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_testfarm"))
+        .args(["vmtest", "image", "build", "--cache"])
+        .arg(cache.path())
+        .env_remove("TESTFARM_GUEST")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let img: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let initrd = PathBuf::from(img["initrd"].as_str().unwrap());
+    assert!(initrd.starts_with(cache.path()), "{img}");
+    assert!(std::fs::metadata(&initrd).unwrap().len() > 0);
+    // The guest it used is the embedded one, written once under the cache, and static.
+    let guests: Vec<_> = std::fs::read_dir(cache.path().join("guests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(guests.len(), 1, "{guests:?}");
+    assert!(testfarm_vm::guest_build::is_static(&guests[0]));
 }
 
 fn text(o: &Output) -> String {
@@ -206,7 +223,6 @@ fn warm_pod_up_run_status_down() {
             .args(args)
             .args(["--accel", "tcg"])
             .current_dir(workspace().join("examples/vmtest"))
-            .env("TESTFARM_GUEST", guest())
             .env("XDG_RUNTIME_DIR", runtime.path())
             .env("XDG_CACHE_HOME", workspace().join("target/vmtest-cache"))
             .stdin(Stdio::null());
@@ -299,7 +315,6 @@ fn sigkill_takes_qemu_along_and_the_next_run_reaps_the_files() {
     let out = Command::new(env!("CARGO_BIN_EXE_testfarm"))
         .args(["vmtest", "image", "build", "--cache"])
         .arg(cache.path())
-        .env("TESTFARM_GUEST", guest())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));

@@ -1,5 +1,5 @@
 //! Shared by the VM tests: the default image, built once per machine (cached by content) from
-//! the host's kernel, busybox-static and a static build of testfarm-guest.
+//! the host's kernel, busybox-static and the static testfarm-guest this crate embeds.
 
 #![allow(dead_code, clippy::expect_used)]
 
@@ -20,7 +20,9 @@ pub fn image() -> Image {
     IMAGE
         .get_or_init(|| {
             let ws = workspace();
-            let guest = testfarm_vm::guest_build::build_static_guest(&ws).expect("build guest");
+            let guest = testfarm_vm::guest_build::find_guest(&ws.join("target/vmtest-images"))
+                .expect("write the embedded guest")
+                .expect("this build embeds a guest");
             let inputs = image::host_inputs(guest).expect("host kernel/busybox");
             image::build(&inputs, &ws.join("target/vmtest-images")).expect("build image")
         })

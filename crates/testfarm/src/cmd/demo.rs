@@ -107,6 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let agent =
             crate::local_agent::start(&server, &url, &paths.data_dir.join("work"), SIM_BOARDS)
                 .await?;
+        let skipped = agent.skipped.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
@@ -114,7 +115,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }));
 
         let client = Client::new(&url, token.clone())?;
-        let code = tour(&client, &url, &base, &paths.database, &done.token_path).await;
+        let code = tour(
+            &client,
+            &url,
+            &base,
+            &paths.database,
+            &done.token_path,
+            &skipped,
+        )
+        .await;
 
         match args.exit_after {
             Some(secs) => {
@@ -144,6 +153,7 @@ async fn tour(
     base: &std::path::Path,
     database: &std::path::Path,
     token_path: &std::path::Path,
+    skipped: &[String],
 ) -> anyhow::Result<ExitCode> {
     // The built-in agent registers its resources within a moment of starting.
     let mut resources: Vec<Resource> = Vec::new();
@@ -173,6 +183,9 @@ async fn tour(
             "  {:<14} {:<13} {:<10} {}",
             r.name, r.kind, r.state, r.labels
         );
+    }
+    for why in skipped {
+        println!("  skipped: {why}");
     }
     println!();
     let mut all_passed = true;

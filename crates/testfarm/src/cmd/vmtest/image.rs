@@ -1,6 +1,6 @@
 //! `testfarm vmtest image build`: the default guest image from the host's Debian packages.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -10,8 +10,8 @@ use testfarm_vm::image::{self, Image};
 pub enum ImageCmd {
     /// Build (or find cached) the default image and print where it is.
     Build {
-        /// Static testfarm-guest binary (default: $TESTFARM_GUEST, next to testfarm, or
-        /// target/guest-static in a source tree).
+        /// Static testfarm-guest binary (default: $TESTFARM_GUEST, a static one next to
+        /// testfarm, or the one built into testfarm).
         #[arg(long)]
         guest: Option<PathBuf>,
         /// Image cache directory (default: ~/.cache/testfarm/images).
@@ -23,9 +23,9 @@ pub enum ImageCmd {
 pub async fn run(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         ImageCmd::Build { guest, cache } => {
-            let guest = guest_binary(guest)?;
-            let inputs = image::host_inputs(guest)?;
             let cache = cache.unwrap_or_else(image::default_cache_dir);
+            let guest = guest_binary(guest, &cache)?;
+            let inputs = image::host_inputs(guest)?;
             let img = image::build(&inputs, &cache)?;
             println!(
                 "{}",
@@ -36,12 +36,15 @@ pub async fn run(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn guest_binary(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let guest = flag.or_else(testfarm_vm::guest_build::find_guest).context(
-        "no static testfarm-guest found: build it with\n  CARGO_TARGET_DIR=target/guest-static \
-         RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p testfarm-guest \
-         --target x86_64-unknown-linux-gnu\nor pass --guest PATH / set TESTFARM_GUEST",
-    )?;
+fn guest_binary(flag: Option<PathBuf>, cache: &Path) -> anyhow::Result<PathBuf> {
+    let guest = match flag {
+        Some(p) => p,
+        None => testfarm_vm::guest_build::find_guest(&cache.join("guests"))?.context(
+            "this testfarm was built without a guest agent (TESTFARM_EMBED_GUEST=0, or its \
+             build could not make one): pass --guest PATH or set TESTFARM_GUEST to a static \
+             testfarm-guest (see docs/vmtest.md)",
+        )?,
+    };
     if !testfarm_vm::guest_build::is_static(&guest) {
         anyhow::bail!("{} is not a static binary", guest.display());
     }
@@ -50,7 +53,8 @@ fn guest_binary(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 /// The default image, built on first use.
 pub fn default_image(guest: Option<PathBuf>) -> anyhow::Result<Image> {
-    let guest = guest_binary(guest)?;
+    let cache = image::default_cache_dir();
+    let guest = guest_binary(guest, &cache)?;
     let inputs = image::host_inputs(guest)?;
-    Ok(image::build(&inputs, &image::default_cache_dir())?)
+    Ok(image::build(&inputs, &cache)?)
 }
