@@ -25,8 +25,12 @@
 //! - [`reconcile`]: what a restarted server does with leases and jobs.
 //! - [`liveness`]: when the server was last awake, so its own stalls are not blamed on holders.
 //! - [`retention`]: what history (events, ended leases) is kept, and for how long.
+//! - [`artifact`]: artifact kinds, and what names, tags and checksums may look like.
+//! - [`artifact_retention`]: which builds the artifact repository deletes (age, size, pins).
 //! - [`cleanup`]: what an ended lease's resource needs, and a failed cleanup's consequence.
 
+pub mod artifact;
+pub mod artifact_retention;
 pub mod cleanup;
 pub mod diagnostic;
 pub mod duration;
