@@ -6,6 +6,7 @@
 //! the same definitions the code uses.
 
 pub mod agent;
+pub mod artifact;
 pub mod event;
 pub mod group;
 pub mod job;

@@ -15,6 +15,7 @@
 //! take one of a few idle connections (WAL: readers never wait for the writer).
 
 pub mod agents;
+pub mod artifacts;
 pub mod events;
 pub mod groups;
 pub mod jobs;

@@ -39,6 +39,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_lean_history_tables",
         include_str!("../migrations/0006_lean_history_tables.sql"),
     ),
+    (
+        "0007_artifacts",
+        include_str!("../migrations/0007_artifacts.sql"),
+    ),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {
