@@ -80,8 +80,10 @@ pub struct ArtifactQuery {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LatestQuery {
-    pub branch: String,
-    pub kind: String,
+    /// Required.
+    pub branch: Option<String>,
+    /// Required: `kernel`, `dtb`, `initrd`, `rootfs`, `modules`, `firmware` or `other`.
+    pub kind: Option<String>,
     /// Only builds for this architecture.
     pub arch: Option<String>,
 }
@@ -90,7 +92,8 @@ pub struct LatestQuery {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
-    pub kind: String,
+    /// Required: `kernel`, `dtb`, `initrd`, `rootfs`, `modules`, `firmware` or `other`.
+    pub kind: Option<String>,
     /// The SHA-256 the body must have (hex); a body with another is refused, nothing stored.
     pub sha256: Option<String>,
 }
@@ -100,8 +103,7 @@ pub struct UploadQuery {
 #[into_params(parameter_in = Query)]
 pub struct GcQuery {
     /// Report what would go without deleting anything.
-    #[serde(default)]
-    pub dry_run: bool,
+    pub dry_run: Option<bool>,
 }
 
 /// A build retention deleted (or would delete).

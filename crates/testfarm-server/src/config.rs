@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use testfarm_core::diagnostic::{line_col, with_suggestion};
 pub use testfarm_core::duration::HumanDuration;
+pub use testfarm_core::jobspec::ByteSize;
 
 /// The commented configuration `testfarm init` writes: every option, at its default.
 pub const DEFAULT_TOML: &str = r#"# testfarm server configuration.
@@ -89,6 +90,18 @@ ended_leases = "90d"
 # How often old history is looked for (it is deleted in small transactions).
 interval = "1h"
 
+[artifacts]
+# Builds older than this are deleted with their artifacts, unless pinned or tagged.
+# "0s" keeps them however old.
+max_age = "30d"
+# Most the artifact blobs may take on disk, in GiB (identical files count once); above
+# it the oldest builds that are neither pinned nor tagged go first. 0: no limit.
+max_total_gb = 50
+# Largest artifact one upload may carry (the rest of the API takes bodies of 4 MiB).
+max_upload = "8G"
+# How often retention looks for builds to delete and blobs nothing refers to.
+interval = "1h"
+
 [agent.local]
 # Run the built-in agent in the server process, registering this machine's resources.
 enabled = true
@@ -106,7 +119,36 @@ pub struct Config {
     pub leases: LeasesSection,
     pub health: HealthSection,
     pub retention: RetentionSection,
+    pub artifacts: ArtifactsSection,
     pub agent: AgentSection,
+}
+
+/// `[artifacts]`: the artifact repository's limits (blobs live in `<data_dir>/artifacts`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactsSection {
+    pub max_age: HumanDuration,
+    pub max_total_gb: u64,
+    pub max_upload: ByteSize,
+    pub interval: HumanDuration,
+}
+
+impl Default for ArtifactsSection {
+    fn default() -> Self {
+        ArtifactsSection {
+            max_age: HumanDuration(Duration::from_secs(30 * 86_400)),
+            max_total_gb: 50,
+            max_upload: ByteSize(8 << 30),
+            interval: HumanDuration(Duration::from_secs(3600)),
+        }
+    }
+}
+
+impl ArtifactsSection {
+    /// The core's view: zero is no limit.
+    pub fn budget(&self) -> testfarm_core::artifact_retention::Budget {
+        testfarm_core::artifact_retention::Budget::from_config(self.max_age.0, self.max_total_gb)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -353,6 +395,16 @@ impl Config {
         if self.retention.interval.0.is_zero() {
             return Err(bad(
                 "retention.interval must be more than zero (set the ages to \"0s\" to keep everything)".into(),
+            ));
+        }
+        if self.artifacts.interval.0.is_zero() {
+            return Err(bad(
+                "artifacts.interval must be more than zero (set max_age to \"0s\" and max_total_gb to 0 to keep everything)".into(),
+            ));
+        }
+        if self.artifacts.max_upload.0 == 0 {
+            return Err(bad(
+                "artifacts.max_upload must be more than zero (e.g. \"8G\")".into(),
             ));
         }
         if self.log.level.trim().is_empty() {

@@ -32,6 +32,14 @@ pub enum ApiError {
         detail: String,
         field: Option<String>,
     },
+    #[error("{detail}")]
+    TooLarge {
+        detail: String,
+        field: Option<String>,
+    },
+    /// 416, with `Content-Range: bytes */{size}`.
+    #[error("the requested range is outside the {size} bytes of the artifact")]
+    RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -88,6 +96,18 @@ impl ApiError {
                 "Conflict",
                 field.as_deref(),
             ),
+            ApiError::TooLarge { field, .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Content too large",
+                field.as_deref(),
+            ),
+            ApiError::RangeNotSatisfiable { .. } => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range-not-satisfiable",
+                "Range not satisfiable",
+                Some("Range"),
+            ),
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -133,6 +153,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
+        if let ApiError::RangeNotSatisfiable { size } = &self
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -161,6 +186,23 @@ impl From<testfarm_core::resource::Refused> for ApiError {
             ForceWithoutReason => ApiError::unprocessable("reason", e),
             WindowInverted { .. } => ApiError::unprocessable("end", e),
             _ => ApiError::conflict(e),
+        }
+    }
+}
+
+impl From<testfarm_artifacts::BlobError> for ApiError {
+    fn from(e: testfarm_artifacts::BlobError) -> Self {
+        use testfarm_artifacts::BlobError::*;
+        match e {
+            NotFound(d) => ApiError::NotFound(format!("the bytes of sha256 {d} are not stored")),
+            Mismatch { .. } => ApiError::unprocessable("sha256", e),
+            TooLarge { .. } => ApiError::TooLarge {
+                detail: e.to_string(),
+                field: Some("body".into()),
+            },
+            RangeNotSatisfiable { size, .. } => ApiError::RangeNotSatisfiable { size },
+            Source(_) => ApiError::bad_request("body", e),
+            Io(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Errors become problem+json in one place ([`error`]). Configuration, with its defaults
 //! and validation, is [`config`].
 
+pub mod artifacts;
 pub mod auth;
 pub mod awake;
 pub mod config;
@@ -117,6 +118,12 @@ impl Server {
                 source,
             })?;
         install_admin_token(&store, &paths.admin_token_file).await?;
+        let artifacts = artifacts::ArtifactRepo::local(&paths.data_dir).map_err(|source| {
+            ServerError::DataDir {
+                path: paths.data_dir.join("artifacts"),
+                source,
+            }
+        })?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -137,6 +144,7 @@ impl Server {
             log_written: Arc::new(log_written),
             log_locks: Arc::default(),
             data_dir: Arc::new(paths.data_dir.clone()),
+            artifacts: Arc::new(artifacts),
             started_at,
             awake: Arc::new(awake::Awake::new(started_at)),
         };

@@ -27,6 +27,8 @@ pub struct AppState {
     pub log_locks: Arc<crate::logs::KeyedLocks>,
     /// Where job logs and outputs are kept.
     pub data_dir: Arc<std::path::PathBuf>,
+    /// The artifact repository's blobs and their readers.
+    pub artifacts: Arc<crate::artifacts::ArtifactRepo>,
     pub started_at: DateTime<Utc>,
     /// When the server was last awake (its start, or the end of a stall): silence
     /// before it is not held against lease holders and agents.

@@ -3,6 +3,7 @@
 //! miss a route.
 
 pub mod agents;
+pub mod artifacts;
 pub mod events;
 pub mod groups;
 pub mod jobs;
@@ -43,6 +44,7 @@ use crate::state::AppState;
         (name = "leases", description = "Manual leases that always end"),
         (name = "policies", description = "Scheduling policies"),
         (name = "agents", description = "The agent protocol"),
+        (name = "artifacts", description = "Builds and their artifacts: upload, find, download, pin, retention"),
         (name = "meta", description = "Health, metrics and this document"),
     )
 )]
@@ -102,6 +104,19 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::report_step))
         .routes(routes!(agents::put_output))
         .routes(routes!(agents::finish_job))
+        .routes(routes!(artifacts::create_build))
+        .routes(routes!(artifacts::get_build))
+        .routes(routes!(
+            artifacts::upload_artifact,
+            artifacts::download_artifact
+        ))
+        .routes(routes!(artifacts::pin_build))
+        .routes(routes!(artifacts::unpin_build))
+        .routes(routes!(artifacts::add_tag, artifacts::remove_tag))
+        .routes(routes!(artifacts::list_artifacts))
+        .routes(routes!(artifacts::latest_artifact))
+        .routes(routes!(artifacts::gc))
+        .routes(routes!(artifacts::download_blob))
 }
 
 /// The OpenAPI document of every route, built once.

@@ -1,6 +1,7 @@
 //! Background tasks. Each loops on a tick (or a wake-up) until the stop signal, and does
 //! its work as store transactions, so a crash between ticks loses nothing.
 
+pub mod artifact_retention;
 pub mod cleanup;
 pub mod health;
 pub mod maintenance;
@@ -19,6 +20,7 @@ pub(crate) fn spawn_all(state: AppState, stop: watch::Receiver<bool>) -> Vec<Joi
         tokio::spawn(scheduler::run(state.clone(), stop.clone())),
         tokio::spawn(reaper::run(state.clone(), stop.clone())),
         tokio::spawn(retention::run(state.clone(), stop.clone())),
+        tokio::spawn(artifact_retention::run(state.clone(), stop.clone())),
         tokio::spawn(crate::awake::watchdog(state.awake.clone(), stop.clone())),
         tokio::spawn(health::run(state, stop)),
     ]
