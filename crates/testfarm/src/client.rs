@@ -107,6 +107,22 @@ impl Client {
             .with_context(|| format!("unexpected response from the server (HTTP {status})"))
     }
 
+    /// Sends without an overall deadline (uploads and downloads take as long as their
+    /// bytes do) and returns the response once its status says success; a non-2xx answer
+    /// becomes [`Refused`].
+    pub async fn open(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the testfarm server at {}", self.base))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.context("reading the response")?;
+            return Err(problem(status, &bytes).into());
+        }
+        Ok(resp)
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.request(Method::GET, path)).await
     }

@@ -67,6 +67,8 @@ enum Command {
     Lease(cmd::lease::Args),
     /// Manage scheduling policies (admins).
     Policy(cmd::policy::Args),
+    /// The artifact repository: builds, uploads, downloads, pins, tags, retention.
+    Artifacts(cmd::artifacts::Args),
     /// Show the event log, or follow it live.
     Events(cmd::events::Args),
     /// Parse a TAP stream and print a summary, JSON or JUnit XML.
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
         Command::Group(args) => block_on(cmd::group::run(args)),
         Command::Token(args) => block_on(cmd::token::run(args)),
         Command::Events(args) => block_on(cmd::events::run(args)),
+        Command::Artifacts(args) => block_on(cmd::artifacts::run(args)),
         Command::Submit(args) => block_on(cmd::job::submit(args)),
         Command::Jobs(args) => block_on(cmd::job::jobs(args)),
         Command::Job(args) => block_on(cmd::job::job(args)),
