@@ -180,7 +180,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .await?;
                 (format!("/api/v1/artifacts/{}", a.sha256), Some(a.sha256))
             } else {
-                bail!("say which artifact: SHA256, --build ID --name N, or --branch B --latest --kind K");
+                bail!(
+                    "say which artifact: SHA256, --build ID --name N, or --branch B --latest --kind K"
+                );
             };
             let (sha, size) = download(&client, &path, expected.as_deref(), &output).await?;
             if json {
@@ -272,7 +274,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Untag { build, tag } => {
             let b: Build = client
-                .delete(&format!("/api/v1/builds/{}/tags/{}", enc(&build), enc(&tag)))
+                .delete(&format!(
+                    "/api/v1/builds/{}/tags/{}",
+                    enc(&build),
+                    enc(&tag)
+                ))
                 .await?;
             print_build(&b, json)?;
         }
@@ -313,7 +319,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn list(items: &[Artifact]) {
     output::table(
-        &["build", "name", "kind", "size", "branch", "commit", "sha256"],
+        &[
+            "build", "name", "kind", "size", "branch", "commit", "sha256",
+        ],
         items
             .iter()
             .map(|a| {
@@ -388,14 +396,22 @@ async fn download(
     let got = format!("{:x}", hasher.finalize());
     for want in [announced.as_deref(), expected].into_iter().flatten() {
         if !want.eq_ignore_ascii_case(&got) {
-            bail!("the download's sha256 is {got}, not {want}; nothing was written to {}", output.display());
+            bail!(
+                "the download's sha256 is {got}, not {want}; nothing was written to {}",
+                output.display()
+            );
         }
     }
     if announced.is_none() && expected.is_none() {
         bail!("the server sent no checksum to verify the download against");
     }
-    tmp.persist(output)
-        .map_err(|e| anyhow!("cannot rename the download to {}: {}", output.display(), e.error))?;
+    tmp.persist(output).map_err(|e| {
+        anyhow!(
+            "cannot rename the download to {}: {}",
+            output.display(),
+            e.error
+        )
+    })?;
     Ok((got, size))
 }
 
