@@ -520,3 +520,61 @@ fn retention_removes_an_old_unpinned_build_and_keeps_a_pinned_one() {
     });
     within();
 }
+
+#[test]
+fn a_blob_being_downloaded_is_kept_until_its_download_ends() {
+    let within = deadline(Duration::from_secs(90));
+    let lab = Lab::new();
+    lab.set("artifacts", "max_age", "\"1s\"");
+    let server = lab.start();
+    let http = server.http();
+    let t = lab.token.clone();
+    // Large enough that the response cannot sit whole in socket buffers.
+    let data: Vec<u8> = (0..32 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let b = new_build(&http, &t, "main", "c1");
+    assert_eq!(
+        upload(&http, &t, &b, "rootfs.ext4", "kind=rootfs", &data).status,
+        201
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = server.url.clone();
+    let got = rt.block_on(async {
+        use futures::StreamExt;
+        let resp = reqwest::Client::new()
+            .get(format!("{url}/api/v1/builds/{b}/artifacts/rootfs.ext4"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.bytes_stream();
+        let mut got = body.next().await.unwrap().unwrap().to_vec();
+        // While the download is open, retention deletes the build but not its blob.
+        let gc = reqwest::Client::new()
+            .post(format!("{url}/api/v1/artifacts/gc"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        let report: Value = gc.json().await.unwrap();
+        assert_eq!(report["builds"].as_array().unwrap().len(), 1, "{report}");
+        assert_eq!(report["skipped_in_use"], json!([sha(&data)]), "{report}");
+        assert_eq!(report["blobs"], json!([]), "{report}");
+        while let Some(chunk) = body.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        got
+    });
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the download is whole and intact");
+    // Once the download ended, the next pass takes the blob.
+    wait_for("the blob to go", Duration::from_secs(10), || {
+        let r = http.call("POST", "/api/v1/artifacts/gc", Some(&lab.token), None);
+        (r.status == 200 && blob_files(&lab).is_empty()).then_some(())
+    });
+    within();
+}
