@@ -86,6 +86,18 @@ fn bad(what: &'static str, value: &str, why: &'static str) -> BadValue {
     }
 }
 
+/// The shapes of the validators below, for the API's OpenAPI document.
+pub mod patterns {
+    /// [`super::validate_artifact_name`].
+    pub const ARTIFACT_NAME: &str = r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}$";
+    /// [`super::validate_tag`].
+    pub const TAG: &str = r"^[A-Za-z0-9._+/-]{1,100}$";
+    /// [`super::validate_build_field`]: printable ASCII, no spaces.
+    pub const BUILD_FIELD: &str = r"^[!-~]{1,200}$";
+    /// [`super::normalize_sha256`].
+    pub const SHA256: &str = r"^[0-9A-Fa-f]{64}$";
+}
+
 /// An artifact's name within its build: one path segment that is safe as a file name
 /// everywhere it lands (`Image`, `bcm2711-rpi-4-b.dtb`, `rootfs.ext4.zst`).
 pub fn validate_artifact_name(name: &str) -> Result<(), BadValue> {
@@ -189,6 +201,17 @@ mod tests {
             if validate_artifact_name(&s).is_ok() {
                 prop_assert!(!s.contains('/') && !s.starts_with('.') && !s.is_empty());
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn patterns_agree_with_the_validators(s in "[a-zA-Z0-9._+/! -]{0,8}|[0-9a-fA-Fg]{63,65}") {
+            let re = |p: &str| regex::Regex::new(p).unwrap();
+            prop_assert_eq!(re(patterns::ARTIFACT_NAME).is_match(&s), validate_artifact_name(&s).is_ok(), "{:?}", s);
+            prop_assert_eq!(re(patterns::TAG).is_match(&s), validate_tag(&s).is_ok(), "{:?}", s);
+            prop_assert_eq!(re(patterns::BUILD_FIELD).is_match(&s), validate_build_field("x", &s).is_ok(), "{:?}", s);
+            prop_assert_eq!(re(patterns::SHA256).is_match(&s), normalize_sha256(&s).is_ok(), "{:?}", s);
         }
     }
 }

@@ -37,6 +37,10 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
         if start == i {
             return Err(err("expected a number"));
         }
+        // Bounded so the API's pattern can say it (crate::patterns::DURATION).
+        if i - start > 9 {
+            return Err(err("a number has at most nine digits"));
+        }
         let n: u128 = s[start..i].parse().map_err(|_| err("number too large"))?;
         let ustart = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {

@@ -41,6 +41,7 @@ pub fn job_lease_duration(timeout: Option<Duration>) -> Duration {
     timeout
         .unwrap_or(DEFAULT_JOB_LEASE)
         .saturating_add(JOB_LEASE_MARGIN)
+        .min(MAX_DURATION)
 }
 
 /// Lease times as chrono's own `Serialize` writes them (`2026-11-23T19:12:28.703156717Z`),
@@ -278,6 +279,8 @@ pub enum LeaseRefused {
     ForceWithoutReason,
     #[error("a lease duration must be more than zero")]
     ZeroDuration,
+    #[error("a lease is taken (or extended) for at most 366d at once; renew it for longer")]
+    TooLong,
 }
 
 /// A write presented an epoch that is not the current one: the server answers 409.
@@ -303,9 +306,19 @@ fn chrono_dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+/// The longest a lease may be asked for, or extended by at once. Leases are renewed by
+/// heartbeat far more often; the bound keeps every stored end a real date.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
+/// The latest instant any lease end is stored as: the last second RFC 3339 can write
+/// with a four-digit year, so no arithmetic here makes a row that cannot be read back.
+fn latest() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     t.checked_add_signed(chrono_dur(d))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .map_or_else(latest, |end| end.min(latest()))
 }
 
 /// What [`acquire`] needs besides the clock.
@@ -327,6 +340,9 @@ pub struct LeaseRequest {
 pub fn acquire(req: LeaseRequest, now: DateTime<Utc>) -> Result<Lease, LeaseRefused> {
     if req.duration.is_zero() || req.heartbeat_ttl.is_zero() {
         return Err(LeaseRefused::ZeroDuration);
+    }
+    if req.duration > MAX_DURATION || req.heartbeat_ttl > MAX_DURATION {
+        return Err(LeaseRefused::TooLong);
     }
     Ok(Lease {
         id: req.id,
@@ -412,6 +428,9 @@ impl Lease {
         let mut next = self.clone();
         next.heartbeat_at = now;
         if let Some(d) = extend {
+            if d > MAX_DURATION {
+                return Err(LeaseRefused::TooLong);
+            }
             next.expires_at = next.expires_at.max(add(now, d));
         }
         Ok(next)
@@ -795,5 +814,30 @@ mod tests {
         assert_eq!(v["share"]["share"], "whole");
         let back: Lease = serde_json::from_value(v).unwrap();
         assert_eq!(back, l);
+    }
+
+    #[test]
+    fn a_lease_is_bounded_and_its_end_is_a_real_date() {
+        let req = |d: Duration| LeaseRequest {
+            id: Ulid::nil(),
+            resource_id: Ulid::nil(),
+            resource_last_epoch: 0,
+            holder: Holder::Person("p".into()),
+            share: Share::Whole,
+            duration: d,
+            heartbeat_ttl: Duration::from_secs(30),
+        };
+        assert_eq!(
+            acquire(req(MAX_DURATION + Duration::from_secs(1)), t0()),
+            Err(LeaseRefused::TooLong)
+        );
+        let l = acquire(req(MAX_DURATION), t0()).unwrap();
+        assert_eq!(
+            l.renew(l.epoch, Some(Duration::MAX), t0()),
+            Err(LeaseRefused::TooLong)
+        );
+        // Even arithmetic at the edge of time stays within four-digit years.
+        let far = DateTime::<Utc>::MAX_UTC - chrono::Duration::days(1);
+        assert!(add(far, Duration::from_secs(86_400 * 400)) <= latest());
     }
 }

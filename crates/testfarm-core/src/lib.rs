@@ -40,6 +40,7 @@ pub mod jobspec;
 pub mod labels;
 pub mod lease;
 pub mod liveness;
+pub mod patterns;
 pub mod pinned;
 pub mod placement;
 pub mod policy;

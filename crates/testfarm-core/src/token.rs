@@ -57,6 +57,34 @@ pub fn verify(secret: &str, stored: &[u8]) -> bool {
     stored.len() == presented.len() && bool::from(presented.ct_eq(stored))
 }
 
+/// Why a token may not be revoked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevokeRefused {
+    #[error(
+        "{name:?} is the last active admin token: revoking it would lock every admin out \
+         until a restart. Create another admin token first (testfarm token create --role \
+         admin), or replace the server's admin.token file and restart the server"
+    )]
+    LastAdmin { name: String },
+}
+
+/// The rule for revoking: anything may go except the last active admin token, since no
+/// one could then manage tokens until the server is restarted with a new `admin.token`.
+/// `active_admins` counts the active admin tokens, this one included.
+pub fn check_revoke(
+    name: &str,
+    role: crate::Role,
+    already_revoked: bool,
+    active_admins: usize,
+) -> Result<(), RevokeRefused> {
+    if role == crate::Role::Admin && !already_revoked && active_admins <= 1 {
+        return Err(RevokeRefused::LastAdmin {
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +105,22 @@ mod tests {
         for bad in ["", "tf_", "tf_x", "tf_x_short", "xx_a_0000", "tf__aaaa"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_last_active_admin_stays() {
+        use crate::Role;
+        assert!(check_revoke("admin", Role::Admin, false, 1).is_err());
+        assert!(check_revoke("admin", Role::Admin, false, 2).is_ok());
+        // Revoking again what is already revoked changes nothing, and other roles go freely.
+        assert!(check_revoke("admin", Role::Admin, true, 0).is_ok());
+        assert!(check_revoke("ci", Role::User, false, 1).is_ok());
+        let msg = check_revoke("admin", Role::Admin, false, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("admin.token") && msg.contains("--role admin"),
+            "{msg}"
+        );
     }
 }

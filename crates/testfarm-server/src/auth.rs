@@ -145,3 +145,92 @@ pub fn new_token() -> (String, String) {
     let text = token::format(&id, &random);
     (id, text)
 }
+
+/// What a route needs of its caller's role, checked by [`Require`] before anything else of
+/// the request (its body above all) is read: a caller without the role gets 403 whatever
+/// it sends.
+pub trait Permission {
+    /// Whether `role` may call the route.
+    fn allows(role: Role) -> bool;
+    /// The action named in the 403's detail.
+    const ACTION: Action;
+}
+
+macro_rules! permission {
+    ($(#[$doc:meta])* $name:ident, $action:ident) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl Permission for $name {
+            fn allows(role: Role) -> bool {
+                role.allows(Action::$action)
+            }
+            const ACTION: Action = Action::$action;
+        }
+    };
+}
+
+/// Route permissions, one per [`Action`].
+pub mod perm {
+    use super::{Action, Permission, Role};
+    permission!(
+        /// Submit jobs, take leases.
+        Submit,
+        Submit
+    );
+    permission!(
+        /// Change resources and groups.
+        Operate,
+        Operate
+    );
+    permission!(
+        /// Tokens and policies.
+        Administer,
+        Administer
+    );
+    permission!(
+        /// The agent protocol.
+        ActAsAgent,
+        ActAsAgent
+    );
+    /// Lease renewal: the holder is a person (submit) or an agent acting for a job.
+    pub struct SubmitOrAgent;
+    impl Permission for SubmitOrAgent {
+        fn allows(role: Role) -> bool {
+            role.allows(Action::Submit) || role.allows(Action::ActAsAgent)
+        }
+        const ACTION: Action = Action::Submit;
+    }
+}
+
+/// An authenticated caller whose role passed `P`; derefs to the [`Caller`].
+pub struct Require<P> {
+    pub caller: Caller,
+    _permission: std::marker::PhantomData<P>,
+}
+
+impl<P> std::ops::Deref for Require<P> {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl<P: Permission + Send + Sync> FromRequestParts<AppState> for Require<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !P::allows(caller.role) {
+            return Err(caller.require(P::ACTION).err().unwrap_or_else(|| {
+                ApiError::Forbidden(format!("token {:?} may not call this", caller.name))
+            }));
+        }
+        Ok(Require {
+            caller,
+            _permission: std::marker::PhantomData,
+        })
+    }
+}

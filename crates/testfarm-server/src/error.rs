@@ -32,14 +32,15 @@ pub enum ApiError {
         detail: String,
         field: Option<String>,
     },
-    #[error("{detail}")]
-    TooLarge {
-        detail: String,
-        field: Option<String>,
-    },
     /// 416, with `Content-Range: bytes */{size}`.
     #[error("the requested range is outside the {size} bytes of the artifact")]
     RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -96,17 +97,29 @@ impl ApiError {
                 "Conflict",
                 field.as_deref(),
             ),
-            ApiError::TooLarge { field, .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                "Content too large",
-                field.as_deref(),
-            ),
             ApiError::RangeNotSatisfiable { .. } => (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "range-not-satisfiable",
                 "Range not satisfiable",
                 Some("Range"),
+            ),
+            ApiError::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                None,
+            ),
+            ApiError::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Payload too large",
+                Some("body"),
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                Some("body"),
             ),
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -196,10 +209,7 @@ impl From<testfarm_artifacts::BlobError> for ApiError {
         match e {
             NotFound(d) => ApiError::NotFound(format!("the bytes of sha256 {d} are not stored")),
             Mismatch { .. } => ApiError::unprocessable("sha256", e),
-            TooLarge { .. } => ApiError::TooLarge {
-                detail: e.to_string(),
-                field: Some("body".into()),
-            },
+            TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
             RangeNotSatisfiable { size, .. } => ApiError::RangeNotSatisfiable { size },
             Source(_) => ApiError::bad_request("body", e),
             Io(_) => ApiError::Internal(e.to_string()),

@@ -1,8 +1,8 @@
 //! A JSON body extractor whose rejections are problem+json naming the field at fault
 //! (`labels.arch`, `kind`) or the line and column of a syntax error, instead of axum's
-//! plain-text rejections.
+//! plain-text rejections: 415 for another media type, 413 past [`MAX_BODY`], 400 for
+//! malformed JSON, 422 for a value of the wrong shape.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use serde::de::DeserializeOwned;
@@ -14,7 +14,7 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<S: Send + Sync, T: DeserializeOwned + utoipa::ToSchema> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -27,51 +27,100 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ct == "application/json" || ct.ends_with("+json")
             });
         if !is_json {
-            return Err(ApiError::BadRequest {
-                detail: "expected a JSON body with Content-Type: application/json".into(),
-                field: Some("body".into()),
-            });
+            return Err(ApiError::UnsupportedMediaType(
+                "expected a JSON body with Content-Type: application/json".into(),
+            ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request("body", format!("cannot read the body: {e}")))?;
-        parse(&bytes).map(ApiJson)
+        let bytes = crate::extract::read_body(req, state).await?;
+        parse_checked::<T>(&bytes).map(ApiJson)
     }
 }
 
-/// Deserialises with the path of the failing field.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request("body", format!("malformed JSON: {inner}"))
-        } else {
-            let field = if path == "." {
-                "body".to_string()
-            } else {
-                path
-            };
-            ApiError::unprocessable(field, inner)
-        }
-    })
+/// Parses a request body: JSON syntax (400 with line and column), then the document's
+/// schema for `T` (422 naming the field), then serde.
+pub fn parse_checked<T: DeserializeOwned + utoipa::ToSchema>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("body", format!("malformed JSON: {e}")))?;
+    crate::routes::check_body(&T::name(), &value)
+        .map_err(|(field, why)| ApiError::unprocessable(field, why))?;
+    parse(bytes)
 }
 
-/// A query string extractor whose rejections are problem+json (axum's `Query` answers
-/// plain text).
-pub struct ApiQuery<T>(pub T);
+/// Deserialises with the path of the failing field. A number written with a zero
+/// fraction (`700.0`) is an integer to JSON Schema, so it is one here too: a value that
+/// does not fit its integer field as written is read again with such numbers made integers.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let e = match serde_path_to_error::deserialize(de) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    if !e.inner().is_data() {
+        return Err(to_api_error(e));
+    }
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Err(to_api_error(e));
+    };
+    if !integral_floats_to_integers(&mut value) {
+        return Err(to_api_error(e));
+    }
+    serde_path_to_error::deserialize(value).map_err(|_| to_api_error(e))
+}
 
-impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
+/// Rewrites `n.0` numbers that fit an `i64`/`u64` as integers; true if any was.
+fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return false };
+            if f.fract() != 0.0 || !f.is_finite() {
+                return false;
+            }
+            // `u64::MAX as f64` is 2^64, one past the largest u64.
+            let int = if f >= 0.0 && f < u64::MAX as f64 {
+                Some(serde_json::Number::from(f as u64))
+            } else if f < 0.0 && f >= i64::MIN as f64 {
+                Some(serde_json::Number::from(f as i64))
+            } else {
+                None
+            };
+            match int {
+                Some(i) => {
+                    *n = i;
+                    true
+                }
+                None => false,
+            }
+        }
+        Value::Array(items) => {
+            let mut any = false;
+            for i in items {
+                any |= integral_floats_to_integers(i);
+            }
+            any
+        }
+        Value::Object(map) => {
+            let mut any = false;
+            for i in map.values_mut() {
+                any |= integral_floats_to_integers(i);
+            }
+            any
+        }
+        _ => false,
+    }
+}
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| ApiQuery(q.0))
-            .map_err(|e| ApiError::bad_request("query", e.body_text()))
+fn to_api_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        ApiError::bad_request("body", format!("malformed JSON: {inner}"))
+    } else {
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        ApiError::unprocessable(field, inner)
     }
 }

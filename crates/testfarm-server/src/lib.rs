@@ -10,6 +10,7 @@ pub mod auth;
 pub mod awake;
 pub mod config;
 pub mod error;
+pub mod extract;
 mod ids;
 pub mod json;
 pub mod lifecycle;

@@ -106,13 +106,9 @@ impl Tx {
         )
     }
 
-    /// Revokes by name or id; returns the token as it was.
-    pub async fn revoke_token(
-        &mut self,
-        name_or_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<TokenInfo> {
-        let mut token = query_opt(
+    /// The token with this name or id.
+    pub async fn find_token(&mut self, name_or_id: &str) -> Result<TokenInfo> {
+        Ok(query_opt(
             self.conn(),
             concat!(
                 "SELECT ",
@@ -126,7 +122,26 @@ impl Tx {
             what: "token",
             name: name_or_id.to_string(),
         })?
-        .info;
+        .info)
+    }
+
+    /// How many admin tokens are not revoked.
+    pub async fn count_active_admins(&mut self) -> Result<usize> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM tokens WHERE role = 'admin' AND revoked_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Revokes by name or id; returns the token as it was.
+    pub async fn revoke_token(
+        &mut self,
+        name_or_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TokenInfo> {
+        let mut token = self.find_token(name_or_id).await?;
         exec(
             self.conn(),
             "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",

@@ -9,9 +9,10 @@ use testfarm_store::{NewEvent, Store};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// What the WAL may reach: the restart threshold plus the commits of one checkpoint
-/// interval, well under the 64 MiB the file is cut back to.
-const BOUND: u64 = 64 * 1024 * 1024;
+/// What the WAL may reach: the restart threshold plus the commits of the checkpoint
+/// intervals a loaded machine lets pass (the suite runs beside this; it once reached
+/// 73 MB there), well under the ~160 MB the file reaches without the restart.
+const BOUND: u64 = 100 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_wal_restarts_under_continuous_writes() -> TestResult {

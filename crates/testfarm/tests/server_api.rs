@@ -297,7 +297,7 @@ fn auth_roles_and_problems() {
             Some(t),
             Some(("text/plain", "{}")),
         ),
-        400,
+        415,
         Some("body"),
     );
     assert_problem(

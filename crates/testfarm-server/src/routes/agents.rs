@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -19,7 +18,6 @@ use testfarm_api::agent::{
 use testfarm_api::job::{JobState, StepRecord};
 use testfarm_api::problem::Problem;
 use testfarm_api::resource::{Resource, ResourceKind};
-use testfarm_core::Action;
 use testfarm_core::job::{JobEvent, LabError, on_lab_error};
 use testfarm_core::lease::{Lease, LeaseState};
 use testfarm_core::resource::{Health, HealthStatus, ResourceState, validate_name};
@@ -27,8 +25,9 @@ use testfarm_store::jobs::JobRow;
 use testfarm_store::{NewEvent, Tx};
 use utoipa::IntoParams;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Require, perm};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiBytes, ApiPath, ApiQuery};
 use crate::json::ApiJson;
 use crate::lifecycle::{self, retry_on_error};
 use crate::state::AppState;
@@ -58,13 +57,12 @@ fn not_yours(caller: &Caller, r: &Resource) -> ApiError {
 
 /// Register (or re-register) the agent's resources. Idempotent by name.
 #[utoipa::path(post, path = "/api/v1/agents/register", tag = "agents", request_body = RegisterRequest,
-    responses((status = 200, body = RegisterResponse), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = RegisterResponse), (status = 403, body = Problem), (status = 409, body = Problem, description = "a resource of that name exists as another kind or belongs to another agent"), (status = 422, body = Problem)))]
 pub async fn register(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<perm::ActAsAgent>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> ApiResult<Json<RegisterResponse>> {
-    caller.require(Action::ActAsAgent)?;
     let now = Utc::now();
     for (i, r) in req.resources.iter().enumerate() {
         validate_name(&r.name)
@@ -91,7 +89,7 @@ pub async fn register(
     tx.commit().await?;
     state.wake.notify_one();
     Ok(Json(RegisterResponse {
-        agent: caller.name,
+        agent: caller.caller.name,
         resources: out,
         drop,
         heartbeat_interval_ms: ms(state.config.health.heartbeat_interval.0),
@@ -205,10 +203,9 @@ async fn stale_work(tx: &mut Tx, running: &[RunningWork]) -> ApiResult<Vec<Strin
     responses((status = 200, body = HeartbeatResponse), (status = 403, body = Problem)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<perm::ActAsAgent>,
     ApiJson(hb): ApiJson<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
-    caller.require(Action::ActAsAgent)?;
     let now = Utc::now();
     let cfg = &state.config.health;
     let mut tx = state.store.begin().await?;
@@ -319,10 +316,9 @@ pub struct WorkQuery {
     responses((status = 200, body = WorkResponse), (status = 403, body = Problem)))]
 pub async fn work(
     State(state): State<AppState>,
-    caller: Caller,
-    Query(q): Query<WorkQuery>,
+    caller: Require<perm::ActAsAgent>,
+    ApiQuery(q): ApiQuery<WorkQuery>,
 ) -> ApiResult<Json<WorkResponse>> {
-    caller.require(Action::ActAsAgent)?;
     let wait = Duration::from_secs(q.wait.unwrap_or(30).min(60));
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = state.work.subscribe();
@@ -418,14 +414,13 @@ fn epoch_header(headers: &HeaderMap) -> ApiResult<u64> {
 
 /// The agent starts an assigned job.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/start", tag = "agents", params(("id" = String, Path, description = "Job id")),
-    request_body = Fenced, responses((status = 200), (status = 409, body = Problem)))]
+    request_body = Fenced, responses((status = 403, body = Problem), (status = 200), (status = 409, body = Problem)))]
 pub async fn start_job(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    caller: Require<perm::ActAsAgent>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<Fenced>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    caller.require(Action::ActAsAgent)?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
     let (mut job, _) = fenced(&mut tx, &caller, &id, req.epoch, now, state.awake.since()).await?;
@@ -442,17 +437,17 @@ pub async fn start_job(
 
 /// One numbered chunk of a job's log. A retried chunk is stored once.
 #[utoipa::path(put, path = "/api/v1/jobs/{id}/logs/{seq}", tag = "agents",
-    params(("id" = String, Path, description = "Job id"), ("seq" = u64, Path, description = "Chunk number, from 0")),
+    params(("id" = String, Path, description = "Job id"), ("seq" = u64, Path, description = "Chunk number, from 0"),
+           ("x-testfarm-epoch" = u64, Header, description = "The lease's fencing epoch")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 200, body = LogAck), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 403, body = Problem), (status = 200, body = LogAck), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn put_log(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((id, seq)): Path<(String, u64)>,
+    caller: Require<perm::ActAsAgent>,
+    ApiPath((id, seq)): ApiPath<(String, u64)>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<LogAck>> {
-    caller.require(Action::ActAsAgent)?;
     let epoch = epoch_header(&headers)?;
     if body.len() > crate::logs::MAX_CHUNK {
         return Err(ApiError::unprocessable(
@@ -466,14 +461,13 @@ pub async fn put_log(
 
 /// A step's result.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/steps", tag = "agents", params(("id" = String, Path, description = "Job id")),
-    request_body = StepReport, responses((status = 200), (status = 409, body = Problem)))]
+    request_body = StepReport, responses((status = 403, body = Problem), (status = 200), (status = 409, body = Problem)))]
 pub async fn report_step(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    caller: Require<perm::ActAsAgent>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(s): ApiJson<StepReport>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    caller.require(Action::ActAsAgent)?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
     let (mut job, _) = fenced(&mut tx, &caller, &id, s.epoch, now, state.awake.since()).await?;
@@ -499,25 +493,19 @@ pub async fn report_step(
 
 /// A file the job uploads into its outputs.
 #[utoipa::path(put, path = "/api/v1/jobs/{id}/outputs/{name}", tag = "agents",
-    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Output file name")),
+    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Output file name"),
+           ("x-testfarm-epoch" = u64, Header, description = "The lease's fencing epoch")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 200), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 403, body = Problem), (status = 200), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn put_output(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((id, name)): Path<(String, String)>,
+    caller: Require<perm::ActAsAgent>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<serde_json::Value>> {
-    caller.require(Action::ActAsAgent)?;
     let epoch = epoch_header(&headers)?;
-    let safe = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !safe {
+    if !testfarm_core::patterns::is_output_name(&name) {
         return Err(ApiError::unprocessable(
             "name",
             "output names use letters, digits, . _ - and do not start with a dot",
@@ -546,14 +534,13 @@ pub async fn put_output(
 
 /// The agent's verdict on a job; ends it and releases its lease.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/finish", tag = "agents", params(("id" = String, Path, description = "Job id")),
-    request_body = FinishRequest, responses((status = 200), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    request_body = FinishRequest, responses((status = 403, body = Problem), (status = 200), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn finish_job(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    caller: Require<perm::ActAsAgent>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<FinishRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    caller.require(Action::ActAsAgent)?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
     let (mut job, _) = fenced(&mut tx, &caller, &id, req.epoch, now, state.awake.since()).await?;

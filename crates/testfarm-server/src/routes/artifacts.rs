@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use chrono::Utc;
@@ -27,18 +27,11 @@ use testfarm_store::NewEvent;
 use testfarm_store::artifacts::{ArtifactFilter, NewArtifact};
 use ulid::Ulid;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Require, perm};
 use crate::error::{ApiError, ApiResult};
-use crate::json::{ApiJson, ApiQuery};
+use crate::extract::{ApiPath, ApiQuery};
+use crate::json::ApiJson;
 use crate::state::AppState;
-
-/// Creating builds and uploading into them: people and CI (`submit`) and agents.
-fn require_upload(caller: &Caller) -> Result<(), ApiError> {
-    if caller.role.allows(Action::ActAsAgent) {
-        return Ok(());
-    }
-    caller.require(Action::Submit)
-}
 
 fn build_id(text: &str) -> Result<Ulid, ApiError> {
     Ulid::from_string(text)
@@ -71,10 +64,9 @@ fn build_event(kind: &str, b: &Build, caller: &Caller) -> NewEvent {
     responses((status = 201, body = Build), (status = 403, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_build(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<perm::SubmitOrAgent>,
     ApiJson(req): ApiJson<CreateBuild>,
 ) -> ApiResult<(StatusCode, Json<Build>)> {
-    require_upload(&caller)?;
     for (field, value) in [
         ("commit", &req.commit),
         ("branch", &req.branch),
@@ -117,7 +109,7 @@ pub async fn create_build(
 pub async fn get_build(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Build>> {
     caller.require(Action::Read)?;
     Ok(Json(state.store.get_build(build_id(&id)?).await?))
@@ -135,13 +127,12 @@ pub async fn get_build(
         (status = 409, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
 pub async fn upload_artifact(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((id, name)): Path<(String, String)>,
+    caller: Require<perm::SubmitOrAgent>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<UploadQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Artifact>)> {
-    require_upload(&caller)?;
     let build = build_id(&id)?;
     validate_artifact_name(&name).map_err(|e| ApiError::unprocessable("name", e))?;
     let kind = kind("kind", q.kind.as_deref())?;
@@ -156,12 +147,9 @@ pub async fn upload_artifact(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::TooLarge {
-            detail: format!(
-                "the artifact is larger than artifacts.max_upload ({limit} bytes); nothing was stored"
-            ),
-            field: Some("body".into()),
-        });
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the artifact is larger than artifacts.max_upload ({limit} bytes); nothing was stored"
+        )));
     }
     // Refuse before reading a byte when the build is not there.
     state.store.get_build(build).await?;
@@ -321,7 +309,7 @@ pub async fn latest_artifact(
 pub async fn download_blob(
     State(state): State<AppState>,
     caller: Caller,
-    Path(sha256): Path<String>,
+    ApiPath(sha256): ApiPath<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     caller.require(Action::Read)?;
@@ -343,7 +331,7 @@ pub async fn download_blob(
 pub async fn download_artifact(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, name)): Path<(String, String)>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     caller.require(Action::Read)?;
@@ -449,7 +437,7 @@ async fn set_pin(state: &AppState, caller: &Caller, id: &str, pinned: bool) -> A
 pub async fn pin_build(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Build>> {
     set_pin(&state, &caller, &id, true).await.map(Json)
 }
@@ -461,7 +449,7 @@ pub async fn pin_build(
 pub async fn unpin_build(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Build>> {
     set_pin(&state, &caller, &id, false).await.map(Json)
 }
@@ -473,7 +461,7 @@ pub async fn unpin_build(
 pub async fn add_tag(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, tag)): Path<(String, String)>,
+    ApiPath((id, tag)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Build>> {
     caller.require(Action::Submit)?;
     let id = build_id(&id)?;
@@ -495,7 +483,7 @@ pub async fn add_tag(
 pub async fn remove_tag(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, tag)): Path<(String, String)>,
+    ApiPath((id, tag)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Build>> {
     caller.require(Action::Submit)?;
     let id = build_id(&id)?;

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
@@ -19,6 +19,7 @@ use testfarm_store::events::EventFilter;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiQuery;
 use crate::state::AppState;
 
 /// Events after an id, oldest first.
@@ -27,7 +28,7 @@ use crate::state::AppState;
 pub async fn list_events(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<EventQuery>,
+    ApiQuery(q): ApiQuery<EventQuery>,
 ) -> ApiResult<Json<Vec<Event>>> {
     caller.require(Action::Read)?;
     let limit =
@@ -52,7 +53,7 @@ pub async fn stream_events(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Query(q): Query<EventQuery>,
+    ApiQuery(q): ApiQuery<EventQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     caller.require(Action::Read)?;
     let from_header = headers

@@ -1,7 +1,7 @@
 //! `/api/v1/groups`: named label selectors with aggregate capacity by kind.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::json;
@@ -13,20 +13,20 @@ use testfarm_core::{Action, Selector};
 use testfarm_store::NewEvent;
 use testfarm_store::resources::ResourceFilter;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Require, perm};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiPath;
 use crate::json::ApiJson;
 use crate::state::AppState;
 
 /// Create a group.
 #[utoipa::path(post, path = "/api/v1/groups", tag = "groups", request_body = CreateGroup,
-    responses((status = 201, body = Group), (status = 400, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 403, body = Problem), (status = 201, body = Group), (status = 400, body = Problem), (status = 409, body = Problem)))]
 pub async fn create_group(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<perm::Operate>,
     ApiJson(req): ApiJson<CreateGroup>,
 ) -> ApiResult<(StatusCode, Json<Group>)> {
-    caller.require(Action::Operate)?;
     validate_name(&req.name).map_err(|e| ApiError::unprocessable("name", e))?;
     let selector =
         Selector::parse(&req.selector).map_err(|e| ApiError::bad_request("selector", e))?;
@@ -63,7 +63,7 @@ pub async fn list_groups(
 pub async fn get_group(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<GroupDetail>> {
     caller.require(Action::Read)?;
     let group = state.store.get_group(&name).await?;
@@ -88,13 +88,12 @@ pub async fn get_group(
 /// Delete a group (its resources are untouched).
 #[utoipa::path(delete, path = "/api/v1/groups/{name}", tag = "groups",
     params(("name" = String, Path, description = "Group name")),
-    responses((status = 204), (status = 404, body = Problem)))]
+    responses((status = 403, body = Problem), (status = 204), (status = 404, body = Problem)))]
 pub async fn delete_group(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    caller: Require<perm::Operate>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Action::Operate)?;
     let mut tx = state.store.begin().await?;
     tx.delete_group(&name).await?;
     tx.record(NewEvent::new("group.deleted", "group", &name, &caller.name));

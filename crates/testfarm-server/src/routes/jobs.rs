@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -25,8 +25,9 @@ use testfarm_store::resources::ResourceFilter;
 use ulid::Ulid;
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Require, perm};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, ApiQuery};
 use crate::json::ApiJson;
 use crate::lifecycle;
 use crate::state::AppState;
@@ -34,14 +35,13 @@ use crate::tasks::scheduler;
 
 /// Submit a job from its YAML spec.
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = SubmitJob,
-    responses((status = 201, body = Job), (status = 409, body = Problem, description = "pinned resource cannot serve it"),
+    responses((status = 403, body = Problem), (status = 201, body = Job), (status = 409, body = Problem, description = "pinned resource cannot serve it"),
               (status = 422, body = Problem, description = "invalid spec (field, line, column)")))]
 pub async fn submit_job(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<perm::Submit>,
     ApiJson(req): ApiJson<SubmitJob>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
-    caller.require(Action::Submit)?;
     let mut spec = JobSpec::parse(&req.spec).map_err(|e| {
         let field = if e.path.is_empty() {
             "spec".to_string()
@@ -141,7 +141,7 @@ fn parse_states(s: Option<&str>) -> ApiResult<Vec<JobState>> {
 pub async fn list_jobs(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<JobQuery>,
+    ApiQuery(q): ApiQuery<JobQuery>,
 ) -> ApiResult<Json<Page<Job>>> {
     caller.require(Action::Read)?;
     let limit = crate::routes::page_limit(q.limit)?;
@@ -176,7 +176,7 @@ pub async fn list_jobs(
 pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Job>> {
     caller.require(Action::Read)?;
     Ok(Json(state.store.get_job(&id).await?.job))
@@ -188,11 +188,10 @@ pub async fn get_job(
     request_body = CancelJob, responses((status = 200, body = Job), (status = 403, body = Problem), (status = 409, body = Problem)))]
 pub async fn cancel_job(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    caller: Require<perm::Submit>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<CancelJob>,
 ) -> ApiResult<Json<Job>> {
-    caller.require(Action::Submit)?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
     let mut job = tx.get_job(&id).await?;
@@ -255,7 +254,7 @@ pub struct WhyResponse {
 pub async fn why_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<WhyResponse>> {
     caller.require(Action::Read)?;
     let row = state.store.get_job(&id).await?;
@@ -308,8 +307,8 @@ pub async fn why_job(
 pub async fn get_log(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(q): Query<LogQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Response> {
     caller.require(Action::Read)?;
     let offset = q.offset.unwrap_or(0);
@@ -352,7 +351,7 @@ pub async fn get_log(
 pub async fn get_results(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     caller.require(Action::Read)?;
     let job = state.store.get_job(&id).await?;
@@ -365,7 +364,7 @@ pub async fn get_results(
 pub async fn get_results_xml(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     caller.require(Action::Read)?;
     let job = state.store.get_job(&id).await?;

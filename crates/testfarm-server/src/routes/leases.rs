@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::json;
@@ -18,8 +18,9 @@ use testfarm_store::resources::ResourceFilter;
 use testfarm_store::{NewEvent, StoreError};
 use ulid::Ulid;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Require, perm};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, ApiQuery};
 use crate::json::ApiJson;
 use crate::lifecycle;
 use crate::state::AppState;
@@ -36,7 +37,9 @@ fn refused(e: LeaseRefused) -> ApiError {
         },
         LeaseRefused::NotHolder { .. } => ApiError::Forbidden(e.to_string()),
         LeaseRefused::ForceWithoutReason => ApiError::unprocessable("reason", e),
-        LeaseRefused::ZeroDuration => ApiError::unprocessable("duration", e),
+        LeaseRefused::ZeroDuration | LeaseRefused::TooLong => {
+            ApiError::unprocessable("duration", e)
+        }
         _ => ApiError::conflict(e),
     }
 }
@@ -53,14 +56,13 @@ async fn view(state: &AppState, lease: Lease) -> ApiResult<LeaseView> {
 
 /// Take a lease on a resource matching a selector, waiting up to `wait` for one to be free.
 #[utoipa::path(post, path = "/api/v1/leases", tag = "leases", request_body = AcquireLease,
-    responses((status = 201, body = LeaseView), (status = 409, body = Problem, description = "every match is busy"),
+    responses((status = 403, body = Problem), (status = 201, body = LeaseView), (status = 409, body = Problem, description = "every match is busy"),
               (status = 422, body = Problem)))]
 pub async fn acquire_lease(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<perm::Submit>,
     ApiJson(req): ApiJson<AcquireLease>,
 ) -> ApiResult<(StatusCode, Json<LeaseView>)> {
-    caller.require(Action::Submit)?;
     let selector =
         Selector::parse(&req.selector).map_err(|e| ApiError::bad_request("selector", e))?;
     let duration = parse_duration("duration", &req.duration)?;
@@ -171,7 +173,7 @@ async fn try_take(
 pub async fn list_leases(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<LeaseQuery>,
+    ApiQuery(q): ApiQuery<LeaseQuery>,
 ) -> ApiResult<Json<Vec<LeaseView>>> {
     caller.require(Action::Read)?;
     let filter = match q.state.as_deref().unwrap_or("active") {
@@ -209,7 +211,7 @@ pub async fn list_leases(
 pub async fn get_lease(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<LeaseView>> {
     caller.require(Action::Read)?;
     let lease = state.store.get_lease(&id).await?;
@@ -246,13 +248,10 @@ async fn check_holder(state: &AppState, caller: &Caller, lease: &Lease) -> ApiRe
     request_body = RenewLease, responses((status = 200, body = LeaseView), (status = 403, body = Problem), (status = 409, body = Problem)))]
 pub async fn renew_lease(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    caller: Require<perm::SubmitOrAgent>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<RenewLease>,
 ) -> ApiResult<Json<LeaseView>> {
-    if !caller.role.allows(Action::ActAsAgent) {
-        caller.require(Action::Submit)?;
-    }
     let extend = req
         .extend
         .as_deref()
@@ -275,9 +274,9 @@ pub async fn renew_lease(
     responses((status = 200, body = LeaseView), (status = 403, body = Problem), (status = 409, body = Problem)))]
 pub async fn release_lease(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    Query(q): Query<ReleaseQuery>,
+    caller: Require<perm::Submit>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ReleaseQuery>,
 ) -> ApiResult<Json<LeaseView>> {
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
@@ -297,7 +296,6 @@ pub async fn release_lease(
         .await?;
         (ended, end)
     } else {
-        caller.require(Action::Submit)?;
         let epoch = q.epoch.ok_or_else(|| {
             ApiError::bad_request(
                 "epoch",

@@ -83,6 +83,5 @@ pub async fn metrics(
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 pub async fn openapi(caller: Caller) -> ApiResult<impl IntoResponse> {
     caller.require(Action::Read)?;
-    let doc = crate::routes::openapi_document();
-    Ok(Json(doc))
+    Ok(Json(crate::routes::openapi_document()))
 }

@@ -4,6 +4,8 @@
 
 pub mod agents;
 pub mod artifacts;
+mod contract;
+pub use contract::check_body;
 pub mod events;
 pub mod groups;
 pub mod jobs;
@@ -119,10 +121,15 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(artifacts::download_blob))
 }
 
-/// The OpenAPI document of every route, built once.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOC.get_or_init(|| api_router().split_for_parts().1).clone()
+/// The OpenAPI document of every route, completed by [`contract::complete`], built once.
+pub fn openapi_document() -> &'static serde_json::Value {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(api_router().split_for_parts().1)
+            .unwrap_or(serde_json::Value::Null);
+        contract::complete(&mut doc);
+        doc
+    })
 }
 
 /// The full application router.
@@ -130,6 +137,11 @@ pub fn router(state: AppState) -> Router {
     let (router, _) = api_router().split_for_parts();
     router
         .fallback(|| async { ApiError::NotFound("no such route; see /api/v1/openapi.json".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed(
+                "this route does not take that method; see /api/v1/openapi.json".into(),
+            )
+        })
         .layer(middleware::from_fn(record_request))
         .layer(axum::extract::DefaultBodyLimit::max(crate::json::MAX_BODY))
         .with_state(state)

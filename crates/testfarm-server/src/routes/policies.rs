@@ -2,7 +2,7 @@
 //! max VMs per host, boards reserved for a team, priority caps per role).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::json;
@@ -12,8 +12,9 @@ use testfarm_core::policy::Policy;
 use testfarm_core::resource::validate_name;
 use testfarm_store::NewEvent;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Require, perm};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiPath;
 use crate::json::ApiJson;
 use crate::state::AppState;
 
@@ -22,10 +23,9 @@ use crate::state::AppState;
     responses((status = 201, body = Policy), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_policy(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<perm::Administer>,
     ApiJson(p): ApiJson<Policy>,
 ) -> ApiResult<(StatusCode, Json<Policy>)> {
-    caller.require(Action::Administer)?;
     validate_name(&p.name).map_err(|e| ApiError::unprocessable("name", e))?;
     let mut tx = state.store.begin().await?;
     tx.insert_policy(&p, Utc::now()).await?;
@@ -65,13 +65,12 @@ pub async fn list_policies(
 
 /// Delete a policy.
 #[utoipa::path(delete, path = "/api/v1/policies/{name}", tag = "policies", params(("name" = String, Path, description = "Policy name")),
-    responses((status = 204), (status = 404, body = Problem)))]
+    responses((status = 403, body = Problem), (status = 204), (status = 404, body = Problem)))]
 pub async fn delete_policy(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    caller: Require<perm::Administer>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Action::Administer)?;
     let mut tx = state.store.begin().await?;
     tx.delete_policy(&name).await?;
     tx.record(NewEvent::new(

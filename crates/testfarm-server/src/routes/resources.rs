@@ -1,7 +1,7 @@
 //! `/api/v1/resources`: the inventory of build servers, QEMU hosts and boards.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::json;
@@ -17,8 +17,9 @@ use testfarm_store::NewEvent;
 use testfarm_store::resources::ResourceFilter;
 use ulid::Ulid;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Require, perm};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, ApiQuery};
 use crate::json::ApiJson;
 use crate::state::AppState;
 
@@ -31,13 +32,12 @@ fn event(kind: &str, r: &Resource, caller: &Caller) -> NewEvent {
 /// Register a resource.
 #[utoipa::path(post, path = "/api/v1/resources", tag = "resources",
     request_body = CreateResource,
-    responses((status = 201, body = Resource), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 403, body = Problem), (status = 201, body = Resource), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_resource(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<perm::Operate>,
     ApiJson(req): ApiJson<CreateResource>,
 ) -> ApiResult<(StatusCode, Json<Resource>)> {
-    caller.require(Action::Operate)?;
     validate_name(&req.name).map_err(|e| ApiError::unprocessable("name", e))?;
     req.labels
         .validate()
@@ -68,7 +68,7 @@ pub async fn create_resource(
 pub async fn list_resources(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ResourceQuery>,
+    ApiQuery(q): ApiQuery<ResourceQuery>,
 ) -> ApiResult<Json<Page<Resource>>> {
     caller.require(Action::Read)?;
     let kind = q
@@ -126,7 +126,7 @@ pub async fn list_resources(
 pub async fn get_resource(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Resource>> {
     caller.require(Action::Read)?;
     Ok(Json(state.store.get_resource(&name).await?))
@@ -135,13 +135,12 @@ pub async fn get_resource(
 /// Delete a retired resource.
 #[utoipa::path(delete, path = "/api/v1/resources/{name}", tag = "resources",
     params(("name" = String, Path, description = "Resource name")),
-    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 403, body = Problem), (status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn delete_resource(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    caller: Require<perm::Operate>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Action::Operate)?;
     let mut tx = state.store.begin().await?;
     let r = tx.get_resource(&name).await?;
     r.check_deletable()?;
@@ -154,14 +153,13 @@ pub async fn delete_resource(
 /// Set and remove labels.
 #[utoipa::path(patch, path = "/api/v1/resources/{name}/labels", tag = "resources",
     params(("name" = String, Path, description = "Resource name")), request_body = UpdateLabels,
-    responses((status = 200, body = Resource), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 403, body = Problem), (status = 200, body = Resource), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn update_labels(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    caller: Require<perm::Operate>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateLabels>,
 ) -> ApiResult<Json<Resource>> {
-    caller.require(Action::Operate)?;
     req.set
         .validate()
         .map_err(|e| ApiError::unprocessable(format!("set.{}", e.key()), e))?;
@@ -181,14 +179,13 @@ pub async fn update_labels(
 /// Switch maintenance on (with an optional window) or off.
 #[utoipa::path(post, path = "/api/v1/resources/{name}/maintenance", tag = "resources",
     params(("name" = String, Path, description = "Resource name")), request_body = MaintenanceRequest,
-    responses((status = 200, body = Resource), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 403, body = Problem), (status = 200, body = Resource), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn set_maintenance(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    caller: Require<perm::Operate>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<MaintenanceRequest>,
 ) -> ApiResult<Json<Resource>> {
-    caller.require(Action::Operate)?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
     let mut r = tx.get_resource(&name).await?;
@@ -218,14 +215,13 @@ pub async fn set_maintenance(
 /// Retire a resource: refused while work runs on it unless forced with a reason.
 #[utoipa::path(post, path = "/api/v1/resources/{name}/retire", tag = "resources",
     params(("name" = String, Path, description = "Resource name")), request_body = RetireRequest,
-    responses((status = 200, body = Resource), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 403, body = Problem), (status = 200, body = Resource), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn retire_resource(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    caller: Require<perm::Operate>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<RetireRequest>,
 ) -> ApiResult<Json<Resource>> {
-    caller.require(Action::Operate)?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
     let mut r = tx.get_resource(&name).await?;
@@ -247,7 +243,7 @@ pub async fn retire_resource(
 pub async fn resource_metrics(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Vec<MetricSample>>> {
     caller.require(Action::Read)?;
     let r = state.store.get_resource(&name).await?;

@@ -1,18 +1,19 @@
 //! `/api/v1/tokens` (admins) and `/api/v1/whoami` (anyone with a token).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::json;
 use testfarm_api::problem::Problem;
 use testfarm_api::token::{CreateToken, CreatedToken, TokenInfo, WhoAmI};
 use testfarm_core::resource::validate_name;
-use testfarm_core::{Action, token};
+use testfarm_core::token;
 use testfarm_store::NewEvent;
 
-use crate::auth::{Caller, new_token};
+use crate::auth::{Caller, Require, new_token, perm};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiPath;
 use crate::json::ApiJson;
 use crate::state::AppState;
 
@@ -21,10 +22,9 @@ use crate::state::AppState;
     responses((status = 201, body = CreatedToken), (status = 403, body = Problem), (status = 409, body = Problem)))]
 pub async fn create_token(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<perm::Administer>,
     ApiJson(req): ApiJson<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    caller.require(Action::Administer)?;
     validate_name(&req.name).map_err(|e| ApiError::unprocessable("name", e))?;
     let (id, text) = new_token();
     let secret = token::parse(&text)
@@ -56,23 +56,32 @@ pub async fn create_token(
     responses((status = 200, body = Vec<TokenInfo>), (status = 403, body = Problem)))]
 pub async fn list_tokens(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Require<perm::Administer>,
 ) -> ApiResult<Json<Vec<TokenInfo>>> {
-    caller.require(Action::Administer)?;
     Ok(Json(state.store.list_tokens().await?))
 }
 
-/// Revoke a token by name or id. Takes effect at once.
+/// Revoke a token by name or id. Takes effect at once. The last active admin token cannot
+/// be revoked (409): create another admin token first.
 #[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens",
     params(("name" = String, Path, description = "Token name or id")),
-    responses((status = 200, body = TokenInfo), (status = 404, body = Problem)))]
+    responses((status = 200, body = TokenInfo), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "the last active admin token")))]
 pub async fn revoke_token(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    caller: Require<perm::Administer>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<TokenInfo>> {
-    caller.require(Action::Administer)?;
     let mut tx = state.store.begin().await?;
+    let target = tx.find_token(&name).await?;
+    let admins = tx.count_active_admins().await?;
+    token::check_revoke(
+        &target.name,
+        target.role,
+        target.revoked_at.is_some(),
+        admins,
+    )
+    .map_err(ApiError::conflict)?;
     let info = tx.revoke_token(&name, Utc::now()).await?;
     tx.record(
         NewEvent::new("token.revoked", "token", &info.name, &caller.name)

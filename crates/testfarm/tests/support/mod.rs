@@ -266,6 +266,7 @@ pub struct Http {
 
 pub struct Resp {
     pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
     pub content_type: String,
     pub body: serde_json::Value,
     pub text: String,
@@ -305,6 +306,7 @@ impl Http {
         self.rt.block_on(async {
             let resp = req.send().await.unwrap();
             let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
             let content_type = resp
                 .headers()
                 .get("content-type")
@@ -314,6 +316,7 @@ impl Http {
             let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
             Resp {
                 status,
+                headers,
                 content_type,
                 body,
                 text,
@@ -340,6 +343,7 @@ impl Http {
         self.rt.block_on(async {
             let resp = req.send().await.unwrap();
             let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
             let content_type = resp
                 .headers()
                 .get("content-type")
@@ -349,6 +353,7 @@ impl Http {
             let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
             Resp {
                 status,
+                headers,
                 content_type,
                 body,
                 text,
