@@ -26,6 +26,9 @@ macro_rules! value_chars {
     };
 }
 
+/// One whitespace character as `str::trim` sees it, for patterns built elsewhere.
+pub const WS: &str = ws!();
+
 /// Resource, group, token and policy names.
 pub const NAME: &str = r"^[a-z0-9][a-z0-9._-]{0,62}$";
 

@@ -36,91 +36,44 @@ impl<S: Send + Sync, T: DeserializeOwned + utoipa::ToSchema> FromRequest<S> for 
     }
 }
 
-/// Parses a request body: JSON syntax (400 with line and column), then the document's
-/// schema for `T` (422 naming the field), then serde.
+/// Parses a request body once: JSON syntax (400 with line and column), then the
+/// document's schema for `T` (422 naming the field), then serde from the parsed value (422
+/// with the path of the failing field). A number written with a zero fraction (`700.0`)
+/// is an integer to JSON Schema, so it is made one before serde reads it.
 pub fn parse_checked<T: DeserializeOwned + utoipa::ToSchema>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request("body", format!("malformed JSON: {e}")))?;
     crate::routes::check_body(&T::name(), &value)
         .map_err(|(field, why)| ApiError::unprocessable(field, why))?;
-    parse(bytes)
-}
-
-/// Deserialises with the path of the failing field. A number written with a zero
-/// fraction (`700.0`) is an integer to JSON Schema, so it is one here too: a value that
-/// does not fit its integer field as written is read again with such numbers made integers.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let e = match serde_path_to_error::deserialize(de) {
-        Ok(v) => return Ok(v),
-        Err(e) => e,
-    };
-    if !e.inner().is_data() {
-        return Err(to_api_error(e));
-    }
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-        return Err(to_api_error(e));
-    };
-    if !integral_floats_to_integers(&mut value) {
-        return Err(to_api_error(e));
-    }
-    serde_path_to_error::deserialize(value).map_err(|_| to_api_error(e))
-}
-
-/// Rewrites `n.0` numbers that fit an `i64`/`u64` as integers; true if any was.
-fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
-    use serde_json::Value;
-    match v {
-        Value::Number(n) if n.is_f64() => {
-            let Some(f) = n.as_f64() else { return false };
-            if f.fract() != 0.0 || !f.is_finite() {
-                return false;
-            }
-            // `u64::MAX as f64` is 2^64, one past the largest u64.
-            let int = if f >= 0.0 && f < u64::MAX as f64 {
-                Some(serde_json::Number::from(f as u64))
-            } else if f < 0.0 && f >= i64::MIN as f64 {
-                Some(serde_json::Number::from(f as i64))
-            } else {
-                None
-            };
-            match int {
-                Some(i) => {
-                    *n = i;
-                    true
-                }
-                None => false,
-            }
-        }
-        Value::Array(items) => {
-            let mut any = false;
-            for i in items {
-                any |= integral_floats_to_integers(i);
-            }
-            any
-        }
-        Value::Object(map) => {
-            let mut any = false;
-            for i in map.values_mut() {
-                any |= integral_floats_to_integers(i);
-            }
-            any
-        }
-        _ => false,
-    }
-}
-
-fn to_api_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
-    let path = e.path().to_string();
-    let inner = e.into_inner();
-    if inner.is_syntax() || inner.is_eof() {
-        ApiError::bad_request("body", format!("malformed JSON: {inner}"))
-    } else {
+    integral_floats_to_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
         let field = if path == "." {
             "body".to_string()
         } else {
             path
         };
-        ApiError::unprocessable(field, inner)
+        ApiError::unprocessable(field, e.into_inner())
+    })
+}
+
+/// Rewrites `n.0` numbers that fit an `i64`/`u64` as integers.
+fn integral_floats_to_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => {
+            let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) else {
+                return;
+            };
+            // `u64::MAX as f64` is 2^64, one past the largest u64.
+            if f >= 0.0 && f < u64::MAX as f64 {
+                *n = serde_json::Number::from(f as u64);
+            } else if f < 0.0 && f >= i64::MIN as f64 {
+                *n = serde_json::Number::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
     }
 }

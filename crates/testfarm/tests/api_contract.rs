@@ -19,18 +19,12 @@ fn problem(r: &Resp, status: u16) {
     );
 }
 
-fn token(http: &support::Http, admin: &str, name: &str, role: &str) -> String {
-    let r = http.post("/api/v1/tokens", admin, json!({"name": name, "role": role}));
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.body["token"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn the_role_is_checked_before_the_body_is_read() {
     let lab = Lab::new();
     let server = lab.start();
     let http = server.http();
-    let user = token(&http, &lab.token, "alice", "user");
+    let user = http.create_token(&lab.token, "alice", "user");
     // Whatever a caller without the role sends, the answer is 403: not 400, 415 or 422.
     for path in [
         "/api/v1/policies",
@@ -81,7 +75,7 @@ fn the_last_admin_token_cannot_be_revoked() {
     // Still in charge.
     assert_eq!(http.get("/api/v1/tokens", admin).status, 200);
     // Rotation: make another admin first, then the old one may go.
-    let second = token(&http, admin, "admin-2", "admin");
+    let second = http.create_token(admin, "admin-2", "admin");
     let r = http.call("DELETE", "/api/v1/tokens/admin", Some(&second), None);
     assert_eq!(r.status, 200, "{}", r.text);
     problem(&http.get("/api/v1/tokens", admin), 401);
@@ -106,7 +100,7 @@ fn shared_refusals_are_problems_with_the_right_status() {
     let r = http.call_with_headers(
         "PUT",
         "/api/v1/jobs/x/logs/abc",
-        &token(&http, t, "agent-1", "agent"),
+        &http.create_token(t, "agent-1", "agent"),
         &[("x-testfarm-epoch", "1")],
         b"log".to_vec(),
     );

@@ -45,6 +45,14 @@ fn new_build(http: &Http, token: &str, branch: &str, commit: &str) -> String {
     r.body["id"].as_str().unwrap().to_string()
 }
 
+/// A build of `main` at `commit` holding one kernel, `Image`, of `data`.
+fn kernel_build(http: &Http, token: &str, commit: &str, data: &[u8]) -> String {
+    let b = new_build(http, token, "main", commit);
+    let r = upload(http, token, &b, "Image", "kind=kernel", data);
+    assert_eq!(r.status, 201, "{}", r.text);
+    b
+}
+
 fn upload(http: &Http, token: &str, build: &str, name: &str, query: &str, data: &[u8]) -> Resp {
     http.call_with_headers(
         "PUT",
@@ -386,12 +394,6 @@ fn latest_of_a_branch_is_the_newest_builds_artifact() {
     within();
 }
 
-fn user_token(http: &Http, admin: &str, name: &str, role: &str) -> String {
-    let r = http.post("/api/v1/tokens", admin, json!({"name": name, "role": role}));
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.body["token"].as_str().unwrap().to_string()
-}
-
 fn build_exists(http: &Http, t: &str, id: &str) -> bool {
     http.get(&format!("/api/v1/builds/{id}"), t).status == 200
 }
@@ -404,22 +406,10 @@ fn gc_dry_run_reports_without_deleting_and_needs_an_operator() {
     let server = lab.start();
     let http = server.http();
     let t = &lab.token;
-    let old = new_build(&http, t, "main", "c1");
-    assert_eq!(
-        upload(&http, t, &old, "Image", "kind=kernel", b"old").status,
-        201
-    );
-    let kept = new_build(&http, t, "main", "c2");
-    assert_eq!(
-        upload(&http, t, &kept, "Image", "kind=kernel", b"kept").status,
-        201
-    );
-    let tagged = new_build(&http, t, "main", "c3");
-    assert_eq!(
-        upload(&http, t, &tagged, "Image", "kind=kernel", b"tagged").status,
-        201
-    );
-    let user = user_token(&http, t, "ann", "user");
+    let old = kernel_build(&http, t, "c1", b"old");
+    let kept = kernel_build(&http, t, "c2", b"kept");
+    let tagged = kernel_build(&http, t, "c3", b"tagged");
+    let user = http.create_token(t, "ann", "user");
     let r = http.post(&format!("/api/v1/builds/{kept}/pin"), &user, json!({}));
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["pinned"], true);
@@ -491,16 +481,8 @@ fn retention_removes_an_old_unpinned_build_and_keeps_a_pinned_one() {
     let server = lab.start();
     let http = server.http();
     let t = &lab.token;
-    let old = new_build(&http, t, "main", "c1");
-    assert_eq!(
-        upload(&http, t, &old, "Image", "kind=kernel", b"old").status,
-        201
-    );
-    let pinned = new_build(&http, t, "main", "c2");
-    assert_eq!(
-        upload(&http, t, &pinned, "Image", "kind=kernel", b"pinned").status,
-        201
-    );
+    let old = kernel_build(&http, t, "c1", b"old");
+    let pinned = kernel_build(&http, t, "c2", b"pinned");
     let out = cli(&server.url, t, &["artifacts", "pin", &pinned]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(blob_files(&lab).len(), 2);

@@ -10,12 +10,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{Http, Lab, cli, stderr, stdout, wait_for};
 
-fn token(http: &Http, admin: &str, name: &str, role: &str) -> String {
-    let r = http.post("/api/v1/tokens", admin, json!({"name": name, "role": role}));
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.body["token"].as_str().unwrap().to_string()
-}
-
 fn board(http: &Http, t: &str, name: &str, labels: Value) {
     let r = http.post(
         "/api/v1/resources",
@@ -233,7 +227,7 @@ fn failing_cleanup_leaves_the_resource_in_maintenance_with_the_reason() {
     assert_eq!(r.status, 201, "{}", r.text);
     let id = r.body["id"].as_str().unwrap();
     // An operator force-releases it: the holder is fenced and cleanup runs (and fails).
-    let user = token(&http, t, "u", "user");
+    let user = http.create_token(t, "u", "user");
     assert_eq!(
         http.call(
             "DELETE",
@@ -280,7 +274,7 @@ fn why_names_busy_maintenance_offline_and_policy_blockers() {
     board(&http, t, "maint-1", json!({"pool": "a"}));
     board(&http, t, "kept-1", json!({"pool": "a", "reserved": "yes"}));
     // An agent registers one board and then falls silent: it goes offline.
-    let agent = token(&http, t, "agent-x", "agent");
+    let agent = http.create_token(t, "agent-x", "agent");
     let reg = http.post("/api/v1/agents/register", &agent, json!({
         "version": "test", "hostname": "h", "resources": [{"name": "gone-1", "kind": "board", "labels": {"pool": "a"}}]}));
     assert_eq!(reg.status, 200, "{}", reg.text);
@@ -465,9 +459,9 @@ fn agent_protocol_runs_a_job_with_fencing_and_exactly_once_logs() {
     let t = &lab.token;
     let agent = ProtoAgent {
         http: &http,
-        token: token(&http, t, "agent-a", "agent"),
+        token: http.create_token(t, "agent-a", "agent"),
     };
-    let other = token(&http, t, "agent-b", "agent");
+    let other = http.create_token(t, "agent-b", "agent");
     let reg = agent.post(
         "/api/v1/agents/register",
         json!({"version": "t", "hostname": "h",
@@ -580,7 +574,7 @@ fn kill_9_mid_burst_then_restart_keeps_the_invariants() {
     for i in 0..4 {
         board(&http, t, &format!("b{i}"), json!({"pool": "p"}));
     }
-    let agent = token(&http, t, "agent-k", "agent");
+    let agent = http.create_token(t, "agent-k", "agent");
     let reg = http.post("/api/v1/agents/register", &agent, json!({"version": "t", "hostname": "h",
         "resources": [{"name": "ab0", "kind": "board", "labels": {"pool": "p"}}, {"name": "ab1", "kind": "board", "labels": {"pool": "p"}}]}));
     assert_eq!(reg.status, 200);
@@ -688,7 +682,7 @@ fn tap_in_a_job_log_becomes_json_and_junit_results() {
     let t = &lab.token;
     let agent = ProtoAgent {
         http: &http,
-        token: token(&http, t, "agent-r", "agent"),
+        token: http.create_token(t, "agent-r", "agent"),
     };
     let reg = agent.post(
         "/api/v1/agents/register",
@@ -800,7 +794,7 @@ fn conflicting_policies_are_logged_with_the_winner() {
     assert_eq!(a.status, 201, "{}", a.text);
     let b = http.post("/api/v1/policies", t, json!({"name": "bsp-r9", "priority": 1, "rule": "reserved_for", "group": "r9", "team": "bsp"}));
     assert_eq!(b.status, 201, "{}", b.text);
-    let user = token(&http, t, "plain-user", "user");
+    let user = http.create_token(t, "plain-user", "user");
     assert_eq!(
         http.post(
             "/api/v1/policies",

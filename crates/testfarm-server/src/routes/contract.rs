@@ -189,7 +189,7 @@ fn job_states_pattern() -> String {
         .map(ToString::to_string)
         .chain(["active".to_string(), "ended".to_string()])
         .collect();
-    let ws = r"[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*";
+    let ws = format!("{}*", patterns::WS);
     let one = format!("{ws}(?:{})?{ws}", names.join("|"));
     format!("^{one}(?:,{one})*$")
 }

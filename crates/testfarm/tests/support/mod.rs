@@ -361,6 +361,17 @@ impl Http {
         })
     }
 
+    /// Creates a token with `admin` and returns its secret text.
+    pub fn create_token(&self, admin: &str, name: &str, role: &str) -> String {
+        let r = self.post(
+            "/api/v1/tokens",
+            admin,
+            serde_json::json!({"name": name, "role": role}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body["token"].as_str().unwrap().to_string()
+    }
+
     pub fn get(&self, path: &str, token: &str) -> Resp {
         self.call("GET", path, Some(token), None)
     }
