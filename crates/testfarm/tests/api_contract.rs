@@ -202,3 +202,44 @@ fn the_document_states_every_answer() {
     let sel = doc.pointer("/components/schemas/AcquireLease/properties/selector/pattern");
     assert_eq!(sel, Some(&json!(testfarm_core::patterns::SELECTOR)));
 }
+
+/// The fuzzer's find: resources reporting huge capabilities overflowed a group's totals
+/// (a panic in a debug build, a wrapped number in a release one). They saturate.
+#[test]
+fn group_capacity_saturates_on_huge_capabilities() {
+    let lab = Lab::new();
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    for name in ["big-1", "big-2"] {
+        let r = http.post(
+            "/api/v1/resources",
+            t,
+            json!({"name": name, "kind": "build-server", "labels": {"size": "huge"},
+                   "capabilities": {"memory_mb": u64::MAX, "disk_gb": u64::MAX}}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let r = http.post(
+        "/api/v1/groups",
+        t,
+        json!({"name": "huge", "selector": "size=huge"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = http.get("/api/v1/groups/huge", t);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["capacity"][0]["memory_mb"],
+        json!(u64::MAX),
+        "{}",
+        r.text
+    );
+    assert!(
+        server
+            .stderr_lines()
+            .iter()
+            .all(|l| !l.contains("panicked")),
+        "{:?}",
+        server.stderr_lines()
+    );
+}

@@ -123,10 +123,13 @@ pub fn capacity_by_kind(members: &[Resource]) -> Vec<KindCapacity> {
                     ResourceState::Offline => c.offline += 1,
                     ResourceState::Retired => c.retired += 1,
                 }
+                // Saturating: capabilities are reported by agents and typed by people, and
+                // a few huge ones must not overflow the totals (it panicked a debug build).
                 if r.state != ResourceState::Retired {
-                    c.cpus += u64::from(r.capabilities.cpus.unwrap_or(0));
-                    c.memory_mb += r.capabilities.memory_mb.unwrap_or(0);
-                    c.disk_gb += r.capabilities.disk_gb.unwrap_or(0);
+                    let caps = &r.capabilities;
+                    c.cpus = c.cpus.saturating_add(u64::from(caps.cpus.unwrap_or(0)));
+                    c.memory_mb = c.memory_mb.saturating_add(caps.memory_mb.unwrap_or(0));
+                    c.disk_gb = c.disk_gb.saturating_add(caps.disk_gb.unwrap_or(0));
                 }
             }
             let in_service = c.total - c.retired;
