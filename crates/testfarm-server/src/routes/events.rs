@@ -71,11 +71,16 @@ pub async fn stream_events(
         })
         .transpose()?;
     let after = from_header.or(q.after).unwrap_or(0);
+    // `limit` is the size of each catch-up read (checked as on every list; 500 unless set).
+    let limit = match q.limit {
+        Some(_) => u32::try_from(crate::routes::page_limit(q.limit)?).unwrap_or(500),
+        None => 500,
+    };
     let filter = EventFilter {
         after,
         subject_type: q.subject_type,
         subject: q.subject,
-        limit: 500,
+        limit,
     };
     let rx = state.store.subscribe_events();
     let store = state.store.clone();
