@@ -962,7 +962,7 @@ impl JobSpec {
 /// The expressions and paths of an http/wait_for/fail_if step, checked at submit. Returns
 /// the field below the step (`.until`) and the message (with the expression's column).
 fn check_workflow_step(step: &Step) -> Result<(), (String, String)> {
-    use crate::expr::{Expr, Path};
+    use crate::expr::Expr;
     let check_http = |h: &HttpStep, prefix: &str| -> Result<(), (String, String)> {
         for (name, path) in &h.save {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -977,7 +977,7 @@ fn check_workflow_step(step: &Step) -> Result<(), (String, String)> {
                     format!("`{name}` is reserved for the job's {name}; choose another name"),
                 ));
             }
-            Path::parse(path).map_err(|e| {
+            serde_json_path::JsonPath::parse(path).map_err(|e| {
                 (
                     format!("{prefix}.save.{name}"),
                     format!("JSON path {path:?}: {e}"),
@@ -1017,6 +1017,12 @@ fn check_workflow_step(step: &Step) -> Result<(), (String, String)> {
             .map_err(|err| (String::new(), format!("{err} in {e:?}"))),
         _ => Ok(()),
     }
+}
+
+/// A [`SpecError`] for a rule checked outside this module (the server's template check),
+/// located in the spec's text from its field path (`steps[0].http.url`).
+pub fn error_at(text: &str, path: &str, message: String) -> SpecError {
+    locate::error_at(text, path, message)
 }
 
 /// Parses `k=v` as given to `--var`.
