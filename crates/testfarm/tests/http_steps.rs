@@ -436,3 +436,40 @@ fn a_restart_mid_wait_ends_the_job_error_after_its_always_steps() {
     );
     assert_no_secret(&http, t, &id, &job);
 }
+
+#[test]
+fn a_cancel_mid_wait_runs_always_and_ends_cancelled() {
+    let (addr, calls) = backend(Ending::Never);
+    let lab = lab_with_secret();
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    let id = submit(&http, t, &ota_spec(&format!("http://{addr}"), "10m"));
+    wait_for("the wait to poll", Duration::from_secs(30), || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.starts_with("GET"))
+            .then_some(())
+    });
+    let r = http.post(
+        &format!("/api/v1/jobs/{id}/cancel"),
+        t,
+        json!({"reason": "bench needed"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let job = wait_job(&http, t, &id, Duration::from_secs(30));
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert!(
+        job["reason"].as_str().unwrap().contains("bench needed"),
+        "{job}"
+    );
+    assert_eq!(
+        calls.lock().unwrap().last().unwrap(),
+        "POST /devices/KMHTEST0000000001/release"
+    );
+    let steps = outcomes(&job);
+    assert_eq!(steps[1].1, "error", "{steps:?}");
+    assert_eq!(steps[4].1, "passed", "{steps:?}");
+}

@@ -142,6 +142,10 @@ struct Runner {
     scope: Scope,
     mask: Masker,
     client: reqwest::Client,
+    /// A cancel asked for while the job ran (its reason).
+    cancel: Option<String>,
+    /// Running the `always` steps: they run to their end whatever happened.
+    in_always: bool,
 }
 
 impl Runner {
@@ -163,6 +167,8 @@ impl Runner {
             },
             mask,
             client,
+            cancel: None,
+            in_always: false,
         }
     }
 
@@ -193,6 +199,10 @@ impl Runner {
             verdict.get_or_insert(e);
         }
         let event = match verdict {
+            _ if self.cancel.is_some() => JobEvent::Cancel {
+                by: "server".into(),
+                reason: self.cancel.clone().unwrap_or_default(),
+            },
             None => JobEvent::Pass,
             Some(StepError::Remote(reason)) => JobEvent::Fail { reason },
             Some(StepError::Lab(detail)) => JobEvent::Error {
@@ -203,6 +213,7 @@ impl Runner {
             JobEvent::Pass => "passed".to_string(),
             JobEvent::Fail { reason } => format!("failed: {reason}"),
             JobEvent::Error { reason } => format!("error: {reason}"),
+            JobEvent::Cancel { reason, .. } => format!("cancelled: {reason}"),
             _ => String::new(),
         };
         self.log(&format!("job ended {word}")).await;
@@ -212,6 +223,7 @@ impl Runner {
     /// Runs the `always` steps, numbered from `first`; returns the first failure.
     async fn run_always(&mut self, spec: &JobSpec, first: u32) -> Option<StepError> {
         let mut failure = None;
+        self.in_always = true;
         for (i, step) in spec.always.iter().enumerate() {
             let index = first.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
             let t0 = Instant::now();
@@ -241,10 +253,16 @@ impl Runner {
         }
     }
 
-    /// Whether the job ended under the runner (cancelled, timed out).
-    async fn ended(&self) -> bool {
+    /// Whether the job must stop: it ended under the runner (timed out), or a cancel was
+    /// asked for (remembered, so the job ends `cancelled` after its `always` steps).
+    async fn ended(&mut self) -> bool {
         match self.state.store.get_job(&self.job.to_string()).await {
-            Ok(row) => row.job.state.is_terminal(),
+            Ok(row) => {
+                if let Some(reason) = row.cancel_requested {
+                    self.cancel.get_or_insert(reason);
+                }
+                row.job.state.is_terminal() || self.cancel.is_some()
+            }
             Err(_) => false,
         }
     }
@@ -330,7 +348,7 @@ impl Runner {
     }
 
     /// Sleeps, stopping early (as a lab error) when the job ends under it.
-    async fn sleep(&self, d: Duration) -> Result<(), StepError> {
+    async fn sleep(&mut self, d: Duration) -> Result<(), StepError> {
         let until = Instant::now() + d;
         loop {
             let now = Instant::now();
@@ -338,10 +356,11 @@ impl Runner {
                 return Ok(());
             }
             tokio::time::sleep((until - now).min(CHECK_EVERY)).await;
-            if self.ended().await {
-                return Err(StepError::Lab(
-                    "the job ended (cancelled or timed out) during this step".into(),
-                ));
+            if !self.in_always && self.ended().await {
+                return Err(StepError::Lab(match &self.cancel {
+                    Some(reason) => format!("cancelled during this step ({reason})"),
+                    None => "the job ended (timed out) during this step".into(),
+                }));
             }
         }
     }
