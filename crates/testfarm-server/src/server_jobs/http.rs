@@ -195,3 +195,72 @@ fn describe(e: &reqwest::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            method: "GET",
+            url: "http://h/x".into(),
+            status,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn status_rules() {
+        let any2xx = HttpStep::default();
+        assert!(answer(204, "").check_status(&any2xx).is_ok());
+        let e = answer(500, "boom").check_status(&any2xx).unwrap_err();
+        assert!(
+            matches!(&e, StepError::Remote(m) if m.contains("answered 500, expected 2xx") && m.contains("boom")),
+            "{e}"
+        );
+        let listed = HttpStep {
+            expect_status: vec![201, 404],
+            ..HttpStep::default()
+        };
+        assert!(answer(404, "").check_status(&listed).is_ok());
+        let e = answer(200, "").check_status(&listed).unwrap_err();
+        assert!(e.to_string().contains("expected 201 or 404"), "{e}");
+    }
+
+    #[test]
+    fn non_json_is_the_remote_saying_no() {
+        let e = answer(200, "<html>").json().unwrap_err();
+        assert!(
+            matches!(&e, StepError::Remote(m) if m.contains("not JSON")),
+            "{e}"
+        );
+        assert_eq!(answer(200, "{\"a\":1}").json().unwrap(), json!({"a": 1}));
+    }
+
+    #[test]
+    fn saved_values_one_many_none() {
+        let h = HttpStep {
+            save: [
+                ("id".to_string(), "$.id".to_string()),
+                ("names".to_string(), "$.items[*].name".to_string()),
+            ]
+            .into(),
+            ..HttpStep::default()
+        };
+        let doc = json!({"id": 7, "items": [{"name": "a"}, {"name": "b"}]});
+        let got = saved_values(&h, &doc).unwrap();
+        assert_eq!(
+            got,
+            [
+                ("id".to_string(), json!(7)),
+                ("names".to_string(), json!(["a", "b"]))
+            ]
+        );
+        let e = saved_values(&h, &json!({"items": []})).unwrap_err();
+        assert!(
+            matches!(&e, StepError::Remote(m) if m.contains("finds nothing")),
+            "{e}"
+        );
+    }
+}

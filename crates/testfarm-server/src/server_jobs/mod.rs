@@ -70,7 +70,18 @@ pub(crate) async fn start(
     let state = state.clone();
     tokio::spawn(async move {
         let event = match spec {
-            Some(spec) => Runner::new(&state, job, &spec).run(&spec).await,
+            Some(spec) => {
+                // A panic in the runner must not leave the job `running`.
+                let runner = Runner::new(&state, job, &spec);
+                match tokio::spawn(async move { runner.run(&spec).await }).await {
+                    Ok(event) => event,
+                    Err(e) => JobEvent::Error {
+                        reason: LabError::Infrastructure {
+                            detail: format!("the server's step runner failed: {e}"),
+                        },
+                    },
+                }
+            }
             None => JobEvent::Error {
                 reason: LabError::Infrastructure {
                     detail: "the stored spec could not be read".into(),
@@ -141,7 +152,7 @@ struct Runner {
     job: Ulid,
     scope: Scope,
     mask: Masker,
-    client: reqwest::Client,
+    client: Result<reqwest::Client, String>,
     /// A cancel asked for while the job ran (its reason).
     cancel: Option<String>,
     /// Running the `always` steps: they run to their end whatever happened.
@@ -156,7 +167,7 @@ impl Runner {
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("testfarm/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"));
         Runner {
             state: state.clone(),
             job,
@@ -281,7 +292,7 @@ impl Runner {
             }
             Step::Http(h) => {
                 let limit = h.timeout.map_or(http::DEFAULT_REQUEST_TIMEOUT, |t| t.get());
-                let answer = http::send(&self.client, h, &self.scope, limit).await?;
+                let answer = http::send(self.client()?, h, &self.scope, limit).await?;
                 self.log(&format!(
                     "{} {} -> {} ({} bytes)",
                     answer.method,
@@ -310,7 +321,7 @@ impl Runner {
                         .timeout
                         .map_or(http::DEFAULT_REQUEST_TIMEOUT, |t| t.get())
                         .min(left.max(Duration::from_millis(100)));
-                    let answer = http::send(&self.client, &w.http, &self.scope, limit).await?;
+                    let answer = http::send(self.client()?, &w.http, &self.scope, limit).await?;
                     answer.check_status(&w.http)?;
                     let doc = answer.json()?;
                     let holds = until.holds(&doc);
@@ -345,6 +356,10 @@ impl Runner {
                 other.kind()
             ))),
         }
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, StepError> {
+        self.client.as_ref().map_err(|e| StepError::Lab(e.clone()))
     }
 
     /// Sleeps, stopping early (as a lab error) when the job ends under it.
