@@ -730,7 +730,7 @@ fn step_timeout(step: &Step) -> Option<Duration> {
         Step::Boot(b) => b.timeout.map(|t| t.get()),
         Step::Http(h) => h.timeout.map(|t| t.get()),
         Step::WaitFor(w) => Some(w.timeout.get()),
-        Step::Sleep(_) | Step::Upload(_) => None,
+        Step::Sleep(_) | Step::Upload(_) | Step::FailIf(_) => None,
     }
 }
 

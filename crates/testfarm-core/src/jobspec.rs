@@ -782,6 +782,8 @@ pub enum Step {
     WaitFor(WaitForStep),
     Sleep(HumanDuration),
     Upload(UploadStep),
+    /// Fails the job when the expression ([`crate::expr`]) holds over the saved values.
+    FailIf(String),
 }
 
 impl Step {
@@ -795,12 +797,16 @@ impl Step {
             Step::WaitFor(_) => "wait_for",
             Step::Sleep(_) => "sleep",
             Step::Upload(_) => "upload",
+            Step::FailIf(_) => "fail_if",
         }
     }
 
     /// Steps the server can run itself, without a leased resource.
     pub fn runs_on_server(&self) -> bool {
-        matches!(self, Step::Http(_) | Step::WaitFor(_) | Step::Sleep(_))
+        matches!(
+            self,
+            Step::Http(_) | Step::WaitFor(_) | Step::Sleep(_) | Step::FailIf(_)
+        )
     }
 }
 
@@ -877,6 +883,12 @@ impl JobSpec {
         if self.steps.is_empty() {
             return Err(("steps".into(), "a job needs at least one step".into()));
         }
+        for (list, steps) in [("steps", &self.steps), ("always", &self.always)] {
+            for (i, step) in steps.iter().enumerate() {
+                check_workflow_step(step)
+                    .map_err(|(field, m)| (format!("{list}[{i}].{}{field}", step.kind()), m))?;
+            }
+        }
         if let Some(req) = &self.requires {
             if req.kind.is_none() && req.resource.is_none() {
                 return Err((
@@ -902,7 +914,7 @@ impl JobSpec {
                     return Err((
                         format!("{list}[{i}].{}", s.kind()),
                         format!(
-                            "a {} step needs a resource: add `requires` (without it the job runs on the server, where only http, wait_for and sleep steps run)",
+                            "a {} step needs a resource: add `requires` (without it the job runs on the server, where only http, wait_for, sleep and fail_if steps run)",
                             s.kind()
                         ),
                     ));
@@ -945,6 +957,72 @@ impl JobSpec {
         }
         Ok(())
     }
+}
+
+/// The expressions and paths of an http/wait_for/fail_if step, checked at submit. Returns
+/// the field below the step (`.until`) and the message (with the expression's column).
+fn check_workflow_step(step: &Step) -> Result<(), (String, String)> {
+    use crate::expr::Expr;
+    let check_http = |h: &HttpStep, prefix: &str| -> Result<(), (String, String)> {
+        for (name, path) in &h.save {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err((
+                    format!("{prefix}.save.{name}"),
+                    format!("saved value name {name:?} is invalid: use letters, digits and _"),
+                ));
+            }
+            if matches!(name.as_str(), "vars" | "secrets") {
+                return Err((
+                    format!("{prefix}.save.{name}"),
+                    format!("`{name}` is reserved for the job's {name}; choose another name"),
+                ));
+            }
+            serde_json_path::JsonPath::parse(path).map_err(|e| {
+                (
+                    format!("{prefix}.save.{name}"),
+                    format!("JSON path {path:?}: {e}"),
+                )
+            })?;
+        }
+        if h.json.is_some() && h.body.is_some() {
+            return Err((
+                format!("{prefix}.body"),
+                "give either `json` or `body`, not both".into(),
+            ));
+        }
+        if let Some(s) = h.expect_status.iter().find(|s| !(100..=599).contains(*s)) {
+            return Err((
+                format!("{prefix}.expect_status"),
+                format!("{s} is not an HTTP status (100-599)"),
+            ));
+        }
+        Ok(())
+    };
+    match step {
+        Step::Http(h) => check_http(h, ""),
+        Step::WaitFor(w) => {
+            check_http(&w.http, ".http")?;
+            Expr::parse(&w.until)
+                .map_err(|e| (".until".into(), format!("{e} in {:?}", w.until)))?;
+            if w.interval.is_some_and(|i| i.get().is_zero()) {
+                return Err((
+                    ".interval".into(),
+                    "the interval must be more than zero".into(),
+                ));
+            }
+            Ok(())
+        }
+        Step::FailIf(e) => Expr::parse(e)
+            .map(|_| ())
+            .map_err(|err| (String::new(), format!("{err} in {e:?}"))),
+        _ => Ok(()),
+    }
+}
+
+/// A [`SpecError`] for a rule checked outside this module (the server's template check),
+/// located in the spec's text from its field path (`steps[0].http.url`).
+pub fn error_at(text: &str, path: &str, message: String) -> SpecError {
+    locate::error_at(text, path, message)
 }
 
 /// Parses `k=v` as given to `--var`.
@@ -1208,6 +1286,24 @@ vars:
         let e = err("name: x\nsteps:\n  - sleep: 1s\n  - shell: make\n");
         assert_eq!(e.path, "steps[1].shell");
         assert_eq!((e.line, e.column), (4, 5), "{e}");
+    }
+
+    #[test]
+    fn workflow_expressions_are_checked_at_submit() {
+        let ok = "name: x\nsteps:\n  - http: { url: u, save: { id: \"$.items[0].id\" } }\n  - wait_for: { http: { url: u }, until: \"$.state in ['A', 'B']\", timeout: 1m }\n  - fail_if: \"$.id == null\"\n";
+        let s = JobSpec::parse(ok).unwrap();
+        assert!(matches!(&s.steps[2], Step::FailIf(e) if e == "$.id == null"));
+        let e = err(
+            "name: x\nsteps:\n  - wait_for:\n      http: { url: u }\n      until: \"$.state = 'A'\"\n      timeout: 1m\n",
+        );
+        assert_eq!(e.path, "steps[0].wait_for.until", "{e}");
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("column 9"), "{e}");
+        let e = err("name: x\nsteps:\n  - http: { url: u, save: { id: \"id\" } }\n");
+        assert_eq!(e.path, "steps[0].http.save.id", "{e}");
+        let e = err("name: x\nsteps:\n  - sleep: 1s\nalways:\n  - fail_if: \"(\"\n");
+        assert_eq!(e.path, "always[0].fail_if", "{e}");
+        assert_eq!(e.line, 5, "{e}");
     }
 
     #[test]

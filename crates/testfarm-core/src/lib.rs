@@ -35,6 +35,7 @@ pub mod cleanup;
 pub mod diagnostic;
 pub mod duration;
 pub mod estimate;
+pub mod expr;
 pub mod job;
 pub mod jobspec;
 pub mod labels;

@@ -5,6 +5,7 @@
 //! Validation is strict: unknown keys, wrong types and bad values stop the server with the
 //! file, line, column and what was expected (with a did-you-mean for misspelt keys).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,15 @@ max_upload = "8G"
 # How often retention looks for builds to delete and blobs nothing refers to.
 interval = "1h"
 
+[secrets]
+# Values jobs use as {{ secrets.NAME }} in http steps (headers, URLs, bodies). They are
+# masked (****) in job logs and never stored in events or step records; a job naming a
+# secret not listed here is refused at submit. One line per secret:
+#   sums_token = "the value"                   # inline
+#   sums_token = { env = "SUMS_TOKEN" }        # from the server's environment
+#   sums_token = { file = "secrets/sums" }     # a file's content (trailing newline cut),
+#                                              # relative to this file
+
 [agent.local]
 # Run the built-in agent in the server process, registering this machine's resources.
 enabled = true
@@ -120,7 +130,36 @@ pub struct Config {
     pub health: HealthSection,
     pub retention: RetentionSection,
     pub artifacts: ArtifactsSection,
+    pub secrets: BTreeMap<String, SecretSource>,
     pub agent: AgentSection,
+}
+
+/// Where a secret's value comes from (`[secrets]`). Read when the server starts, so a
+/// missing variable or file stops it at once rather than failing a job later.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum SecretSource {
+    Value(String),
+    Env { env: String },
+    File { file: PathBuf },
+}
+
+impl SecretSource {
+    /// The value; `config_dir` anchors relative files.
+    pub fn read(&self, config_dir: &Path) -> Result<String, String> {
+        match self {
+            SecretSource::Value(v) => Ok(v.clone()),
+            SecretSource::Env { env } => {
+                std::env::var(env).map_err(|e| format!("environment variable {env}: {e}"))
+            }
+            SecretSource::File { file } => {
+                let path = config_dir.join(file);
+                std::fs::read_to_string(&path)
+                    .map(|t| t.trim_end_matches(['\r', '\n']).to_string())
+                    .map_err(|e| format!("file {}: {e}", path.display()))
+            }
+        }
+    }
 }
 
 /// `[artifacts]`: the artifact repository's limits (blobs live in `<data_dir>/artifacts`).
@@ -407,6 +446,16 @@ impl Config {
                 "artifacts.max_upload must be more than zero (e.g. \"8G\")".into(),
             ));
         }
+        for (name, source) in &self.secrets {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(bad(format!(
+                    "secrets.{name}: secret names use letters, digits and _"
+                )));
+            }
+            if matches!(source, SecretSource::Value(v) if v.is_empty()) {
+                return Err(bad(format!("secrets.{name} is empty")));
+            }
+        }
         if self.log.level.trim().is_empty() {
             return Err(bad("log.level must not be empty (e.g. \"info\")".into()));
         }
@@ -434,6 +483,23 @@ mod tests {
         assert_eq!(
             Config::parse(Path::new("c"), "").unwrap(),
             Config::default()
+        );
+    }
+
+    #[test]
+    fn secrets_from_value_env_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s"), "from-file\n").unwrap();
+        let text = "[secrets]\na = \"inline\"\nb = { env = \"PATH\" }\nc = { file = \"s\" }\nd = { env = \"TESTFARM_SURELY_UNSET_VAR\" }\n";
+        let c = Config::parse(Path::new("c"), text).unwrap();
+        assert_eq!(c.secrets["a"].read(dir.path()).unwrap(), "inline");
+        assert!(!c.secrets["b"].read(dir.path()).unwrap().is_empty());
+        assert_eq!(c.secrets["c"].read(dir.path()).unwrap(), "from-file");
+        assert!(
+            c.secrets["d"]
+                .read(dir.path())
+                .unwrap_err()
+                .contains("TESTFARM_SURELY_UNSET_VAR")
         );
     }
 
@@ -466,6 +532,8 @@ mod tests {
         let e = Config::parse(Path::new("c"), "[server]\nworkers = 0\n").unwrap_err();
         assert!(e.message.contains("server.workers"), "{e}");
         let e = Config::parse(Path::new("c"), "[server]\nworkers = -1\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = Config::parse(Path::new("c"), "[secrets]\nx = { envv = \"A\" }\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
         let ok = Config::parse(Path::new("c"), "[server]\nworkers = 4\n").unwrap();
         assert_eq!(ok.server.workers, 4);

@@ -50,6 +50,8 @@ pub enum ServerError {
     AdminToken { path: PathBuf, why: String },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("secret `{name}` (config [secrets]): {why}")]
+    Secret { name: String, why: String },
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -63,6 +65,8 @@ pub struct Paths {
     pub data_dir: PathBuf,
     pub database: PathBuf,
     pub admin_token_file: PathBuf,
+    /// The config file's directory: `[secrets]` files are relative to it.
+    pub config_dir: PathBuf,
 }
 
 impl Paths {
@@ -86,6 +90,7 @@ impl Paths {
             admin_token_file: admin_token_env
                 .unwrap_or_else(|| config_dir.join(&config.server.admin_token_file)),
             data_dir,
+            config_dir: config_dir.to_path_buf(),
         }
     }
 }
@@ -118,6 +123,16 @@ impl Server {
                 path: paths.database.clone(),
                 source,
             })?;
+        let mut secrets = std::collections::BTreeMap::new();
+        for (name, source) in &config.secrets {
+            let value = source
+                .read(&paths.config_dir)
+                .map_err(|why| ServerError::Secret {
+                    name: name.clone(),
+                    why,
+                })?;
+            secrets.insert(name.clone(), value);
+        }
         install_admin_token(&store, &paths.admin_token_file).await?;
         let artifacts = artifacts::ArtifactRepo::local(&paths.data_dir).map_err(|source| {
             ServerError::DataDir {
@@ -148,6 +163,7 @@ impl Server {
             artifacts: Arc::new(artifacts),
             started_at,
             awake: Arc::new(awake::Awake::new(started_at)),
+            secrets: Arc::new(secrets),
         };
         Ok(Server { state, listener })
     }
@@ -225,6 +241,7 @@ impl Server {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // Before any task judges silence: start-up is not a stall.
         state.awake.begin();
+        server_jobs::recover(&state).await;
         let tasks = tasks::spawn_all(state.clone(), stop_rx.clone());
         let grace = state.config.server.shutdown_grace.0;
         let app = routes::router(state.clone());

@@ -33,6 +33,8 @@ pub struct AppState {
     /// When the server was last awake (its start, or the end of a stall): silence
     /// before it is not held against lease holders and agents.
     pub awake: Arc<crate::awake::Awake>,
+    /// `[secrets]`, read at start: name → value. Never logged, stored or sent.
+    pub secrets: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl AppState {

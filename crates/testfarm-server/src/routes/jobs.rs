@@ -59,6 +59,12 @@ pub async fn submit_job(
     let vars: Vec<(String, String)> = req.vars.into_iter().collect();
     spec.apply_overrides(&vars, priority)
         .map_err(|e| ApiError::unprocessable(format!("spec.{}", e.path), e))?;
+    if !spec.requirements().needs_resource() {
+        crate::server_jobs::check_templates(&state, &spec).map_err(|(path, message)| {
+            let e = testfarm_core::jobspec::error_at(&req.spec, &path, message);
+            ApiError::unprocessable(format!("spec.{path}"), e)
+        })?;
+    }
     let policies = state.store.list_policies().await?;
     let capped = testfarm_core::policy::Policies {
         policies,

@@ -206,6 +206,7 @@ async fn bench(args: &Args) -> anyhow::Result<serde_json::Value> {
         data_dir: dir.path().to_path_buf(),
         database: dir.path().join("bench.db"),
         admin_token_file: dir.path().join("no-admin.token"),
+        config_dir: dir.path().to_path_buf(),
     };
     let server = Server::bind(config, &paths).await?;
     let store = server.store();
