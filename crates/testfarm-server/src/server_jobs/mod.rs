@@ -35,6 +35,18 @@ use self::template::{Masker, Scope};
 use crate::lifecycle::{self, LifecycleError};
 use crate::state::AppState;
 
+/// `: cause: its cause…` for every source of `e`, so a step's reason says why all the way down.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// Longest `sleep` honoured (a job's timeout usually ends it first).
 const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
 /// `wait_for` polls this often when it sets no `interval`.

@@ -74,14 +74,7 @@ impl Scope {
 }
 
 fn describe(e: &minijinja::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    format!("{e}{}", super::causes(e))
 }
 
 /// Replaces every secret's value by `****`.
