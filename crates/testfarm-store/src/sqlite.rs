@@ -43,6 +43,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_artifacts",
         include_str!("../migrations/0007_artifacts.sql"),
     ),
+    (
+        "0009_pipelines",
+        include_str!("../migrations/0009_pipelines.sql"),
+    ),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {
