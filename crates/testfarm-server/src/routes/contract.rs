@@ -230,6 +230,7 @@ fn parameter_rule(path: &str, at: &str, name: &str) -> Option<Value> {
             "enum": enum_of(LeaseState::ALL.iter().map(ToString::to_string).chain(["all".to_string()]))
         }),
         ("query", "state") if path == "/api/v1/jobs" => pattern(&job_states_pattern()),
+        ("query", "name") if path == "/api/v1/pipelines/history" => json!({ "minLength": 1 }),
         ("query", "state") if path == "/api/v1/pipelines" => json!({
             "enum": enum_of(testfarm_core::pipeline::PipelineState::ALL.iter().map(|s| s.as_str()))
         }),

@@ -131,7 +131,7 @@ pub async fn pipeline_history(
     caller.require(Action::Read)?;
     let name = q
         .name
-        .filter(|n| !n.trim().is_empty())
+        .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad_request("name", "give the pipeline's name: ?name=NAME"))?;
     Ok(Json(state.store.pipeline_history(&name).await?))
 }
