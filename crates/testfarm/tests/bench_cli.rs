@@ -139,3 +139,16 @@ fn logs_ships_one_jobs_log_and_the_server_stores_every_byte() {
     assert!(non_negative(&v, &["ingest", "mb_s"]) > 0.0);
     assert!(non_negative(&v, &["baseline_local_file", "mb_s"]) > 0.0);
 }
+
+#[test]
+fn pipeline_times_stage_handovers_against_a_client_chain() {
+    let v = bench(
+        &["pipeline", "--spawn", "--stages", "3", "--runs", "1"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(v["bench"], "pipeline");
+    assert_eq!(v["stage_handover"]["n"], 2, "{v}");
+    assert_eq!(v["baseline_client_chain"]["n"], 2, "{v}");
+    non_negative(&v, &["stage_handover", "p50_ms"]);
+    non_negative(&v, &["ratio_p50_vs_baseline"]);
+}

@@ -7,6 +7,7 @@ mod conn;
 pub mod fleet;
 pub mod lease;
 pub mod logs;
+pub mod pipeline;
 pub mod placement;
 mod spawn;
 pub mod tap;
@@ -24,6 +25,8 @@ pub enum Bench {
     Lease(lease::Args),
     /// Simulated agents heartbeating against a server: p50/p99 latency and server RSS.
     Fleet(fleet::Args),
+    /// Pipeline overhead: one stage's end to the next stage's start, vs a client chaining jobs.
+    Pipeline(pipeline::Args),
     /// Log ingest of one job through the agent's shipper: MB/s vs a local file write.
     Logs(logs::Args),
 }
@@ -36,5 +39,6 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         Bench::Lease(args) => lease::run(args),
         Bench::Fleet(args) => fleet::run(args),
         Bench::Logs(args) => logs::run(args),
+        Bench::Pipeline(args) => pipeline::run(args),
     }
 }
