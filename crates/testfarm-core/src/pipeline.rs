@@ -597,13 +597,12 @@ pub fn advance(stages: &[StageView<'_>], cancelled: bool) -> Advance {
     for s in stages {
         match s.state {
             StageState::Waiting if halted => out.skip.push(s.name.to_string()),
-            StageState::Waiting => {
+            StageState::Waiting
                 if s.needs
                     .iter()
-                    .all(|n| state_of.get(n.as_str()) == Some(&StageState::Passed))
-                {
-                    out.start.push(s.name.to_string());
-                }
+                    .all(|n| state_of.get(n.as_str()) == Some(&StageState::Passed)) =>
+            {
+                out.start.push(s.name.to_string());
             }
             st if st.is_active() && halted => out.cancel.push(s.name.to_string()),
             _ => {}
