@@ -43,6 +43,12 @@ pub enum Event {
     SubtestStart { name: String, buffered: bool },
     /// The child stream that began with the matching `SubtestStart` is over.
     SubtestEnd,
+    /// The child stream that began with the matching `SubtestStart` is over, and it belongs
+    /// to the test point *before* it at the parent's level, not to the next one. This is
+    /// node's buffered subtest with diagnostics (`ok 1 - name`, its YAML block, then `{` …
+    /// `}` unindented); its `SubtestStart` has an empty name (the test point's description
+    /// is the name, as the document builder sets it).
+    SubtestEndPrevious,
     /// `TAP_START name`: the VM agent's marker before a script's output. The parser starts
     /// a fresh top-level stream after it.
     TapStart { name: String },

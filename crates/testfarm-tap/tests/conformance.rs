@@ -36,11 +36,83 @@ struct Exception {
 /// Where testfarm deliberately reads a fixture differently from node's tap-parser. Each one
 /// is a case where Perl's TAP::Parser and node disagree and testfarm follows Perl, or a
 /// deliberate difference listed in docs/tap.md ("Where the specification is silent").
-const NODE_EXCEPTIONS: &[Exception] = &[];
+const NODE_EXCEPTIONS: &[Exception] = &[
+    // 1. A stream with no plan and no test points (empty, a producer that died before
+    //    printing, only non-TAP output): node makes it a synthetic `TAP version 14` /
+    //    `1..0 # no tests found` pass; Perl fails it ("No plan found in TAP output").
+    //    testfarm follows Perl at the top level (a test script that printed nothing did not
+    //    pass) and node inside subtests (docs/tap.md, Parser behaviour 10).
+    Exception {
+        fixture: "empty.tap",
+        fields: &["ok", "plan", "version"],
+        reason: "empty stream fails, as in Perl",
+    },
+    Exception {
+        fixture: "die.tap",
+        fields: &["ok", "plan", "version"],
+        reason: "empty stream fails, as in Perl",
+    },
+    Exception {
+        fixture: "out_err_mix.tap",
+        fields: &["ok", "plan", "version"],
+        reason: "stream with only non-TAP lines fails, as in Perl",
+    },
+    // 2. The reason of a skip-all plan: node keeps the whole comment (`SKIP Insufficient
+    //    positron flux`, `skipping: rope`); Perl drops the SKIP word (`Insufficient positron
+    //    flux`, `rope`). testfarm follows Perl: it is the reason humans read ("skipped: rope").
+    Exception {
+        fixture: "skip-all.tap",
+        fields: &["plan.comment"],
+        reason: "skip-all reason without its SKIP word, as in Perl",
+    },
+    Exception {
+        fixture: "skip-all-with-assert.tap",
+        fields: &["plan.comment"],
+        reason: "skip-all reason without its SKIP word, as in Perl",
+    },
+    Exception {
+        fixture: "skipall.tap",
+        fields: &["plan.comment"],
+        reason: "skip-all reason without its SKIP word, as in Perl",
+    },
+    Exception {
+        fixture: "skipall_v13.tap",
+        fields: &["plan.comment"],
+        reason: "skip-all reason without its SKIP word, as in Perl",
+    },
+    // 3. `ok` then `1..0`: node counts every test point of a skip-all stream as skipped
+    //    (skip 1); Perl counts SKIP directives only (skip 0). testfarm follows Perl: `skip`
+    //    counts directives, everywhere. Both fail the stream.
+    Exception {
+        fixture: "skip-all-with-test.tap",
+        fields: &["skip"],
+        reason: "skip counts SKIP directives only, as in Perl",
+    },
+    // 4. Deliberate difference (docs/tap.md, Parser behaviour 4): a non-TAP line of the
+    //    parent level that arrives while a subtest is open is reported inside the subtest's
+    //    brackets (the event stream cannot place it at the parent level), so under
+    //    `pragma +strict` it is the subtest that fails (and through it the parent); node fails
+    //    only the parent. The top-level verdict is the same.
+    Exception {
+        fixture: "pragma-mid-child-strict.tap",
+        fields: &["tests[0].subtest.ok"],
+        reason: "parent-level non-TAP during an open subtest counts in the subtest",
+    },
+];
 
 /// Where testfarm deliberately reads a TAP 12/13 fixture differently from Perl's TAP::Parser
 /// although node agrees with Perl on that field.
-const PERL_EXCEPTIONS: &[Exception] = &[];
+const PERL_EXCEPTIONS: &[Exception] = &[
+    // TAP::Parser 3.44's TAP 13 grammar does not take `1..0 # skipping: rope` as a plan (its
+    // TAP 12 grammar does, see skipall.tap); node and testfarm do. Where node and Perl
+    // disagree only on the comment, the checks above would accept node's reading; here
+    // testfarm has the plan as node does, with Perl's reason (exception 2 above).
+    Exception {
+        fixture: "skipall_v13.tap",
+        fields: &["plan"],
+        reason: "Perl's TAP 13 grammar misses `1..0 # skipping: reason`",
+    },
+];
 
 /// A fixture must parse well within this (the slowest takes microseconds).
 const PER_FIXTURE: Duration = Duration::from_secs(5);
@@ -160,7 +232,13 @@ fn perl_view(v: &Value) -> Value {
 /// Keys of the expected files that are for humans (`fixture`, `source`, Perl's
 /// `parse_errors` and `skip_all`) or that testfarm has no counterpart of (`protocol_errors`:
 /// tap-parser counts protocol errors into `fail`, testfarm lists them as reasons).
-const META: &[&str] = &["fixture", "source", "protocol_errors", "parse_errors", "skip_all"];
+const META: &[&str] = &[
+    "fixture",
+    "source",
+    "protocol_errors",
+    "parse_errors",
+    "skip_all",
+];
 
 /// Equality with numbers compared as numbers (`1` and `1.0` are the same YAML value).
 fn same(a: &Value, b: &Value) -> bool {
@@ -233,7 +311,12 @@ fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
     cur
 }
 
-fn covered(exceptions: &[Exception], fixture: &str, path: &str, used: &mut BTreeSet<usize>) -> bool {
+fn covered(
+    exceptions: &[Exception],
+    fixture: &str,
+    path: &str,
+    used: &mut BTreeSet<usize>,
+) -> bool {
     for (i, e) in exceptions.iter().enumerate() {
         if e.fixture == fixture && e.fields.iter().any(|f| path.starts_with(f)) {
             used.insert(i);
@@ -297,9 +380,11 @@ fn reference_fixtures() {
         let mut d = Vec::new();
         diff("", &perl, &ours_p, &mut d);
         let mut follows_node = false;
+        let mut documented = false;
         let mut undocumented = Vec::new();
         for p in &d {
             if covered(PERL_EXCEPTIONS, &file, p, &mut used_perl) {
+                documented = true;
                 continue;
             }
             // The references disagree here and testfarm took node's reading.
@@ -312,10 +397,10 @@ fn reference_fixtures() {
         if d.is_empty() {
             perl_exact += 1;
         } else if undocumented.is_empty() {
-            if follows_node {
-                perl_follow_node += 1;
-            } else {
+            if documented || !follows_node {
                 perl_documented += 1;
+            } else {
+                perl_follow_node += 1;
             }
         }
         for p in undocumented {
@@ -329,12 +414,18 @@ fn reference_fixtures() {
     }
     for (i, e) in NODE_EXCEPTIONS.iter().enumerate() {
         if !used_node.contains(&i) {
-            problems.push(format!("stale node exception for {}: {}", e.fixture, e.reason));
+            problems.push(format!(
+                "stale node exception for {}: {}",
+                e.fixture, e.reason
+            ));
         }
     }
     for (i, e) in PERL_EXCEPTIONS.iter().enumerate() {
         if !used_perl.contains(&i) {
-            problems.push(format!("stale perl exception for {}: {}", e.fixture, e.reason));
+            problems.push(format!(
+                "stale perl exception for {}: {}",
+                e.fixture, e.reason
+            ));
         }
     }
 
@@ -352,7 +443,11 @@ fn reference_fixtures() {
         perl_exact + perl_follow_node + perl_documented,
         pct(perl_exact + perl_follow_node + perl_documented, perl_n),
     );
-    println!("conformance: {} fixtures in {:?}", fixtures.len(), started.elapsed());
+    println!(
+        "conformance: {} fixtures in {:?}",
+        fixtures.len(),
+        started.elapsed()
+    );
     assert!(
         problems.is_empty(),
         "{} undocumented differences:\n{}",
@@ -361,4 +456,3 @@ fn reference_fixtures() {
     );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
-
