@@ -167,3 +167,20 @@ fn duration_ms_is_the_time() {
     assert_eq!(doc.tests[0].time_ms, Some(5.0));
     assert_eq!(doc.tests[0].yaml, Some(json!({"duration_ms": 1.5})));
 }
+
+/// The one place the counting path (no YAML parsing) and the document differ: under strict,
+/// a delimited block that is not valid YAML is non-TAP only to the full parse.
+#[test]
+fn strict_invalid_yaml_only_seen_by_full_parse() {
+    let tap = "pragma +strict\n1..1\nok 1\n  ---\n  a: [\n  ...\n";
+    let doc = Document::parse(tap.as_bytes());
+    assert_eq!(kinds(&doc.summary(None)), ["strict_non_tap"]);
+    let mut p = Parser::with_options(Options {
+        parse_yaml: false,
+        keep_text: false,
+    });
+    let mut c = Counter::new();
+    p.feed(tap.as_bytes(), &mut |e| c.event(&e));
+    p.finish(&mut |e| c.event(&e));
+    assert!(c.finish().summary(None).ok);
+}
