@@ -39,7 +39,8 @@ pub enum Event {
     /// Anything else: kept so no output is lost (it is still not TAP).
     Unknown { line: String },
     /// A child stream begins. `name` comes from `# Subtest: name`, or from the test point of
-    /// a buffered subtest; it is empty for an unnamed (indented, no comment) subtest.
+    /// a buffered subtest; it is empty for an unnamed (indented, no comment) subtest and for
+    /// one that [`Event::SubtestEndPrevious`] ends (its test point was already emitted).
     SubtestStart { name: String, buffered: bool },
     /// The child stream that began with the matching `SubtestStart` is over.
     SubtestEnd,
