@@ -59,6 +59,11 @@ pub struct DeployStep {
     /// Appended to the kernel command line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub append: Option<String>,
+    /// Forward a loopback port of the host to the guest's port 22 (user-mode network with
+    /// a virtio-net card), for images that run sshd; the port is in the job's
+    /// `environment.json` and log.
+    #[serde(default)]
+    pub ssh: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
 }

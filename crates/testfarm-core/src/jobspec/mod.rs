@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::duration::HumanDuration;
 use crate::labels;
 use crate::priority::Priority;
-pub use deploy::{ArtifactQuery, BootStep, DeployStep};
+pub use deploy::{ArtifactQuery, BootStep, DeployStep, MAX_BOOT_RETRIES, MIN_VM_MEMORY_MB, VmSize};
 pub use http::{HttpMethod, HttpStep, WaitForStep};
 pub use requires::*;
 pub use steps::*;
