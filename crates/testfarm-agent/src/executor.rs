@@ -829,11 +829,12 @@ fn step_timeout(step: &Step) -> Option<Duration> {
         Step::Shell(s) => s.timeout.map(|t| t.get()),
         Step::Test(t) => t.timeout.map(|t| t.get()),
         Step::Deploy(d) => d.timeout.map(|t| t.get()),
-        // Per attempt: the step may take every attempt's.
+        // Per attempt: the step may take every attempt's, each with time to start QEMU.
         Step::Boot(b) => Some(
-            b.timeout
+            (b.timeout
                 .map(|t| t.get())
                 .unwrap_or(crate::vm_steps::boot::DEFAULT_BOOT_TIMEOUT)
+                + crate::vm_steps::boot::START_ALLOWANCE)
                 .saturating_mul(b.retries + 1),
         ),
         Step::Http(h) => h.timeout.map(|t| t.get()),

@@ -16,7 +16,10 @@ use testfarm_vm::job_vm::{JobVm, Placement};
 /// Alive and not a zombie.
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z")
+        s.rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            != Some("Z")
     })
 }
 
@@ -54,7 +57,11 @@ async fn run() {
     };
     let out = a
         .exec(Exec {
-            argv: vec!["/bin/sh".into(), "-c".into(), "echo hi from $(hostname)".into()],
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo hi from $(hostname)".into(),
+            ],
             env: Vec::new(),
             cwd: None,
             timeout_ms: 10_000,
@@ -62,7 +69,10 @@ async fn run() {
         })
         .await
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi from testfarm-guest\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hi from testfarm-guest\n"
+    );
     assert!(vm.has_agent());
     drop(vm);
     let start = std::time::Instant::now();

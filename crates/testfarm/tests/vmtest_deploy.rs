@@ -63,7 +63,10 @@ fn upload_image(http: &Http, token: &str, branch: &str) -> String {
     );
     assert_eq!(r.status, 201, "{}", r.text);
     let build = r.body["id"].as_str().unwrap().to_string();
-    for (file, name, kind) in [(kernel, "vmlinuz", "kernel"), (initrd, "initrd.img", "initrd")] {
+    for (file, name, kind) in [
+        (kernel, "vmlinuz", "kernel"),
+        (initrd, "initrd.img", "initrd"),
+    ] {
         let r = http.call_with_headers(
             "PUT",
             &format!("/api/v1/builds/{build}/artifacts/{name}?kind={kind}"),
@@ -111,7 +114,12 @@ fn setup(name: &str) -> Setup {
     let server = lab.start();
     let http = server.http();
     let at = agent_token(&http, &lab.token, name);
-    let agent = Agent::start(&server.url, &at, name, "[[resource]]\nkind = \"qemu-host\"\n");
+    let agent = Agent::start(
+        &server.url,
+        &at,
+        name,
+        "[[resource]]\nkind = \"qemu-host\"\n",
+    );
     wait_registered(&http, &lab.token, &format!("{name}-qemu"));
     Setup {
         lab,
@@ -171,7 +179,12 @@ fn deploy_boot_and_a_guest_tap_test_pass() {
         .http
         .get(&format!("/api/v1/jobs/{id}/outputs/environment.json"), t);
     assert_eq!(env.status, 200, "{}", env.text);
-    assert_eq!(env.body["deployed"]["build"], build.as_str(), "{}", env.text);
+    assert_eq!(
+        env.body["deployed"]["build"],
+        build.as_str(),
+        "{}",
+        env.text
+    );
     assert_eq!(env.body["deployed"]["commit"], "c0ffee");
     assert!(env.body["vm"]["console_socket"].is_string(), "{}", env.text);
     assert_eq!(env.body["deployed"]["memory_mb"], 256);
@@ -200,6 +213,9 @@ fn a_boot_that_never_shows_its_pattern_is_retried_then_ends_error_with_the_conso
         \x20 - test: { run: 'true', via: guest }\n";
     let id = submit(&s.http, t, spec);
     let j = s.wait(&id, Duration::from_secs(300));
+    let out = cli(&s.server.url, t, &["logs", &id, "--console"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let console = stdout(&out);
     assert_eq!(j["state"], "error", "{j}\n{}", s.agent.log());
     let boot = &j["steps"][1];
     assert_eq!(boot["outcome"], "error", "{j}");
@@ -209,12 +225,13 @@ fn a_boot_that_never_shows_its_pattern_is_retried_then_ends_error_with_the_conso
         reason.contains("attempt 1: no \"login-that-never-comes:\" on the console within 25s"),
         "{reason}"
     );
-    assert!(reason.contains("--- console tail ---"), "{reason}");
+    assert!(
+        reason.contains("--- console tail ---"),
+        "{reason}\n{console}\n{}",
+        log(&s.http, t, &id)
+    );
     assert_eq!(j["steps"][2]["outcome"], "skipped", "{j}");
     // Both attempts' consoles, with what the kernel printed.
-    let out = cli(&s.server.url, t, &["logs", &id, "--console"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let console = stdout(&out);
     assert!(console.contains("boot attempt 1"), "{console}");
     assert!(console.contains("boot attempt 2"), "{console}");
     assert!(console.contains("Linux version"), "{console}");

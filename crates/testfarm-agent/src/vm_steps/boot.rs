@@ -20,6 +20,8 @@ use crate::executor::Reporter;
 
 /// A boot's time limit per attempt when the step sets none.
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time each attempt gets beyond its timeout to start QEMU and stop it again.
+pub const START_ALLOWANCE: Duration = Duration::from_secs(15);
 /// How often the console and QEMU are looked at.
 const POLL: Duration = Duration::from_millis(200);
 /// Console lines kept in a failed boot's reason.
@@ -249,7 +251,13 @@ pub async fn run<R: Reporter>(
                 let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
                 if !rules::retry(number, b.retries) || out_of_time {
                     let _ = store_console(ctx.reporter, &state.console_text()).await;
-                    let tail = rules::tail(&console, TAIL_LINES);
+                    // The last attempt's console; if it printed nothing, all of them.
+                    let source = if console.trim().is_empty() {
+                        &state.console
+                    } else {
+                        &console
+                    };
+                    let tail = rules::tail(source, TAIL_LINES);
                     return Some(End::error(rules::final_reason(&failures, &tail)));
                 }
                 number += 1;

@@ -26,15 +26,21 @@ pub async fn get_output(
 ) -> ApiResult<Response> {
     caller.require(Action::Read)?;
     if !testfarm_core::patterns::is_output_name(&name) {
-        return Err(ApiError::NotFound(format!("job {id} has no output {name:?}")));
+        return Err(ApiError::NotFound(format!(
+            "job {id} has no output {name:?}"
+        )));
     }
     // 404 for an unknown job before looking at files.
     state.store.get_job(&id).await?;
-    let path = crate::logs::job_dir(&state, &id).join("outputs").join(&name);
+    let path = crate::logs::job_dir(&state, &id)
+        .join("outputs")
+        .join(&name);
     let bytes = match tokio::fs::read(&path).await {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::NotFound(format!("job {id} has no output {name:?}")));
+            return Err(ApiError::NotFound(format!(
+                "job {id} has no output {name:?}"
+            )));
         }
         Err(e) => return Err(ApiError::Internal(format!("reading output {name}: {e}"))),
     };
@@ -45,5 +51,10 @@ pub async fn get_output(
     } else {
         "application/octet-stream"
     };
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, kind)], Body::from(bytes)).into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, kind)],
+        Body::from(bytes),
+    )
+        .into_response())
 }
