@@ -59,7 +59,7 @@ fn free_port() -> Option<u16> {
 
 /// One attempt's end.
 enum Attempt {
-    Booted(Running),
+    Booted(Box<Running>),
     Failed(String),
     /// Cancelled (`true`: dropped, report nothing).
     Stopped(bool),
@@ -171,12 +171,12 @@ async fn attempt<R: Reporter>(
     };
     match end {
         None => (
-            Attempt::Booted(Running {
+            Attempt::Booted(Box::new(Running {
                 vm,
                 attempt: number,
                 ssh_port,
                 dir,
-            }),
+            })),
             String::new(),
         ),
         Some(other) => {
@@ -224,12 +224,9 @@ pub async fn run<R: Reporter>(
                             .unwrap_or_default()
                     ))
                     .await;
-                state.running = Some(r);
+                state.running = Some(*r);
                 let env = super::guest::environment(ctx, &state);
-                let _ = ctx
-                    .reporter
-                    .output(super::ENVIRONMENT_OUTPUT, env.into())
-                    .await;
+                let _ = ctx.reporter.output(super::ENVIRONMENT_OUTPUT, env).await;
                 let _ = store_console(ctx.reporter, &state.console_text()).await;
                 return Some(End::passed());
             }
