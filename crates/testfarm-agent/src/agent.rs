@@ -641,6 +641,10 @@ impl Reporter for ClientReporter {
         .await
         .map_err(report_error)
     }
+
+    fn client(&self) -> Option<&Client> {
+        Some(&self.client)
+    }
 }
 
 async fn run_job(shared: Arc<Shared>, a: Assignment, control: JobControl) {

@@ -32,10 +32,12 @@ use serde::{Deserialize, Serialize};
 pub use crate::duration::HumanDuration;
 use crate::labels;
 use crate::priority::Priority;
+pub use deploy::{ArtifactQuery, BootStep, DeployStep, MAX_BOOT_RETRIES, MIN_VM_MEMORY_MB, VmSize};
 pub use http::{HttpMethod, HttpStep, WaitForStep};
 pub use requires::*;
 pub use steps::*;
 
+mod deploy;
 mod http;
 mod locate;
 mod requires;
@@ -129,6 +131,7 @@ impl JobSpec {
                     .map_err(|(field, m)| (format!("{list}[{i}].{}{field}", step.kind()), m))?;
             }
         }
+        deploy::check_vm_steps(self)?;
         if let Some(req) = &self.requires {
             if req.kind.is_none() && req.resource.is_none() {
                 return Err((
@@ -165,11 +168,23 @@ impl JobSpec {
     }
 
     /// The normalised requirements ([`Requirements::server`] when `requires` is absent).
+    ///
+    /// On a qemu-host the deploy step's VM size is the job's share (the larger of it and
+    /// `requires.cpus`/`memory`), so the VM counts against the host's capacity.
     pub fn requirements(&self) -> Requirements {
-        self.requires
+        let mut req = self
+            .requires
             .as_ref()
             .map(Requires::requirements)
-            .unwrap_or_else(Requirements::server)
+            .unwrap_or_else(Requirements::server);
+        if req.kind == Some(crate::resource::ResourceKind::QemuHost)
+            && let Some(d) = self.deploy_step()
+        {
+            let vm = d.vm_size(self);
+            req.cpus = Some(req.cpus.unwrap_or(0).max(vm.cpus));
+            req.memory_mb = Some(req.memory_mb.unwrap_or(0).max(vm.memory_mb));
+        }
+        req
     }
 
     /// Applies `--var k=v` (as strings, overriding the spec's `vars`) and `--priority P`.
