@@ -260,3 +260,14 @@ fn states_round_trip() {
     );
     assert!("x".parse::<StageState>().is_err());
 }
+
+#[test]
+fn the_examples_parse() {
+    for (name, text) in [(
+        "examples/pipelines/kernel-ci.yaml",
+        include_str!("../../../../examples/pipelines/kernel-ci.yaml"),
+    )] {
+        let p = PipelineSpec::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!p.stages.is_empty(), "{name}");
+    }
+}

@@ -218,6 +218,11 @@ async fn tour(
         );
     }
     println!();
+    let qemu = resources
+        .iter()
+        .any(|r| r.kind == testfarm_core::resource::ResourceKind::QemuHost);
+    all_passed &= pipeline(client, url, base, token_path, qemu).await?;
+    println!();
     println!("try, in another terminal:");
     println!(
         "  export TESTFARM_URL={url} TESTFARM_TOKEN_FILE={}",
@@ -227,6 +232,11 @@ async fn tour(
     println!("  testfarm jobs");
     println!("  testfarm logs <job id>");
     println!("  testfarm submit examples/demo/hello-board.yaml --wait");
+    println!("  testfarm pipeline list; testfarm pipeline show <pipeline id>");
+    println!(
+        "  testfarm pipeline run {} --follow",
+        base.join("demo-pipeline.yaml").display()
+    );
     println!("  testfarm lease exec -s board_type=sim -- sh -c 'echo holding $TESTFARM_RESOURCE'");
     println!("  testfarm events --follow");
     println!();
@@ -235,6 +245,64 @@ async fn tour(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Runs the demo pipeline (build → test in a VM, or on the host without QEMU) and prints
+/// each stage and where to see it. True when it passed.
+async fn pipeline(
+    client: &Client,
+    url: &str,
+    base: &std::path::Path,
+    token_path: &std::path::Path,
+    qemu: bool,
+) -> anyhow::Result<bool> {
+    use crate::cmd::demo_pipeline;
+    let repo = demo_pipeline::write_source(base)?;
+    let exe = std::env::current_exe().context("cannot find the testfarm executable")?;
+    let spec = demo_pipeline::spec(&repo, &exe, url, token_path, qemu);
+    let file = base.join("demo-pipeline.yaml");
+    std::fs::write(&file, &spec).with_context(|| format!("writing {}", file.display()))?;
+    if qemu {
+        println!(
+            "pipeline demo-pipeline: build (program + guest image) on local-build, then deploy, boot and a TAP test in a QEMU VM on local-qemu"
+        );
+    } else {
+        println!(
+            "pipeline demo-pipeline: build on local-build, then the TAP test on local-build itself (no QEMU here, so no VM stage)"
+        );
+    }
+    let end = demo_pipeline::run(client, spec, Duration::from_secs(900)).await?;
+    for s in &end.stages {
+        println!(
+            "  stage {:<6} {:<9} job {}{}",
+            s.name,
+            s.state.as_str(),
+            s.job.as_deref().unwrap_or("-"),
+            s.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "pipeline {} {} ({}); spec: {}",
+        end.id,
+        end.state.as_str(),
+        end.reason.as_deref().unwrap_or("every stage passed"),
+        file.display()
+    );
+    if let Some(test) = end
+        .stages
+        .iter()
+        .find(|s| s.name == "test")
+        .and_then(|s| s.job.as_ref())
+    {
+        println!("  results: testfarm results {test}");
+        if qemu {
+            println!("  console: testfarm logs {test} --console");
+        }
+    }
+    Ok(end.state == testfarm_api::pipeline::PipelineState::Passed)
 }
 
 async fn wait(client: &Client, id: &str, limit: Duration) -> anyhow::Result<Job> {

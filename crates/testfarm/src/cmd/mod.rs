@@ -4,6 +4,7 @@ pub mod agent;
 pub mod artifacts;
 pub mod bench;
 pub mod demo;
+pub mod demo_pipeline;
 pub mod events;
 pub mod group;
 pub mod init;
