@@ -31,6 +31,7 @@
 
 pub mod artifact;
 pub mod artifact_retention;
+pub mod build;
 pub mod cleanup;
 pub mod diagnostic;
 pub mod duration;

@@ -32,10 +32,12 @@ use serde::{Deserialize, Serialize};
 pub use crate::duration::HumanDuration;
 use crate::labels;
 use crate::priority::Priority;
+pub use build::{BuildArtifact, BuildStep, ServerChoice, validate_ref};
 pub use http::{HttpMethod, HttpStep, WaitForStep};
 pub use requires::*;
 pub use steps::*;
 
+mod build;
 mod http;
 mod locate;
 mod requires;
@@ -141,8 +143,19 @@ impl JobSpec {
             for (i, step) in steps.iter().enumerate() {
                 http::check_workflow_step(step)
                     .map_err(|(field, m)| (format!("{list}[{i}].{}{field}", step.kind()), m))?;
+                if let Step::Build(b) = step {
+                    if list == "always" {
+                        return Err((
+                            format!("always[{i}].build"),
+                            "a build step belongs in `steps`: `always` is for cleanup and diagnostics".into(),
+                        ));
+                    }
+                    build::check(b)
+                        .map_err(|(field, m)| (format!("steps[{i}].build{field}"), m))?;
+                }
             }
         }
+        self.check_build_placement()?;
         if let Some(req) = &self.requires {
             if req.kind.is_none() && req.resource.is_none() {
                 return Err((
@@ -162,7 +175,7 @@ impl JobSpec {
                 crate::resource::validate_name(name)
                     .map_err(|e| ("requires.resource".into(), e.to_string()))?;
             }
-        } else {
+        } else if self.builds().next().is_none() {
             for (list, steps) in [("steps", &self.steps), ("always", &self.always)] {
                 if let Some((i, s)) = steps.iter().enumerate().find(|(_, s)| !s.runs_on_server()) {
                     return Err((
@@ -179,11 +192,84 @@ impl JobSpec {
     }
 
     /// The normalised requirements ([`Requirements::server`] when `requires` is absent).
+    /// A job with build steps and no `requires` needs a `build-server`; each build step's
+    /// arch adds a toolchain for it, and a named `server` pins the job to that server.
     pub fn requirements(&self) -> Requirements {
-        self.requires
-            .as_ref()
-            .map(Requires::requirements)
-            .unwrap_or_else(Requirements::server)
+        let mut req = match &self.requires {
+            Some(r) => r.requirements(),
+            None if self.builds().next().is_some() => Requirements {
+                kind: Some(crate::resource::ResourceKind::BuildServer),
+                ..Requirements::server()
+            },
+            None => Requirements::server(),
+        };
+        for (_, b) in self.builds() {
+            if let Some(arch) = &b.arch {
+                let arch = crate::build::normalise_arch(arch).to_string();
+                if !req.build_arches.contains(&arch) {
+                    req.build_arches.push(arch);
+                }
+            }
+            if req.resource.is_none()
+                && let Some(name) = b.named_server()
+            {
+                req.resource = Some(name.to_string());
+            }
+        }
+        req
+    }
+
+    /// The build steps with their index in `steps`.
+    pub fn builds(&self) -> impl Iterator<Item = (usize, &BuildStep)> {
+        self.steps.iter().enumerate().filter_map(|(i, s)| match s {
+            Step::Build(b) => Some((i, b)),
+            _ => None,
+        })
+    }
+
+    /// Named build servers must agree with each other and with `requires`.
+    fn check_build_placement(&self) -> Result<(), (String, String)> {
+        let mut named: Option<(usize, &str)> = None;
+        for (i, b) in self.builds() {
+            let Some(name) = b.named_server() else {
+                continue;
+            };
+            let path = format!("steps[{i}].build.server");
+            if let Some((j, first)) = named
+                && first != name
+            {
+                return Err((
+                    path,
+                    format!(
+                        "one job runs on one build server: steps[{j}] names {first}, this one {name}"
+                    ),
+                ));
+            }
+            named = Some((i, name));
+            if let Some(req) = &self.requires {
+                if let Some(pinned) = &req.resource
+                    && pinned != name
+                {
+                    return Err((
+                        path,
+                        format!(
+                            "`requires.resource` pins the job to {pinned}, this step names {name}"
+                        ),
+                    ));
+                }
+                if let Some(kind) = req.kind
+                    && kind != crate::resource::ResourceKind::BuildServer
+                {
+                    return Err((
+                        path,
+                        format!(
+                            "a named build server needs `requires.kind: build-server` (the job asks for a {kind})"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Applies `--var k=v` (as strings, overriding the spec's `vars`) and `--priority P`.

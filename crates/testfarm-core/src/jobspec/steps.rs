@@ -6,6 +6,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::build::BuildStep;
 use super::http::{HttpStep, WaitForStep};
 pub use crate::duration::HumanDuration;
 
@@ -152,6 +153,8 @@ pub struct BootStep {
 pub enum Step {
     Shell(ShellStep),
     Test(TestStep),
+    /// Compiles a source tree and stores its artifacts ([`super::build`]).
+    Build(BuildStep),
     Deploy(DeployStep),
     Boot(BootStep),
     Http(HttpStep),
@@ -167,6 +170,7 @@ impl Step {
         match self {
             Step::Shell(_) => "shell",
             Step::Test(_) => "test",
+            Step::Build(_) => "build",
             Step::Deploy(_) => "deploy",
             Step::Boot(_) => "boot",
             Step::Http(_) => "http",
