@@ -43,6 +43,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_artifacts",
         include_str!("../migrations/0007_artifacts.sql"),
     ),
+    (
+        "0008_build_runs",
+        include_str!("../migrations/0008_build_runs.sql"),
+    ),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

@@ -77,9 +77,20 @@ pub async fn submit_job(
             .store
             .list_resources(&ResourceFilter::default())
             .await?;
+        let pinned_by_spec = spec
+            .requires
+            .as_ref()
+            .is_some_and(|r| r.resource.is_some());
+        if !pinned_by_spec {
+            crate::build_server::check_named(&req.spec, &spec, &requirements, &resources)?;
+        }
         check_pinned(&requirements, &resources).map_err(|refused| ApiError::Conflict {
             detail: refused.to_string(),
-            field: Some("spec.requires.resource".into()),
+            field: Some(if pinned_by_spec {
+                "spec.requires.resource".into()
+            } else {
+                crate::build_server::named_field(&spec)
+            }),
         })?;
     }
     let now = Utc::now();
@@ -104,6 +115,7 @@ pub async fn submit_job(
             vars: serde_json::to_value(&spec.vars)
                 .map_err(|e| ApiError::Internal(e.to_string()))?,
             steps: Vec::new(),
+            estimated_start: None,
         },
         submitter_role: caller.role,
         resource_id: None,
@@ -121,7 +133,22 @@ pub async fn submit_job(
     );
     tx.commit().await?;
     state.wake.notify_one();
-    Ok((StatusCode::CREATED, Json(row.job)))
+    let mut job = row.job.clone();
+    if requirements.needs_resource() {
+        job.estimated_start = estimated_start(&state, &row).await;
+    }
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// When a queued job is expected to start: the estimate `job why` explains (the jobs
+/// ahead, the matching resources, how long such jobs take). `None` when unknown.
+async fn estimated_start(state: &AppState, row: &JobRow) -> Option<chrono::DateTime<Utc>> {
+    let world = scheduler::load_world(state).await.ok()?;
+    let me = scheduler::queued_job(row)?;
+    let now = Utc::now();
+    testfarm_core::why::why(&me, &world.queue, &world.snapshot, &world.policies, now)
+        .estimated_start
+        .map(|t| t.max(now))
 }
 
 fn parse_states(s: Option<&str>) -> ApiResult<Vec<JobState>> {
