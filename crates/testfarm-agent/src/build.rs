@@ -39,7 +39,7 @@ pub const SOURCE_DIR: &str = "src";
 const COMMIT_FILE: &str = ".testfarm/build-commit";
 const BRANCH_FILE: &str = ".testfarm/build-branch";
 /// How often the build's process group is sampled.
-const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// Cross compilers looked for when a build names an arch (`<triple>-gcc`).
 const CROSS_TRIPLES: &[&str] = &[

@@ -77,10 +77,7 @@ pub async fn submit_job(
             .store
             .list_resources(&ResourceFilter::default())
             .await?;
-        let pinned_by_spec = spec
-            .requires
-            .as_ref()
-            .is_some_and(|r| r.resource.is_some());
+        let pinned_by_spec = spec.requires.as_ref().is_some_and(|r| r.resource.is_some());
         if !pinned_by_spec {
             crate::build_server::check_named(&req.spec, &spec, &requirements, &resources)?;
         }
