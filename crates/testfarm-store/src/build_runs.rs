@@ -198,12 +198,33 @@ mod tests {
             ..BuildSummary::default()
         };
         let mut tx = store.begin().await?;
-        tx.upsert_build_run("j1", 1, 0, Outcome::Passed, &summary("b1", 1000), Utc::now())
-            .await?;
-        tx.upsert_build_run("j2", 1, 0, Outcome::Failed, &summary("b1", 3000), Utc::now())
-            .await?;
-        tx.upsert_build_run("j3", 1, 0, Outcome::Cancelled, &summary("b2", 5), Utc::now())
-            .await?;
+        tx.upsert_build_run(
+            "j1",
+            1,
+            0,
+            Outcome::Passed,
+            &summary("b1", 1000),
+            Utc::now(),
+        )
+        .await?;
+        tx.upsert_build_run(
+            "j2",
+            1,
+            0,
+            Outcome::Failed,
+            &summary("b1", 3000),
+            Utc::now(),
+        )
+        .await?;
+        tx.upsert_build_run(
+            "j3",
+            1,
+            0,
+            Outcome::Cancelled,
+            &summary("b2", 5),
+            Utc::now(),
+        )
+        .await?;
         tx.commit().await?;
         let runs = store
             .list_build_runs(&BuildRunFilter {
@@ -213,7 +234,12 @@ mod tests {
             })
             .await?;
         assert_eq!(runs.len(), 2);
-        assert_eq!(runs.iter().find(|r| r.job_id == "j1").map(|r| r.summary.clone()), Some(summary("b1", 1000)));
+        assert_eq!(
+            runs.iter()
+                .find(|r| r.job_id == "j1")
+                .map(|r| r.summary.clone()),
+            Some(summary("b1", 1000))
+        );
         let h = testfarm_core::build::history(&store.build_facts(None).await?);
         assert_eq!(h.len(), 1, "cancelled builds are not history");
         assert_eq!(h[0].count, 2);
