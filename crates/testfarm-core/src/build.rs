@@ -331,3 +331,65 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod placement_tests {
+    use chrono::Duration as Chrono;
+
+    use crate::jobspec::JobSpec;
+    use crate::placement::tests::{qjob, res, t0};
+    use crate::placement::{Decision, Snapshot, place};
+    use crate::policy::Policies;
+    use crate::resource::ResourceKind;
+
+    /// `Auto` end to end through the scheduler: only a server that can build for the arch
+    /// matches (a native compiler on an arm64 host, or a cross compiler elsewhere), and
+    /// of those the less loaded one wins.
+    #[test]
+    fn auto_places_a_build_by_toolchain_then_load() {
+        let mut x86 = res(1, "x86-native", ResourceKind::BuildServer);
+        x86.capabilities.arch = Some("x86_64".into());
+        x86.capabilities.toolchains = vec!["gcc".into()];
+        let mut cross = res(2, "x86-cross", ResourceKind::BuildServer);
+        cross.capabilities.arch = Some("x86_64".into());
+        cross.capabilities.toolchains = vec!["gcc".into(), "aarch64-linux-gnu-gcc".into()];
+        let mut arm = res(3, "arm-native", ResourceKind::BuildServer);
+        arm.capabilities.arch = Some("arm64".into());
+        arm.capabilities.toolchains = vec!["gcc".into()];
+        let spec = JobSpec::parse(
+            "name: k\nsteps:\n  - build: { source: /src, arch: arm64, run: make }\n",
+        )
+        .unwrap();
+        let mut job = qjob(1, ResourceKind::BuildServer);
+        job.requirements = spec.requirements();
+        let mut snap = Snapshot {
+            resources: vec![x86.clone(), cross.clone(), arm.clone()],
+            ..Snapshot::default()
+        };
+        snap.usage.entry(arm.id).or_default().load = Some(0.9);
+        snap.usage.entry(cross.id).or_default().load = Some(0.1);
+        let now = t0() + Chrono::seconds(1);
+        let d = place(&snap, std::slice::from_ref(&job), &Policies::default(), now);
+        assert!(
+            matches!(&d[0], Decision::Place { resource, .. } if *resource == cross.id),
+            "{d:?}"
+        );
+        snap.usage.entry(arm.id).or_default().load = Some(0.0);
+        snap.usage.entry(cross.id).or_default().load = Some(0.5);
+        let d = place(&snap, std::slice::from_ref(&job), &Policies::default(), now);
+        assert!(
+            matches!(&d[0], Decision::Place { resource, .. } if *resource == arm.id),
+            "{d:?}"
+        );
+        // Nothing builds for riscv64: the job waits, and `why` says which toolchain.
+        let rv = JobSpec::parse(
+            "name: r\nsteps:\n  - build: { source: /s, arch: riscv64, run: make }\n",
+        )
+        .unwrap();
+        job.requirements = rv.requirements();
+        let d = place(&snap, std::slice::from_ref(&job), &Policies::default(), now);
+        assert!(matches!(&d[0], Decision::Wait { .. }), "{d:?}");
+        let text = format!("{d:?}");
+        assert!(text.contains("riscv64"), "{text}");
+    }
+}
