@@ -503,7 +503,7 @@ pub async fn report_step(
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
     let (mut job, _) = fenced(&mut tx, &caller, &id, s.epoch, now, state.awake.since()).await?;
-    let rec = StepRecord {
+    let mut rec = StepRecord {
         index: s.index,
         kind: s.kind.clone(),
         always: s.always,
@@ -522,6 +522,8 @@ pub async fn report_step(
         }
         tx.upsert_build_run(&id, job.job.attempt, s.index, s.outcome, &summary, now)
             .await?;
+        // The event carries the summary too, so a live view shows it as the step ends.
+        rec.build = Some(summary);
     }
     job.last_report_at = Some(now);
     tx.update_job(&job).await?;
