@@ -398,7 +398,9 @@ fn a_named_server_without_the_toolchain_is_refused_with_the_servers_that_have_it
 fn a_build_whose_agent_is_killed_ends_error_and_is_retried() {
     use agent_support::{Agent, agent_token, job, lab, wait_registered, wait_state};
     let within = deadline(Duration::from_secs(170));
-    let lab = lab("6s", "6s");
+    // The resource goes offline (4 s of silence) before the lease would expire (10 s),
+    // so the re-queued attempt waits for the agent instead of landing on the dead one.
+    let lab = lab("4s", "10s");
     let server = lab.start();
     let http = server.http();
     let t = lab.token.clone();
