@@ -237,6 +237,12 @@ fn a_build_compiles_from_a_local_repo_and_its_artifact_is_found_by_branch() {
         text.contains("local-build") && text.contains("100%"),
         "{text}"
     );
+    let o = cli(&server.url, t, &["resource", "show", "local-build"]);
+    assert!(
+        stdout(&o).contains("2 ended, 100% passed"),
+        "{}",
+        stdout(&o)
+    );
     within();
 }
 
@@ -370,6 +376,24 @@ fn a_named_server_without_the_toolchain_is_refused_with_the_servers_that_have_it
         t,
     );
     assert!(why.text.contains("rv-builder"), "{}", why.text);
+    // An agent records builds only for jobs it runs.
+    let stranger = {
+        let r = http.post(
+            "/api/v1/tokens",
+            t,
+            json!({ "name": "stranger", "role": "agent" }),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body["token"].as_str().unwrap().to_string()
+    };
+    let queued = r.body["id"].as_str().unwrap().to_string();
+    for body in [
+        json!({ "commit": "c", "branch": "main", "arch": "x86_64" }),
+        json!({ "commit": "c", "branch": "main", "arch": "x86_64", "source_job": queued }),
+    ] {
+        let r = http.post("/api/v1/builds", &stranger, body);
+        assert_eq!(r.status, 403, "{}", r.text);
+    }
     // Bad input in the build step is a 422 naming the field and its line.
     for (bad, field) in [
         ("      ref: \"-x\"\n", "spec.steps[0].build.ref"),
