@@ -13,6 +13,7 @@ pub mod group;
 pub mod job;
 pub mod lease;
 pub mod page;
+pub mod pipeline;
 pub mod problem;
 pub mod resource;
 pub mod token;

@@ -44,6 +44,7 @@ pub mod lease;
 pub mod liveness;
 pub mod patterns;
 pub mod pinned;
+pub mod pipeline;
 pub mod placement;
 pub mod policy;
 pub mod priority;

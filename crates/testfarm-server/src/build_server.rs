@@ -1,14 +1,13 @@
 //! Submit-time check of a build step's named server (`server: build-07`, seed 004 R3.3,
 //! R3.4): a server that does not exist, is not a build server, or lacks the toolchain
 //! for the build's arch is refused with 422 naming the field and listing the build
-//! servers that could take the build instead. A server that could but cannot now
+//! servers that could take the build instead (`submit::prepare` asks, so a pipeline's
+//! stage is held to the same rule). A server that could but cannot now
 //! (maintenance, offline) is the pinned-resource check's 409.
 
 use testfarm_api::resource::Resource;
-use testfarm_core::jobspec::{JobSpec, Requirements, error_at};
+use testfarm_core::jobspec::{JobSpec, Requirements};
 use testfarm_core::pinned::{PinProblem, check_pinned};
-
-use crate::error::ApiError;
 
 /// The API field of the first build step that names a server.
 pub fn named_field(spec: &JobSpec) -> String {
@@ -18,14 +17,13 @@ pub fn named_field(spec: &JobSpec) -> String {
         .unwrap_or_else(|| "spec.steps".into())
 }
 
-/// Refuses a named build server that can never take the build. `text` is the spec as
-/// submitted (for the line and column).
+/// Refuses a named build server that can never take the build: the field path inside
+/// the spec (`steps[0].build.server`) and why, with the servers that could.
 pub fn check_named(
-    text: &str,
     spec: &JobSpec,
     req: &Requirements,
     resources: &[Resource],
-) -> Result<(), ApiError> {
+) -> Result<(), (String, String)> {
     let Some((i, name)) = spec
         .builds()
         .find_map(|(i, b)| b.named_server().map(|n| (i, n)))
@@ -52,14 +50,11 @@ pub fn check_named(
             refused.alternatives.join(", ")
         )
     };
-    let path = format!("steps[{i}].build.server");
-    let e = error_at(
-        text,
-        &path,
+    Err((
+        format!("steps[{i}].build.server"),
         format!(
             "build server {name} cannot take this build: {}; {instead}",
             never.join("; ")
         ),
-    );
-    Err(ApiError::unprocessable(format!("spec.{path}"), e))
+    ))
 }

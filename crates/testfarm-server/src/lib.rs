@@ -16,10 +16,12 @@ mod ids;
 pub mod json;
 pub mod lifecycle;
 pub mod logs;
+pub mod pipelines;
 pub mod results;
 pub mod routes;
 mod server_jobs;
 pub mod state;
+pub mod submit;
 mod tasks;
 
 use std::future::Future;

@@ -64,6 +64,36 @@ fn event_kind(state: JobState) -> String {
     format!("job.{}", state.as_str())
 }
 
+/// Cancels a job that has not ended: a queued or assigned job ends at once; a running
+/// job's agent is told in its next heartbeat (the caller bumps `work`), runs its `always`
+/// steps and reports `cancelled`. An empty `reason` becomes "cancelled by ACTOR".
+pub async fn cancel_job(
+    tx: &mut Tx,
+    job: &mut JobRow,
+    reason: String,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<After> {
+    if job.job.state == JobState::Running {
+        job.cancel_requested = Some(if reason.is_empty() {
+            format!("cancelled by {actor}")
+        } else {
+            reason.clone()
+        });
+        tx.update_job(job).await?;
+        tx.record(
+            NewEvent::new("job.cancel_requested", "job", &job.job.id, actor)
+                .with_data(json!({ "reason": reason })),
+        );
+        return Ok(After::default());
+    }
+    let event = JobEvent::Cancel {
+        by: actor.to_string(),
+        reason,
+    };
+    apply_job_event(tx, job, event, actor, now, false).await
+}
+
 /// Applies a job event through the state machine and records it. Ending states release
 /// the job's lease (if it still holds one) in the same transaction.
 pub async fn apply_job_event(

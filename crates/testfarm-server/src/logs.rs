@@ -25,7 +25,7 @@ pub struct KeyedLocks {
 }
 
 impl KeyedLocks {
-    fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 4096 {
             map.retain(|_, l| Arc::strong_count(l) > 1);

@@ -44,7 +44,8 @@ impl AppState {
             self.wake.notify_one();
         }
         for job in after.ended_jobs {
-            tokio::spawn(crate::results::store(self.clone(), job));
+            tokio::spawn(crate::results::store(self.clone(), job.clone()));
+            tokio::spawn(crate::pipelines::job_ended(self.clone(), job));
         }
         if !after.cleanup.is_empty() {
             self.work.send_modify(|v| *v += 1);

@@ -217,6 +217,26 @@ impl Store {
     }
 
     /// One artifact of a build, by name.
+    /// The builds a job made (`source_job`), oldest first, with their artifacts.
+    pub async fn builds_of_job(&self, job_id: &str) -> Result<Vec<Build>> {
+        self.read(|c| {
+            let mut builds = query_all(
+                c,
+                concat!(
+                    "SELECT ",
+                    build_columns!(),
+                    " FROM builds b WHERE b.source_job = ? ORDER BY b.id"
+                ),
+                [job_id],
+                build_from_row,
+            )?;
+            for b in &mut builds {
+                fill(c, b)?;
+            }
+            Ok(builds)
+        })
+    }
+
     pub async fn get_artifact(&self, build: Ulid, name: &str) -> Result<Option<Artifact>> {
         self.read(|c| fetch_artifact(c, build, name))
     }

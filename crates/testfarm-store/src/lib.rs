@@ -21,6 +21,7 @@ pub mod events;
 pub mod groups;
 pub mod jobs;
 pub mod leases;
+pub mod pipelines;
 pub mod policies;
 pub mod resources;
 pub mod results;

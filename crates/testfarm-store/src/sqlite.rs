@@ -47,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_build_runs",
         include_str!("../migrations/0008_build_runs.sql"),
     ),
+    (
+        "0009_pipelines",
+        include_str!("../migrations/0009_pipelines.sql"),
+    ),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

@@ -63,6 +63,8 @@ enum Command {
     Logs(cmd::job::LogsArgs),
     /// Show a job's test results (TAP → table, JSON, JUnit XML).
     Results(cmd::job::ResultsArgs),
+    /// Run, list, show, cancel pipelines (stages of jobs), and their history.
+    Pipeline(cmd::pipeline::Args),
     /// Take, renew, release and list leases; run a command under one.
     Lease(cmd::lease::Args),
     /// Manage scheduling policies (admins).
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
         Command::Artifacts(args) => block_on(cmd::artifacts::run(args)),
         Command::Builds(args) => block_on(cmd::builds::run(args)),
         Command::Submit(args) => block_on(cmd::job::submit(args)),
+        Command::Pipeline(args) => block_on(cmd::pipeline::run(args)),
         Command::Jobs(args) => block_on(cmd::job::jobs(args)),
         Command::Job(args) => block_on(cmd::job::job(args)),
         Command::Logs(args) => block_on(cmd::job::logs(args)),

@@ -139,3 +139,41 @@ fn logs_ships_one_jobs_log_and_the_server_stores_every_byte() {
     assert!(non_negative(&v, &["ingest", "mb_s"]) > 0.0);
     assert!(non_negative(&v, &["baseline_local_file", "mb_s"]) > 0.0);
 }
+
+#[test]
+fn pipeline_times_stage_handovers_against_a_client_chain() {
+    let v = bench(
+        &["pipeline", "--spawn", "--stages", "3", "--runs", "1"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(v["bench"], "pipeline");
+    assert_eq!(v["stage_handover"]["n"], 2, "{v}");
+    assert_eq!(v["baseline_client_chain"]["n"], 2, "{v}");
+    non_negative(&v, &["stage_handover", "p50_ms"]);
+    non_negative(&v, &["ratio_p50_vs_baseline"]);
+}
+
+#[test]
+fn artifacts_moves_a_file_both_ways_and_times_latest_and_retention() {
+    let v = bench(
+        &[
+            "artifacts",
+            "--size",
+            "4M",
+            "--builds",
+            "500",
+            "--requests",
+            "20",
+        ],
+        Duration::from_secs(180),
+    );
+    assert_eq!(v["bench"], "artifacts");
+    assert_eq!(v["transfer"]["bytes"], 4_000_000u64, "{v}");
+    for k in ["upload_ratio", "download_ratio", "baseline_upload_mb_s"] {
+        assert!(non_negative(&v, &["transfer", k]) > 0.0, "{k}: {v}");
+    }
+    assert_eq!(v["scale"]["latest"]["n"], 20, "{v}");
+    // 1% of the builds are past max_age: the dry run names them, the pass deletes them.
+    assert_eq!(v["scale"]["retention_dry_run_expired"], 5, "{v}");
+    assert_eq!(v["scale"]["retention_pass_deleted"], 5, "{v}");
+}

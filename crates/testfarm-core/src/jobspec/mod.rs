@@ -70,6 +70,8 @@ fn path_prefix(path: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
+    /// Required for a job on its own; a pipeline's stage job defaults to `pipeline/stage`.
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub priority: Priority,
@@ -102,35 +104,19 @@ pub const MAX_NAME_LEN: usize = 128;
 impl JobSpec {
     /// Parses and checks a spec. Errors carry the field path and line/column.
     pub fn parse(text: &str) -> Result<JobSpec, SpecError> {
-        if text.len() > MAX_SPEC_BYTES {
-            return Err(SpecError {
-                path: String::new(),
-                line: 0,
-                column: 0,
-                message: format!("the spec is larger than {MAX_SPEC_BYTES} bytes"),
-            });
-        }
-        let mut path_out: Option<String> = None;
-        let options = serde_saphyr::options! { with_snippet: false };
-        let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
-            serde_path_to_error::deserialize::<_, JobSpec>(de).map_err(|e| {
-                path_out = Some(e.path().to_string());
-                e.into_inner()
-            })
-        });
-        let spec = match parsed {
-            Ok(spec) => spec,
-            Err(e) => return Err(from_yaml_error(&e, path_out, text)),
-        };
+        let spec: JobSpec = read_yaml(text)?;
         spec.validate()
             .map_err(|(path, message)| locate::error_at(text, &path, message))?;
         Ok(spec)
     }
 
     /// Cross-field rules that serde cannot express. Returns the path and message.
-    fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), (String, String)> {
         let name = self.name.trim();
-        if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        if name.is_empty() {
+            return Err(("name".into(), "a job needs a `name`".into()));
+        }
+        if name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
             return Err((
                 "name".into(),
                 format!("the job name must be 1 to {MAX_NAME_LEN} printable characters"),
@@ -297,6 +283,28 @@ impl JobSpec {
         }
         Ok(())
     }
+}
+
+/// Reads a YAML document into `T` strictly (unknown keys are errors), with the field path
+/// and line/column of the first error. Job specs and pipeline specs both read through here.
+pub(crate) fn read_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, SpecError> {
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(SpecError {
+            path: String::new(),
+            line: 0,
+            column: 0,
+            message: format!("the spec is larger than {MAX_SPEC_BYTES} bytes"),
+        });
+    }
+    let mut path_out: Option<String> = None;
+    let options = serde_saphyr::options! { with_snippet: false };
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+            path_out = Some(e.path().to_string());
+            e.into_inner()
+        })
+    });
+    parsed.map_err(|e| from_yaml_error(&e, path_out, text))
 }
 
 /// A [`SpecError`] for a rule checked outside this module (the server's template check),

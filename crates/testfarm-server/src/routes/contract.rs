@@ -230,6 +230,10 @@ fn parameter_rule(path: &str, at: &str, name: &str) -> Option<Value> {
             "enum": enum_of(LeaseState::ALL.iter().map(ToString::to_string).chain(["all".to_string()]))
         }),
         ("query", "state") if path == "/api/v1/jobs" => pattern(&job_states_pattern()),
+        ("query", "name") if path == "/api/v1/pipelines/history" => json!({ "minLength": 1 }),
+        ("query", "state") if path == "/api/v1/pipelines" => json!({
+            "enum": enum_of(testfarm_core::pipeline::PipelineState::ALL.iter().map(|s| s.as_str()))
+        }),
         ("path", "name") if path.contains("/outputs/") => pattern(patterns::OUTPUT_NAME),
         ("query", "cursor") => pattern(patterns::ULID),
         _ => return None,
@@ -242,6 +246,7 @@ fn required_parameter(path: &str, at: &str, name: &str) -> bool {
         && matches!(
             (path, name),
             ("/api/v1/artifacts/latest", "branch" | "kind")
+                | ("/api/v1/pipelines/history", "name")
                 | ("/api/v1/builds/{id}/artifacts/{name}", "kind")
         )
 }
@@ -255,6 +260,11 @@ fn schema_rules() -> Vec<(&'static str, Option<&'static str>, Value)> {
         ("CreateResource", Some("name"), name.clone()),
         ("AgentResource", Some("name"), name.clone()),
         ("SubmitJob", Some("priority"), pattern(patterns::PRIORITY)),
+        (
+            "SubmitPipeline",
+            Some("priority"),
+            pattern(patterns::PRIORITY),
+        ),
         (
             "Priority",
             None,

@@ -9,19 +9,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Serialize;
-use serde_json::json;
 use testfarm_api::Page;
 use testfarm_api::job::{CancelJob, Job, JobQuery, JobState, LogQuery, SubmitJob};
 use testfarm_api::problem::Problem;
 use testfarm_core::Action;
-use testfarm_core::job::JobEvent;
 use testfarm_core::jobspec::JobSpec;
-use testfarm_core::pinned::check_pinned;
 use testfarm_core::priority::Priority;
 use testfarm_core::why::WhyReport;
-use testfarm_store::NewEvent;
 use testfarm_store::jobs::{JobFilter, JobRow};
-use testfarm_store::resources::ResourceFilter;
 use ulid::Ulid;
 use utoipa::ToSchema;
 
@@ -59,89 +54,28 @@ pub async fn submit_job(
     let vars: Vec<(String, String)> = req.vars.into_iter().collect();
     spec.apply_overrides(&vars, priority)
         .map_err(|e| ApiError::unprocessable(format!("spec.{}", e.path), e))?;
-    if !spec.requirements().needs_resource() {
-        crate::server_jobs::check_templates(&state, &spec).map_err(|(path, message)| {
-            let e = testfarm_core::jobspec::error_at(&req.spec, &path, message);
-            ApiError::unprocessable(format!("spec.{path}"), e)
-        })?;
-    }
-    let policies = state.store.list_policies().await?;
-    let capped = testfarm_core::policy::Policies {
-        policies,
-        ..Default::default()
-    }
-    .cap_priority(spec.priority, caller.role);
-    let requirements = spec.requirements();
-    if requirements.resource.is_some() {
-        let resources = state
-            .store
-            .list_resources(&ResourceFilter::default())
-            .await?;
-        let pinned_by_spec = spec.requires.as_ref().is_some_and(|r| r.resource.is_some());
-        if !pinned_by_spec {
-            crate::build_server::check_named(&req.spec, &spec, &requirements, &resources)?;
-        }
-        check_pinned(&requirements, &resources).map_err(|refused| ApiError::Conflict {
-            detail: refused.to_string(),
-            field: Some(if pinned_by_spec {
-                "spec.requires.resource".into()
-            } else {
-                crate::build_server::named_field(&spec)
-            }),
-        })?;
-    }
-    let now = Utc::now();
-    let row = JobRow {
-        job: Job {
-            id: crate::ids::next().to_string(),
-            name: spec.name.clone(),
-            state: JobState::Queued,
-            priority: capped.0.value(),
-            submitter: caller.name.clone(),
-            resource: None,
-            lease_id: None,
-            attempt: 1,
-            reason: None,
-            created_at: now,
-            queued_at: now,
-            assigned_at: None,
-            started_at: None,
-            ended_at: None,
-            log_bytes: 0,
-            spec: serde_json::to_value(&spec).map_err(|e| ApiError::Internal(e.to_string()))?,
-            vars: serde_json::to_value(&spec.vars)
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
-            steps: Vec::new(),
-            estimated_start: None,
-        },
-        submitter_role: caller.role,
-        resource_id: None,
-        last_report_at: None,
-        log_chunks: 0,
-        cancel_requested: None,
-    };
+    let prepared = crate::submit::prepare(&state, spec, &caller.name, caller.role)
+        .await
+        .map_err(|e| e.located(&req.spec))?;
+    let row = prepared.row.clone();
     let mut tx = state.store.begin().await?;
-    tx.insert_job(&row).await?;
-    tx.record(
-        NewEvent::new("job.queued", "job", &row.job.id, &caller.name).with_data(json!({
-            "name": row.job.name, "priority": row.job.priority, "requires": requirements,
-            "priority_capped": capped.1,
-        })),
-    );
+    prepared.insert(&mut tx).await?;
     tx.commit().await?;
     state.wake.notify_one();
     let mut job = row.job.clone();
-    if requirements.needs_resource() {
-        job.estimated_start = estimated_start(&state, &row).await;
-    }
+    job.estimated_start = estimated_start(&state, &row).await;
     Ok((StatusCode::CREATED, Json(job)))
 }
 
 /// When a queued job is expected to start: the estimate `job why` explains (the jobs
-/// ahead, the matching resources, how long such jobs take). `None` when unknown.
+/// ahead, the matching resources, how long such jobs take). `None` when unknown or when
+/// the job runs on the server itself.
 async fn estimated_start(state: &AppState, row: &JobRow) -> Option<chrono::DateTime<Utc>> {
-    let world = scheduler::load_world(state).await.ok()?;
     let me = scheduler::queued_job(row)?;
+    if !me.requirements.needs_resource() {
+        return None;
+    }
+    let world = scheduler::load_world(state).await.ok()?;
     let now = Utc::now();
     testfarm_core::why::why(&me, &world.queue, &world.snapshot, &world.policies, now)
         .estimated_start
@@ -239,27 +173,7 @@ pub async fn cancel_job(
             job.job.state
         )));
     }
-    if job.job.state == JobState::Running {
-        job.cancel_requested = Some(if req.reason.is_empty() {
-            format!("cancelled by {}", caller.name)
-        } else {
-            req.reason.clone()
-        });
-        tx.update_job(&job).await?;
-        tx.record(
-            NewEvent::new("job.cancel_requested", "job", &id, &caller.name)
-                .with_data(json!({ "reason": req.reason })),
-        );
-        tx.commit().await?;
-        state.work_changed();
-        return Ok(Json(job.job));
-    }
-    let event = JobEvent::Cancel {
-        by: caller.name.clone(),
-        reason: req.reason,
-    };
-    let after =
-        lifecycle::apply_job_event(&mut tx, &mut job, event, &caller.name, now, false).await?;
+    let after = lifecycle::cancel_job(&mut tx, &mut job, req.reason, &caller.name, now).await?;
     tx.commit().await?;
     state.after_commit(after);
     state.work_changed();

@@ -12,6 +12,7 @@ pub mod groups;
 pub mod jobs;
 pub mod leases;
 pub mod meta;
+pub mod pipelines;
 pub mod policies;
 mod request_metrics;
 pub mod resources;
@@ -47,6 +48,7 @@ use crate::state::AppState;
         (name = "leases", description = "Manual leases that always end"),
         (name = "policies", description = "Scheduling policies"),
         (name = "agents", description = "The agent protocol"),
+        (name = "pipelines", description = "Pipelines: stages of jobs run in order, with their history"),
         (name = "artifacts", description = "Builds and their artifacts: upload, find, download, pin, retention"),
         (name = "meta", description = "Health, metrics and this document"),
     )
@@ -107,6 +109,13 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::report_step))
         .routes(routes!(agents::put_output))
         .routes(routes!(agents::finish_job))
+        .routes(routes!(
+            pipelines::submit_pipeline,
+            pipelines::list_pipelines
+        ))
+        .routes(routes!(pipelines::pipeline_history))
+        .routes(routes!(pipelines::get_pipeline))
+        .routes(routes!(pipelines::cancel_pipeline))
         .routes(routes!(artifacts::create_build))
         .routes(routes!(builds::build_history))
         .routes(routes!(artifacts::get_build))

@@ -5,6 +5,7 @@ pub mod artifact_retention;
 pub mod cleanup;
 pub mod health;
 pub mod maintenance;
+pub mod pipelines;
 pub mod reaper;
 pub mod retention;
 pub mod scheduler;
@@ -18,6 +19,7 @@ pub(crate) fn spawn_all(state: AppState, stop: watch::Receiver<bool>) -> Vec<Joi
     vec![
         tokio::spawn(maintenance::run(state.clone(), stop.clone())),
         tokio::spawn(scheduler::run(state.clone(), stop.clone())),
+        tokio::spawn(pipelines::run(state.clone(), stop.clone())),
         tokio::spawn(reaper::run(state.clone(), stop.clone())),
         tokio::spawn(retention::run(state.clone(), stop.clone())),
         tokio::spawn(artifact_retention::run(state.clone(), stop.clone())),

@@ -32,7 +32,7 @@ pub struct SubmitArgs {
     format: Format,
 }
 
-fn parse_var(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_var(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
         .filter(|(k, _)| !k.is_empty())
@@ -94,7 +94,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Prefixes a spec error with the file name, as compilers do (`job.yaml: line 3, …`).
-fn locate(e: anyhow::Error, file: &std::path::Path) -> anyhow::Error {
+pub(crate) fn locate(e: anyhow::Error, file: &std::path::Path) -> anyhow::Error {
     match e.downcast_ref::<crate::client::Refused>() {
         Some(r)
             if r.problem

@@ -10,6 +10,7 @@ pub mod group;
 pub mod init;
 pub mod job;
 pub mod lease;
+pub mod pipeline;
 pub mod policy;
 pub mod prove;
 pub mod resource;

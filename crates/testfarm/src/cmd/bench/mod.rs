@@ -3,10 +3,12 @@
 
 use std::process::ExitCode;
 
+pub mod artifacts;
 mod conn;
 pub mod fleet;
 pub mod lease;
 pub mod logs;
+pub mod pipeline;
 pub mod placement;
 mod spawn;
 pub mod tap;
@@ -24,6 +26,10 @@ pub enum Bench {
     Lease(lease::Args),
     /// Simulated agents heartbeating against a server: p50/p99 latency and server RSS.
     Fleet(fleet::Args),
+    /// Artifact upload/download vs curl to a plain file server; `latest` and retention at 100k builds.
+    Artifacts(artifacts::Args),
+    /// Pipeline overhead: one stage's end to the next stage's start, vs a client chaining jobs.
+    Pipeline(pipeline::Args),
     /// Log ingest of one job through the agent's shipper: MB/s vs a local file write.
     Logs(logs::Args),
 }
@@ -36,5 +42,7 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         Bench::Lease(args) => lease::run(args),
         Bench::Fleet(args) => fleet::run(args),
         Bench::Logs(args) => logs::run(args),
+        Bench::Pipeline(args) => pipeline::run(args),
+        Bench::Artifacts(args) => artifacts::run(args),
     }
 }
