@@ -659,6 +659,10 @@ impl Reporter for ClientReporter {
             .await
             .map_err(|e| ReportError::Failed(e.to_string()))
     }
+
+    fn client(&self) -> Option<&Client> {
+        Some(&self.client)
+    }
 }
 
 async fn run_job(shared: Arc<Shared>, a: Assignment, control: JobControl) {

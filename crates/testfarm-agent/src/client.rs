@@ -13,7 +13,7 @@ use testfarm_api::agent::{
     RegisterResponse, StepReport, WorkResponse,
 };
 use testfarm_api::artifact::{Artifact, Build, CreateBuild};
-use testfarm_api::{API_PREFIX, Problem};
+use testfarm_api::{API_PREFIX, Page, Problem};
 
 use crate::executor::ArtifactUpload;
 
@@ -194,6 +194,64 @@ impl Client {
             .map_err(connect_error)?;
         let resp = check(resp).await?;
         let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(format!("{path}: {e}")))
+    }
+
+    /// One page of `GET /artifacts` with these filters (newest build first).
+    pub async fn list_artifacts(
+        &self,
+        filters: &[(&str, &str)],
+    ) -> Result<Page<Artifact>, ClientError> {
+        self.get_query("/artifacts", filters).await
+    }
+
+    /// `GET /artifacts/latest`: the artifact of `kind` in the newest build of `branch`.
+    pub async fn latest_artifact(
+        &self,
+        branch: &str,
+        kind: &str,
+        arch: Option<&str>,
+    ) -> Result<Artifact, ClientError> {
+        let mut q = vec![("branch", branch), ("kind", kind)];
+        if let Some(a) = arch {
+            q.push(("arch", a));
+        }
+        self.get_query("/artifacts/latest", &q).await
+    }
+
+    /// Starts downloading the artifact with this sha256; the caller streams the body
+    /// (artifacts are large) and checks it against `X-Checksum-Sha256`. No overall timeout:
+    /// a big image takes what it takes, and a stalled connection fails on its own.
+    pub async fn open_artifact(&self, sha256: &str) -> Result<reqwest::Response, ClientError> {
+        let resp = self
+            .http
+            .get(self.url(&format!("/artifacts/{}", seg(sha256))))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(connect_error)?;
+        check(resp).await
+    }
+
+    async fn get_query<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .query(query)
+            .bearer_auth(&self.token)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(connect_error)?;
+        let bytes = check(resp)
+            .await?
             .bytes()
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;

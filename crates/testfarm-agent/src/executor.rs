@@ -21,7 +21,7 @@ use bytes::Bytes;
 use testfarm_api::agent::{Assignment, Outcome, StepReport};
 use testfarm_api::artifact::{Artifact, Build, CreateBuild};
 use testfarm_api::build::BuildSummary;
-use testfarm_core::jobspec::{JobSpec, ShellStep, Step, UploadStep};
+use testfarm_core::jobspec::{JobSpec, ShellStep, Step, UploadStep, Via};
 use tokio::time::Instant;
 
 use crate::control::{JobControl, Signal};
@@ -30,6 +30,7 @@ use crate::logs::LogWriter;
 use crate::shell::{self, ProcessEnd};
 use crate::ssh::SshHost;
 use crate::upload;
+use crate::vm_steps::{self, VmSlot};
 
 /// Why a report did not land.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,6 +54,10 @@ pub trait Reporter: Send + Sync {
         name: &str,
         body: Bytes,
     ) -> impl Future<Output = Result<(), ReportError>> + Send;
+    /// The server connection, for steps that fetch from it (deploy); `None` in tests.
+    fn client(&self) -> Option<&crate::client::Client> {
+        None
+    }
     /// Records a build in the artifact repository (for a build step's artifacts).
     fn create_build(
         &self,
@@ -177,6 +182,8 @@ pub(crate) struct Run<'a, R: Reporter> {
     pub(crate) reporter: &'a R,
     pub(crate) log: &'a LogWriter,
     pub(crate) dir: WorkDir,
+    /// The job's VM, if it deploys one (`crate::vm_steps`).
+    vm: VmSlot,
 }
 
 /// Runs a job to its end. `None`: it was dropped (stale epoch); report nothing more.
@@ -199,6 +206,7 @@ pub async fn execute<R: Reporter>(
         reporter,
         log,
         dir,
+        vm: VmSlot::default(),
     };
     let result = run.all(control).await;
     run.cleanup().await;
@@ -414,6 +422,8 @@ impl<R: Reporter> Run<'_, R> {
     }
 
     async fn cleanup(&self) {
+        // The VM goes whatever happened, before the work directory (its overlay is there).
+        self.vm.end(self.reporter, self.log).await;
         if self.settings.keep_work_dirs {
             return;
         }
@@ -457,6 +467,18 @@ impl<R: Reporter> Run<'_, R> {
             }
         };
         match step {
+            Step::Deploy(_) | Step::Boot(_) => {
+                self.vm_step(index, step, deadline, control, timed_out)
+                    .await
+            }
+            Step::Shell(s) if s.via == Via::Guest => {
+                self.vm_step(index, step, deadline, control, timed_out)
+                    .await
+            }
+            Step::Test(t) if t.via == Via::Guest => {
+                self.vm_step(index, step, deadline, control, timed_out)
+                    .await
+            }
             Step::Shell(s) => self.shell(index, s, deadline, control, timed_out).await,
             // A test step is a shell step that marks each script's TAP (core::test_step).
             Step::Test(t) => {
@@ -492,6 +514,87 @@ impl<R: Reporter> Run<'_, R> {
                 format!("a {} step is not supported by this agent yet", other.kind()),
             )),
         }
+    }
+
+    /// deploy, boot and guest commands ([`crate::vm_steps`]), bounded by the step's
+    /// deadline and stopped by a cancel or drop. Local hosts only.
+    async fn vm_step(
+        &self,
+        index: u32,
+        step: &Step,
+        deadline: Option<Instant>,
+        control: &JobControl,
+        timed_out: impl Fn(()) -> String,
+    ) -> Option<StepResult> {
+        let WorkDir::Local(dir) = &self.dir else {
+            return Some(StepResult::new(
+                Outcome::Error,
+                format!(
+                    "a {} step runs on a local qemu-host; VMs on hosts driven over SSH are not supported yet",
+                    step.kind()
+                ),
+            ));
+        };
+        let ctx = vm_steps::Ctx {
+            job: self.job,
+            reporter: self.reporter,
+            log: self.log,
+            control,
+            work_dir: dir,
+        };
+        let slot = &self.vm;
+        let work = async {
+            match step {
+                Step::Deploy(d) => Some(vm_steps::deploy::run(&ctx, slot, d).await),
+                Step::Boot(b) => vm_steps::boot::run(&ctx, slot, b, deadline).await,
+                Step::Shell(s) => {
+                    let env = self.env(index, &s.env);
+                    vm_steps::guest::run(&ctx, slot, &s.run, env, deadline).await
+                }
+                Step::Test(t) => {
+                    let env = self.env(index, &t.env);
+                    let script = testfarm_core::test_step::script(t);
+                    vm_steps::guest::run(&ctx, slot, &script, env, deadline).await
+                }
+                other => Some(vm_steps::End::error(format!(
+                    "a {} step is not a VM step",
+                    other.kind()
+                ))),
+            }
+        };
+        // Boot and guest commands watch the signal and deadline themselves (they must
+        // keep consoles and cancel in the guest); this bounds the rest (downloads).
+        let end = tokio::select! {
+            e = work => e?,
+            _ = sleep_until(deadline.map(|d| d + Duration::from_secs(10))) => {
+                vm_steps::End { outcome: Outcome::TimedOut, reason: Some(timed_out(())), exit_code: None }
+            }
+            _ = control.reached(Signal::Cancel), if matches!(step, Step::Deploy(_)) => {
+                if control.get() == Signal::Drop {
+                    return None;
+                }
+                vm_steps::End { outcome: Outcome::Cancelled, reason: Some("cancelled".into()), exit_code: None }
+            }
+        };
+        let end = match end {
+            // The guest's own time limit is the step's.
+            vm_steps::End {
+                outcome: Outcome::TimedOut,
+                exit_code,
+                ..
+            } => vm_steps::End {
+                outcome: Outcome::TimedOut,
+                reason: Some(timed_out(())),
+                exit_code,
+            },
+            other => other,
+        };
+        Some(StepResult {
+            outcome: end.outcome,
+            exit_code: end.exit_code,
+            reason: end.reason,
+            build: None,
+        })
     }
 
     pub(crate) fn env(
@@ -781,7 +884,14 @@ fn step_timeout(step: &Step) -> Option<Duration> {
         Step::Test(t) => t.timeout.map(|t| t.get()),
         Step::Build(b) => b.timeout.map(|t| t.get()),
         Step::Deploy(d) => d.timeout.map(|t| t.get()),
-        Step::Boot(b) => b.timeout.map(|t| t.get()),
+        // Per attempt: the step may take every attempt's, each with time to start QEMU.
+        Step::Boot(b) => Some(
+            (b.timeout
+                .map(|t| t.get())
+                .unwrap_or(crate::vm_steps::boot::DEFAULT_BOOT_TIMEOUT)
+                + crate::vm_steps::boot::START_ALLOWANCE)
+                .saturating_mul(b.retries + 1),
+        ),
         Step::Http(h) => h.timeout.map(|t| t.get()),
         Step::WaitFor(w) => Some(w.timeout.get()),
         Step::Sleep(_) | Step::Upload(_) | Step::FailIf(_) => None,

@@ -15,6 +15,7 @@
 //! - [`shell`]: one process group per step: spawn, pipe to the log, timeout, kill.
 //! - [`upload`]: `upload` steps' globs and file listing.
 //! - [`executor`]: one job: work directory, steps, `always`, outcomes.
+//! - [`vm_steps`]: deploy, boot and `via: guest` steps on a qemu-host (VMs through testfarm-vm).
 //! - [`ssh`]: remote hosts through the system OpenSSH client, with precise errors.
 //! - [`agent`]: the loop tying them together: [`run`].
 
@@ -31,6 +32,7 @@ pub mod process_usage;
 pub mod shell;
 pub mod ssh;
 pub mod upload;
+pub mod vm_steps;
 
 pub use agent::{AgentError, run};
 pub use config::AgentConfig;

@@ -398,7 +398,7 @@ async fn uploads_by_glob() {
 #[tokio::test]
 async fn sleep_runs_and_unsupported_steps_are_errors() {
     let r = run(&spec(
-        "steps:\n  - sleep: 100ms\n  - boot: { expect: 'login:' }\n",
+        "steps:\n  - sleep: 100ms\n  - fail_if: \"$.x == 1\"\n",
     ))
     .await;
     let res = r.result.unwrap();
@@ -412,6 +412,27 @@ async fn sleep_runs_and_unsupported_steps_are_errors() {
             .unwrap()
             .contains("not supported by this agent yet")
     );
+}
+
+#[tokio::test]
+async fn a_deploy_without_a_server_connection_is_an_error() {
+    let r = run(
+        "name: t\nrequires: { kind: qemu-host }\nsteps:\n  - deploy: { artifacts: { branch: main, latest: true } }\n  - boot: {}\n  - test: { run: t.sh, via: guest }\n",
+    )
+    .await;
+    let res = r.result.unwrap();
+    assert_eq!(res.outcome, Outcome::Error);
+    assert!(
+        r.steps[0]
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("no server connection"),
+        "{:?}",
+        r.steps[0]
+    );
+    assert_eq!(r.steps[1].outcome, Outcome::Skipped);
+    assert_eq!(r.steps[2].outcome, Outcome::Skipped);
 }
 
 #[tokio::test]

@@ -28,11 +28,15 @@
 //! - [`artifact`]: artifact kinds, and what names, tags and checksums may look like.
 //! - [`artifact_retention`]: which builds the artifact repository deletes (age, size, pins).
 //! - [`cleanup`]: what an ended lease's resource needs, and a failed cleanup's consequence.
+//! - [`deploy`]: which build's artifacts a deploy step takes, from a listing.
+//! - [`boot`]: when a VM boot counts or has failed, retries, and the final reason.
 
 pub mod artifact;
 pub mod artifact_retention;
+pub mod boot;
 pub mod build;
 pub mod cleanup;
+pub mod deploy;
 pub mod diagnostic;
 pub mod duration;
 pub mod estimate;

@@ -730,7 +730,10 @@ impl<'a> Engine<'a> {
             if let Some(rep) = reported.filter(|v| v.is_finite()) {
                 let after = (rep + add).max(0.0);
                 let after_pct = after.ceil().min(f64::from(u32::MAX)) as u32;
-                if after_pct > limit {
+                // At 100% the limit is off for reported use: a shared machine (CI, a
+                // developer's) is often at 100% CPU from other work, and leases alone
+                // then keep VMs within the host's cpus and memory.
+                if limit < 100 && after_pct > limit {
                     return Err(BlockReason::Utilisation {
                         what: what.into(),
                         pct: after_pct,
@@ -1098,6 +1101,12 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // A 100% limit leaves reported use out: only leases count.
+        let all = Policies {
+            max_utilisation_pct: 100,
+            ..Policies::default()
+        };
+        assert!(placed(&place(&snap, &jobs[..1], &all, t0())[0]).is_some());
     }
 
     #[test]

@@ -78,7 +78,8 @@ offline_after = "30s"
 heartbeat_interval = "5s"
 # A build server with less free disk than this is degraded and takes no new builds.
 min_disk_gb = 10
-# Above this CPU, memory or disk use (percent) a host takes no new VMs.
+# Above this CPU, memory or disk use (percent) a host takes no new VMs. 100: the hosts'
+# reported use never holds VMs back (their cpus and memory still count what leases hold).
 max_utilization_pct = 85
 
 [retention]

@@ -22,6 +22,9 @@ pub struct Document {
     /// Lines that were not TAP (still counted, so "garbage" is visible).
     #[serde(skip)]
     pub unknown: u64,
+    /// Of those, the ones that came while `pragma +strict` was on (each fails the stream).
+    #[serde(skip)]
+    pub strict_errors: u64,
     /// `pragma +name` / `-name`, in order.
     #[serde(skip)]
     pub pragmas: Vec<(String, bool)>,
@@ -64,6 +67,11 @@ pub struct DocumentBuilder {
 struct Frame {
     doc: Document,
     pending: Option<Document>,
+    /// `pragma +strict` is on (inherited from the parent, as node's child parsers do).
+    strict: bool,
+    /// A subtest (not the top level), and whether it is a buffered one.
+    subtest: bool,
+    buffered: bool,
 }
 
 impl DocumentBuilder {
@@ -94,8 +102,9 @@ impl DocumentBuilder {
                 }
                 frame.doc.tests.push(point);
             }
-            Event::Yaml { value } => {
+            Event::Yaml { mut value } => {
                 if let Some(last) = frame.doc.tests.last_mut() {
+                    crate::yaml::take_duration(&mut value, &mut last.time_ms);
                     last.yaml = Some(value);
                 }
             }
@@ -105,19 +114,51 @@ impl DocumentBuilder {
                 }
             }
             Event::Comment { .. } => frame.doc.comments += 1,
-            Event::Pragma { name, enabled } => frame.doc.pragmas.push((name, enabled)),
-            Event::Unknown { .. } => frame.doc.unknown += 1,
-            Event::SubtestStart { name, .. } => {
+            Event::Pragma { name, enabled } => {
+                if name == "strict" {
+                    frame.strict = enabled;
+                }
+                frame.doc.pragmas.push((name, enabled));
+            }
+            Event::Unknown { .. } => {
+                frame.doc.unknown += 1;
+                if frame.strict {
+                    frame.doc.strict_errors += 1;
+                }
+            }
+            Event::SubtestStart { name, buffered } => {
                 if let Some(orphan) = frame.pending.take() {
                     frame.doc.orphan_subtests.push(orphan);
                 }
+                let strict = frame.strict;
                 self.stack.push(Frame {
                     doc: Document {
                         name,
                         ..Document::default()
                     },
                     pending: None,
+                    strict,
+                    subtest: true,
+                    buffered,
                 });
+            }
+            Event::SubtestEndPrevious => {
+                if depth > 1
+                    && let Some(child) = self.stack.pop()
+                {
+                    let mut doc = close(child);
+                    if let Some(parent) = self.stack.last_mut() {
+                        match parent.doc.tests.last_mut() {
+                            Some(last) if last.subtest.is_none() => {
+                                if doc.name.is_empty() {
+                                    doc.name = last.description.clone();
+                                }
+                                last.subtest = Some(Box::new(doc));
+                            }
+                            _ => parent.doc.orphan_subtests.push(doc),
+                        }
+                    }
+                }
             }
             Event::SubtestEnd => {
                 if depth > 1
@@ -151,6 +192,20 @@ impl DocumentBuilder {
 fn close(mut frame: Frame) -> Document {
     if let Some(orphan) = frame.pending.take() {
         frame.doc.orphan_subtests.push(orphan);
+    }
+    let doc = &mut frame.doc;
+    if frame.subtest && doc.plan.is_none() && doc.tests.is_empty() && doc.bailout.is_none() {
+        // node gives an empty, planless subtest a synthetic `1..0` plan (and, streamed, the
+        // version line and comment it would have printed): it passes, with nothing to run.
+        doc.plan = Some(Plan {
+            start: 1,
+            end: 0,
+            skip_all: true,
+            reason: (!frame.buffered).then(|| "no tests found".to_string()),
+        });
+        if !frame.buffered {
+            doc.version = Some(14);
+        }
     }
     frame.doc
 }

@@ -39,10 +39,17 @@ pub enum Event {
     /// Anything else: kept so no output is lost (it is still not TAP).
     Unknown { line: String },
     /// A child stream begins. `name` comes from `# Subtest: name`, or from the test point of
-    /// a buffered subtest; it is empty for an unnamed (indented, no comment) subtest.
+    /// a buffered subtest; it is empty for an unnamed (indented, no comment) subtest and for
+    /// one that [`Event::SubtestEndPrevious`] ends (its test point was already emitted).
     SubtestStart { name: String, buffered: bool },
     /// The child stream that began with the matching `SubtestStart` is over.
     SubtestEnd,
+    /// The child stream that began with the matching `SubtestStart` is over, and it belongs
+    /// to the test point *before* it at the parent's level, not to the next one. This is
+    /// node's buffered subtest with diagnostics (`ok 1 - name`, its YAML block, then `{` …
+    /// `}` unindented); its `SubtestStart` has an empty name (the test point's description
+    /// is the name, as the document builder sets it).
+    SubtestEndPrevious,
     /// `TAP_START name`: the VM agent's marker before a script's output. The parser starts
     /// a fresh top-level stream after it.
     TapStart { name: String },

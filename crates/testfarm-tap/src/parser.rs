@@ -190,6 +190,13 @@ struct Level {
     yaml: Option<YamlBlock>,
     /// A YAML block may still attach to the last test point (node's `#current`).
     test_open: bool,
+    /// The open test point got a YAML block (node's `#current.diag`).
+    yaml_attached: bool,
+    /// `{` on its own line after the open test point's YAML block: the next indented lines
+    /// are a buffered subtest of that (already emitted) test point.
+    brace_after_yaml: bool,
+    /// The open child is such a subtest: it ends with [`Event::SubtestEndPrevious`].
+    child_closes_previous: bool,
     plan_seen: bool,
     /// A plan came after test points (or was `1..0`): only comments may follow.
     post_plan: bool,
@@ -207,6 +214,9 @@ impl Level {
             maybe_child: None,
             yaml: None,
             test_open: false,
+            yaml_attached: false,
+            brace_after_yaml: false,
+            child_closes_previous: false,
             plan_seen: false,
             post_plan: false,
             count: 0,
@@ -241,6 +251,19 @@ impl Level {
         if line == "}" && self.child.as_ref().is_some_and(|c| c.buffered) {
             self.end_child(o, emit);
             self.release_held(emit);
+            // node emits the test point here: no YAML block attaches to it any more.
+            self.test_open = false;
+            return Flow::Continue;
+        }
+        if line == "{"
+            && self.test_open
+            && self.yaml_attached
+            && self.yaml.is_none()
+            && self.held.is_none()
+            && self.child.is_none()
+        {
+            // node's buffered subtest with diagnostics: `ok 1 - name`, its YAML, then `{`.
+            self.brace_after_yaml = true;
             return Flow::Continue;
         }
         if line == "}" && self.held.is_some() && self.child.is_none() {
@@ -277,6 +300,7 @@ impl Level {
                 text: subtest_comment(&name, o),
             });
         }
+        self.brace_after_yaml = false;
         if self.post_plan {
             emit(unknown(line, o));
             return Flow::Continue;
@@ -291,6 +315,11 @@ impl Level {
                 self.bail(reason, emit)
             }
             Line::Pragma { name, enabled } => {
+                if self.child.is_some() {
+                    // node: no pragma inside an open subtest; the subtest stays open.
+                    emit(unknown(line, o));
+                    return Flow::Continue;
+                }
                 self.close_child(o, emit);
                 self.test_open = false;
                 emit(Event::Pragma {
@@ -315,7 +344,9 @@ impl Level {
             }
             Line::Plan(plan) => {
                 let valid = plan.end >= plan.start || plan.skip_all;
-                if self.plan_seen || !valid {
+                // node: a second plan, an invalid one, or one while a subtest is still open
+                // (it has had no closing test point yet) is not a plan.
+                if self.plan_seen || !valid || self.child.is_some() {
                     emit(unknown(line, o));
                     return Flow::Continue;
                 }
@@ -332,6 +363,7 @@ impl Level {
                 self.close_child(o, emit);
                 self.count += 1;
                 self.test_open = true;
+                self.yaml_attached = false;
                 if buffered {
                     self.held = Some(point);
                 } else {
@@ -380,6 +412,7 @@ impl Level {
         if let Some(rest) = line.strip_prefix("    ") {
             if self.maybe_child.is_some()
                 || self.held.is_some()
+                || self.brace_after_yaml
                 || line::indented_subtest_name(line).is_some()
             {
                 return self.start_child(line, o, emit);
@@ -413,9 +446,14 @@ impl Level {
             emit(unknown(line, o));
             return Flow::Continue;
         }
-        let buffered = self.held.is_some();
+        let closes_previous = self.held.is_none() && self.brace_after_yaml;
+        self.brace_after_yaml = false;
+        let buffered = self.held.is_some() || closes_previous;
         let from_comment = !buffered && self.maybe_child.is_none();
-        let name = if buffered {
+        let name = if closes_previous {
+            // The test point is already out; the document builder names the child after it.
+            String::new()
+        } else if buffered {
             self.held_name(o)
         } else if let Some(name) = self.maybe_child.take() {
             name
@@ -429,6 +467,7 @@ impl Level {
         }
         emit(Event::SubtestStart { name, buffered });
         let mut child = Box::new(Level::new(self.depth + 1, buffered));
+        self.child_closes_previous = closes_previous;
         let flow = if from_comment && line::indented_subtest_name(line).is_some() {
             Flow::Continue
         } else {
@@ -469,7 +508,11 @@ impl Level {
     fn end_child(&mut self, o: &Options, emit: &mut impl FnMut(Event)) {
         if let Some(mut child) = self.child.take() {
             child.finish(o, emit);
-            emit(Event::SubtestEnd);
+            if std::mem::take(&mut self.child_closes_previous) {
+                emit(Event::SubtestEndPrevious);
+            } else {
+                emit(Event::SubtestEnd);
+            }
         }
     }
 
@@ -503,8 +546,15 @@ impl Level {
             serde_json::Value::Null
         };
         match self.held.as_mut() {
-            Some(point) => point.yaml = Some(value),
-            None => emit(Event::Yaml { value }),
+            Some(point) => {
+                let mut value = value;
+                yaml::take_duration(&mut value, &mut point.time_ms);
+                point.yaml = Some(value);
+            }
+            None => {
+                self.yaml_attached = true;
+                emit(Event::Yaml { value });
+            }
         }
     }
 

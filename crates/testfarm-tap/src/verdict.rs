@@ -5,6 +5,7 @@
 //! what `testfarm tap --format summary` needs on huge streams). Both fill a [`Tally`] and
 //! [`Tally::summary`] decides.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::{Serialize, Serializer};
@@ -26,6 +27,10 @@ pub enum Reason {
     TestsAfterSkipAll { count: u64 },
     /// A test point's number lies outside the plan's range.
     NumberOutOfPlan { number: u64, start: u64, end: u64 },
+    /// A test point number that an earlier test point already had.
+    DuplicateNumber { number: u64 },
+    /// Lines that are not TAP while `pragma +strict` was on.
+    StrictNonTap { count: u64 },
     /// `not ok` test points without TODO/SKIP.
     Failures { count: u64 },
     /// Subtests whose own stream failed while their closing test point said `ok` (or that
@@ -44,6 +49,8 @@ impl Reason {
             Reason::PlanMismatch { .. } => "plan_mismatch",
             Reason::TestsAfterSkipAll { .. } => "tests_after_skip_all",
             Reason::NumberOutOfPlan { .. } => "number_out_of_plan",
+            Reason::DuplicateNumber { .. } => "duplicate_number",
+            Reason::StrictNonTap { .. } => "strict_non_tap",
             Reason::Failures { .. } => "failures",
             Reason::SubtestFailures { .. } => "subtest_failures",
             Reason::NonZeroExit { .. } => "non_zero_exit",
@@ -66,6 +73,12 @@ impl fmt::Display for Reason {
             }
             Reason::NumberOutOfPlan { number, start, end } => {
                 write!(f, "test number {number} outside plan {start}..{end}")
+            }
+            Reason::DuplicateNumber { number } => {
+                write!(f, "test number {number} appears more than once")
+            }
+            Reason::StrictNonTap { count } => {
+                write!(f, "{count} non-TAP lines under pragma +strict")
             }
             Reason::Failures { count } => write!(f, "{count} failed tests"),
             Reason::SubtestFailures { count } => write!(f, "{count} failed subtests"),
@@ -113,7 +126,19 @@ pub struct Tally {
     pub max_number: Option<u64>,
     /// A subtest stream: empty and planless is fine there (node synthesises `1..0`).
     pub is_subtest: bool,
+    /// Non-TAP lines under `pragma +strict`.
+    pub strict_errors: u64,
+    /// The first test number seen twice.
+    pub duplicate: Option<u64>,
+    /// Numbers seen so far: `run` is a contiguous range (the usual, in-sequence stream costs
+    /// nothing more); numbers off that run go to `scattered`, at most [`MAX_SCATTERED`].
+    run: Option<(u64, u64)>,
+    scattered: HashSet<u64>,
 }
+
+/// Out-of-sequence test numbers remembered for the duplicate check; past this many
+/// (1 MiB or so), further out-of-sequence numbers are not checked.
+pub const MAX_SCATTERED: usize = 65_536;
 
 impl Tally {
     /// Counts a test point; `subtest_ok` is the verdict on the child stream it closes.
@@ -139,6 +164,36 @@ impl Tally {
         if let Some(n) = point.number {
             self.min_number = Some(self.min_number.map_or(n, |m| m.min(n)));
             self.max_number = Some(self.max_number.map_or(n, |m| m.max(n)));
+            self.seen(n);
+        }
+    }
+
+    /// Records a test number for the duplicate check (node and Perl both fail a stream
+    /// that repeats one).
+    fn seen(&mut self, n: u64) {
+        let dup = match self.run {
+            None => {
+                self.run = Some((n, n));
+                false
+            }
+            Some((lo, hi)) if hi.checked_add(1) == Some(n) => {
+                self.run = Some((lo, n));
+                !self.scattered.is_empty() && self.scattered.remove(&n)
+            }
+            Some((lo, hi)) if (lo..=hi).contains(&n) => true,
+            Some(_) => {
+                if self.scattered.contains(&n) {
+                    true
+                } else {
+                    if self.scattered.len() < MAX_SCATTERED {
+                        self.scattered.insert(n);
+                    }
+                    false
+                }
+            }
+        };
+        if dup && self.duplicate.is_none() {
+            self.duplicate = Some(n);
         }
     }
 
@@ -148,6 +203,7 @@ impl Tally {
             plan: doc.plan.clone(),
             bailout: doc.bailout.as_ref().map(|b| b.reason.clone()),
             is_subtest,
+            strict_errors: doc.strict_errors,
             ..Tally::default()
         };
         for point in &doc.tests {
@@ -205,6 +261,14 @@ impl Tally {
                 }
             }
         }
+        if let Some(number) = self.duplicate {
+            reasons.push(Reason::DuplicateNumber { number });
+        }
+        if self.strict_errors > 0 {
+            reasons.push(Reason::StrictNonTap {
+                count: self.strict_errors,
+            });
+        }
         if self.failures > 0 {
             reasons.push(Reason::Failures {
                 count: self.failures,
@@ -244,6 +308,11 @@ struct CounterFrame {
     tally: Tally,
     /// Verdict of the subtest that just ended, waiting for its closing test point.
     pending: Option<bool>,
+    /// `pragma +strict` is on at this level.
+    strict: bool,
+    /// The last test point here said `ok` without a directive and closes no subtest yet
+    /// (for [`Event::SubtestEndPrevious`]).
+    last_plain_ok: Option<bool>,
 }
 
 impl Default for Counter {
@@ -274,7 +343,12 @@ impl Counter {
             Event::TestPoint(point) => {
                 let sub = frame.pending.take();
                 frame.tally.test(point, sub);
+                frame.last_plain_ok = sub
+                    .is_none()
+                    .then_some(point.ok && point.directive.is_none());
             }
+            Event::Pragma { name, enabled } if name == "strict" => frame.strict = *enabled,
+            Event::Unknown { .. } if frame.strict => frame.tally.strict_errors += 1,
             Event::BailOut(b) if frame.tally.bailout.is_none() => {
                 frame.tally.bailout = Some(b.reason.clone());
             }
@@ -283,13 +357,32 @@ impl Counter {
                 if frame.pending.take() == Some(false) {
                     frame.tally.subtest_failures += 1;
                 }
+                let strict = frame.strict;
                 self.stack.push(CounterFrame {
                     tally: Tally {
                         is_subtest: true,
                         ..Tally::default()
                     },
                     pending: None,
+                    strict,
+                    last_plain_ok: None,
                 });
+            }
+            Event::SubtestEndPrevious if depth > 1 => {
+                if let Some(child) = self.stack.pop() {
+                    let ok = close_counter(child);
+                    if let Some(parent) = self.stack.last_mut() {
+                        // Attached to the last test point (as the document builder does),
+                        // or an orphan when that one already closes a subtest.
+                        let failed = match parent.last_plain_ok.take() {
+                            Some(plain_ok) => plain_ok && !ok,
+                            None => !ok,
+                        };
+                        if failed {
+                            parent.tally.subtest_failures += 1;
+                        }
+                    }
+                }
             }
             Event::SubtestEnd if depth > 1 => {
                 if let Some(child) = self.stack.pop() {

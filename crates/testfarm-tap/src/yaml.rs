@@ -26,6 +26,20 @@ pub fn parse(text: &str) -> Result<Option<serde_json::Value>, YamlError> {
     Ok((!value.is_null()).then_some(value))
 }
 
+/// node's rule for `duration_ms`: a numeric top-level `duration_ms` in the diagnostics is the
+/// test point's time (unless `# time=` already gave one) and leaves the diagnostics.
+pub fn take_duration(value: &mut serde_json::Value, time_ms: &mut Option<f64>) {
+    if time_ms.is_some() {
+        return;
+    }
+    if let Some(map) = value.as_object_mut()
+        && let Some(ms) = map.get("duration_ms").and_then(serde_json::Value::as_f64)
+    {
+        *time_ms = Some(ms);
+        map.remove("duration_ms");
+    }
+}
+
 /// Renders diagnostics back to YAML text for humans (JUnit `system-out`, the summary).
 /// Falls back to pretty JSON, which is valid YAML too, if the serializer refuses.
 pub fn render(value: &serde_json::Value) -> String {

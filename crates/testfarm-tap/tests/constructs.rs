@@ -25,6 +25,7 @@ fn kinds(s: &str) -> Vec<String> {
             Event::Unknown { line } => format!("? {line}"),
             Event::SubtestStart { name, buffered } => format!("start {name} {buffered}"),
             Event::SubtestEnd => "end".into(),
+            Event::SubtestEndPrevious => "end previous".into(),
             Event::TapStart { name } => format!("TAP_START {name}"),
             Event::TapEnd { name, exit } => format!("TAP_END {name} {exit}"),
         })

@@ -47,6 +47,8 @@ fn tap_line() -> impl Strategy<Value = String> {
         Just("# Subtest: x".to_string()),
         Just("# comment".to_string()),
         Just("}".to_string()),
+        Just("{".to_string()),
+        Just("pragma -strict".to_string()),
         Just("Bail out! why".to_string()),
         Just("pragma +strict".to_string()),
         ".{0,20}",
@@ -81,6 +83,27 @@ proptest! {
     fn chunking_invariance_bytes(data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b' '), Just(b'o'), Just(b'k'), any::<u8>()], 0..512),
                                  sizes in proptest::collection::vec(1usize..9, 1..6)) {
         prop_assert_eq!(parse_in_chunks(&data, &[]), parse_in_chunks(&data, &sizes));
+    }
+
+    /// The counting path (no text, no YAML parsing) and the document reach the same counts
+    /// and, unless a YAML block is invalid (only the full parse can tell), the same verdict.
+    #[test]
+    fn counting_agrees_with_document(data in tap_stream()) {
+        let doc = testfarm_tap::Document::parse(&data);
+        let mut p = testfarm_tap::Parser::with_options(testfarm_tap::Options { parse_yaml: false, keep_text: false });
+        let mut c = testfarm_tap::Counter::new();
+        p.feed(&data, &mut |e| c.event(&e));
+        p.finish(&mut |e| c.event(&e));
+        let fast = c.finish().summary(None);
+        let full = doc.summary(None);
+        prop_assert_eq!((fast.count, fast.pass, fast.fail, fast.todo, fast.skip),
+                        (full.count, full.pass, full.fail, full.todo, full.skip));
+        // Under `pragma +strict` an invalid YAML block is non-TAP, which only the full parse
+        // sees (docs/tap.md, Parser behaviour 12).
+        let text = String::from_utf8_lossy(&data);
+        if !(text.contains("pragma +strict") && text.contains("---")) {
+            prop_assert_eq!(fast.ok, full.ok, "{:?} vs {:?}", fast.reasons, full.reasons);
+        }
     }
 
     #[test]

@@ -155,7 +155,7 @@ async fn connect(opts: &VmOptions, paths: &VmPaths) -> Result<(Agent, Option<Qmp
 }
 
 /// Drops terminal control sequences SeaBIOS writes, keeping the text.
-fn clean_console(s: &str) -> String {
+pub(crate) fn clean_console(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {

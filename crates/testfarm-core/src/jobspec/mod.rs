@@ -33,11 +33,13 @@ pub use crate::duration::HumanDuration;
 use crate::labels;
 use crate::priority::Priority;
 pub use build::{BuildArtifact, BuildStep, ServerChoice, validate_ref};
+pub use deploy::{ArtifactQuery, BootStep, DeployStep, MAX_BOOT_RETRIES, MIN_VM_MEMORY_MB, VmSize};
 pub use http::{HttpMethod, HttpStep, WaitForStep};
 pub use requires::*;
 pub use steps::*;
 
 mod build;
+mod deploy;
 mod http;
 mod locate;
 mod requires;
@@ -142,6 +144,7 @@ impl JobSpec {
             }
         }
         self.check_build_placement()?;
+        deploy::check_vm_steps(self)?;
         if let Some(req) = &self.requires {
             if req.kind.is_none() && req.resource.is_none() {
                 return Err((
@@ -180,6 +183,9 @@ impl JobSpec {
     /// The normalised requirements ([`Requirements::server`] when `requires` is absent).
     /// A job with build steps and no `requires` needs a `build-server`; each build step's
     /// arch adds a toolchain for it, and a named `server` pins the job to that server.
+    ///
+    /// On a qemu-host the deploy step's VM size is the job's share (the larger of it and
+    /// `requires.cpus`/`memory`), so the VM counts against the host's capacity.
     pub fn requirements(&self) -> Requirements {
         let mut req = match &self.requires {
             Some(r) => r.requirements(),
@@ -201,6 +207,13 @@ impl JobSpec {
             {
                 req.resource = Some(name.to_string());
             }
+        }
+        if req.kind == Some(crate::resource::ResourceKind::QemuHost)
+            && let Some(d) = self.deploy_step()
+        {
+            let vm = d.vm_size(self);
+            req.cpus = Some(req.cpus.unwrap_or(0).max(vm.cpus));
+            req.memory_mb = Some(req.memory_mb.unwrap_or(0).max(vm.memory_mb));
         }
         req
     }

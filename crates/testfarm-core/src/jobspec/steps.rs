@@ -7,6 +7,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::build::BuildStep;
+use super::deploy::{BootStep, DeployStep};
 use super::http::{HttpStep, WaitForStep};
 pub use crate::duration::HumanDuration;
 
@@ -108,44 +109,6 @@ macro_rules! remote_self_impls {
 remote_self_impls!(ShellStep, run, "a command, or a map with `run`");
 remote_self_impls!(TestStep, run, "a test command or glob, or a map with `run`");
 remote_self_impls!(UploadStep, path, "a path, or a map with `path`");
-
-/// Which artifacts a deploy step takes (by build, commit, or latest of a branch).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArtifactQuery {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub build: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub commit: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub branch: Option<String>,
-    #[serde(default)]
-    pub latest: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arch: Option<String>,
-    /// kernel, dtb, initrd, rootfs, modules, firmware; empty = all of the build's.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kinds: Vec<String>,
-}
-
-/// `deploy: { artifacts: {branch: main, latest: true} }`: flash, copy or boot images.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeployStep {
-    pub artifacts: ArtifactQuery,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<HumanDuration>,
-}
-
-/// `boot: { expect: "login:", timeout: 5m }`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BootStep {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expect: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<HumanDuration>,
-}
 
 /// One step. Written as a one-key map (`- shell: "make"`); new kinds are new variants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

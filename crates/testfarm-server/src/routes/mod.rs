@@ -12,6 +12,7 @@ pub mod groups;
 pub mod jobs;
 pub mod leases;
 pub mod meta;
+pub mod outputs;
 pub mod pipelines;
 pub mod policies;
 mod request_metrics;
@@ -107,7 +108,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::start_job))
         .routes(routes!(agents::put_log))
         .routes(routes!(agents::report_step))
-        .routes(routes!(agents::put_output))
+        .routes(routes!(agents::put_output, outputs::get_output))
         .routes(routes!(agents::finish_job))
         .routes(routes!(
             pipelines::submit_pipeline,

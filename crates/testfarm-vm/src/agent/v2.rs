@@ -161,7 +161,8 @@ impl AgentV2 {
         }
     }
 
-    fn finish(&self, req: &Request) {
+    /// Forgets a request whose frames are no longer wanted (after its `Exit`).
+    pub fn finish(&self, req: &Request) {
         if let Ok(mut routes) = self.shared.routes.lock() {
             routes.remove(&req.id);
         }

@@ -338,12 +338,37 @@ pub struct LogsArgs {
     /// Keep following the log until the job ends.
     #[arg(long, short = 'f')]
     follow: bool,
+    /// Show the serial console of the job's VM instead (every boot attempt's), as the
+    /// agent stored it after each boot and at the job's end.
+    #[arg(long, conflicts_with = "follow")]
+    console: bool,
     #[command(flatten)]
     conn: Connection,
 }
 
 pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let client = args.conn.client()?;
+    if args.console {
+        let resp = client
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/v1/jobs/{}/outputs/console.log", enc(&args.id)),
+            )
+            .send()
+            .await?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            anyhow::bail!(
+                "job {} has no console log (it booted no VM, or its agent has not stored one yet)",
+                args.id
+            );
+        }
+        if !status.is_success() {
+            anyhow::bail!("HTTP {status}: {}", resp.text().await.unwrap_or_default());
+        }
+        std::io::stdout().write_all(&resp.bytes().await?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.follow {
         let end = follow(&client, &args.id, true).await?;
         eprintln!("job {} {}", end.id, end.state);
