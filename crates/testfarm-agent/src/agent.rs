@@ -27,13 +27,14 @@ use testfarm_api::agent::{
     AgentResource, Assignment, FinishRequest, Heartbeat, Outcome, RegisterRequest,
     RegisterResponse, ResourceMetrics, RunningWork, StepReport,
 };
+use testfarm_api::artifact::{Artifact, Build, CreateBuild};
 use testfarm_api::resource::{Capabilities, Labels, ResourceKind};
 
 use crate::client::{Client, ClientError};
 use crate::config::{AgentConfig, ConfigError};
 use crate::control::{JobControl, Signal};
 use crate::detect::{self, Detected};
-use crate::executor::{self, ExecSettings, JobRun, ReportError, Reporter, Target};
+use crate::executor::{self, ArtifactUpload, ExecSettings, JobRun, ReportError, Reporter, Target};
 use crate::logs::{self, ClientSink};
 use crate::metrics::{CpuTimes, LocalSampler};
 use crate::ssh::{SshError, SshHost};
@@ -640,6 +641,23 @@ impl Reporter for ClientReporter {
         )
         .await
         .map_err(report_error)
+    }
+
+    async fn create_build(&self, req: CreateBuild) -> Result<Build, ReportError> {
+        retrying(|| self.client.create_build(&req), REPORT_RETRY_FOR)
+            .await
+            .map_err(report_error)
+    }
+
+    async fn put_artifact(
+        &self,
+        build: &str,
+        file: ArtifactUpload,
+    ) -> Result<Artifact, ReportError> {
+        // A 409 here is "that name holds other bytes", not a stale lease: a step error.
+        retrying(|| self.client.put_artifact(build, &file), REPORT_RETRY_FOR)
+            .await
+            .map_err(|e| ReportError::Failed(e.to_string()))
     }
 
     fn client(&self) -> Option<&Client> {

@@ -12,8 +12,10 @@ use testfarm_api::agent::{
     EPOCH_HEADER, Fenced, FinishRequest, Heartbeat, HeartbeatResponse, LogAck, RegisterRequest,
     RegisterResponse, StepReport, WorkResponse,
 };
-use testfarm_api::artifact::Artifact;
+use testfarm_api::artifact::{Artifact, Build, CreateBuild};
 use testfarm_api::{API_PREFIX, Page, Problem};
+
+use crate::executor::ArtifactUpload;
 
 /// Why a request did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,8 @@ pub struct Client {
 
 /// Longest any single request may take, besides the long poll's own wait.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest one artifact upload may take (a rootfs of gigabytes on a slow link).
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Client {
     pub fn new(url: &str, token: &str) -> Result<Client, ClientError> {
@@ -142,6 +146,58 @@ impl Client {
     ) -> Result<(), ClientError> {
         let path = format!("/jobs/{}/outputs/{}", seg(job), seg(name));
         self.raw_put(&path, epoch, body).await.map(|_| ())
+    }
+
+    /// Records a build in the artifact repository (`POST /builds`).
+    pub async fn create_build(&self, req: &CreateBuild) -> Result<Build, ClientError> {
+        self.json(Method::POST, "/builds", Some(req), REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// Streams a file into a build (`PUT /builds/{id}/artifacts/{name}`) with the sha256
+    /// the agent computed, so the server refuses bytes that changed on the way.
+    pub async fn put_artifact(
+        &self,
+        build: &str,
+        file: &ArtifactUpload,
+    ) -> Result<Artifact, ClientError> {
+        use futures::TryStreamExt as _;
+        use tokio::io::AsyncReadExt as _;
+        let f = tokio::fs::File::open(&file.path).await.map_err(|e| {
+            ClientError::Decode(format!("cannot open {}: {e}", file.path.display()))
+        })?;
+        let stream = futures::stream::try_unfold(f, |mut f| async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            let n = f.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            buf.truncate(n);
+            Ok(Some((Bytes::from(buf), f)))
+        })
+        .into_stream();
+        let path = format!("/builds/{}/artifacts/{}", seg(build), seg(&file.name));
+        let resp = self
+            .http
+            .put(self.url(&path))
+            .bearer_auth(&self.token)
+            .query(&[
+                ("kind", file.kind.as_str()),
+                ("sha256", file.sha256.as_str()),
+            ])
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, file.size)
+            .timeout(UPLOAD_TIMEOUT)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .map_err(connect_error)?;
+        let resp = check(resp).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(format!("{path}: {e}")))
     }
 
     /// One page of `GET /artifacts` with these filters (newest build first).

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use testfarm_api::agent::{Assignment, Outcome, StepReport};
+use testfarm_api::artifact::{Artifact, Build, CreateBuild};
+use testfarm_api::build::BuildSummary;
 use testfarm_core::jobspec::{JobSpec, ShellStep, Step, UploadStep, Via};
 use tokio::time::Instant;
 
@@ -56,6 +58,32 @@ pub trait Reporter: Send + Sync {
     fn client(&self) -> Option<&crate::client::Client> {
         None
     }
+    /// Records a build in the artifact repository (for a build step's artifacts).
+    fn create_build(
+        &self,
+        _req: CreateBuild,
+    ) -> impl Future<Output = Result<Build, ReportError>> + Send {
+        async { Err(ReportError::Failed("this agent stores no builds".into())) }
+    }
+    /// Streams one file into a build, with the sha256 the agent computed; the server
+    /// refuses it (and nothing is stored) when the bytes it got have another.
+    fn put_artifact(
+        &self,
+        _build: &str,
+        _file: ArtifactUpload,
+    ) -> impl Future<Output = Result<Artifact, ReportError>> + Send {
+        async { Err(ReportError::Failed("this agent stores no builds".into())) }
+    }
+}
+
+/// A local file to store as an artifact.
+#[derive(Debug, Clone)]
+pub struct ArtifactUpload {
+    pub path: PathBuf,
+    pub name: String,
+    pub kind: testfarm_core::artifact::ArtifactKind,
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// Where a job's steps run.
@@ -122,36 +150,38 @@ pub struct JobResult {
 
 /// One step's result, before it is reported.
 #[derive(Debug, Clone)]
-struct StepResult {
-    outcome: Outcome,
-    exit_code: Option<i32>,
-    reason: Option<String>,
+pub(crate) struct StepResult {
+    pub(crate) outcome: Outcome,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) reason: Option<String>,
+    pub(crate) build: Option<BuildSummary>,
 }
 
 impl StepResult {
-    fn new(outcome: Outcome, reason: impl Into<Option<String>>) -> StepResult {
+    pub(crate) fn new(outcome: Outcome, reason: impl Into<Option<String>>) -> StepResult {
         StepResult {
             outcome,
             exit_code: None,
             reason: reason.into(),
+            build: None,
         }
     }
 }
 
 /// Where the job's files are.
 #[derive(Debug, Clone)]
-enum WorkDir {
+pub(crate) enum WorkDir {
     Local(PathBuf),
     Remote(String),
 }
 
-struct Run<'a, R: Reporter> {
-    job: &'a JobRun,
-    settings: &'a ExecSettings,
-    target: &'a Target,
-    reporter: &'a R,
-    log: &'a LogWriter,
-    dir: WorkDir,
+pub(crate) struct Run<'a, R: Reporter> {
+    pub(crate) job: &'a JobRun,
+    pub(crate) settings: &'a ExecSettings,
+    pub(crate) target: &'a Target,
+    pub(crate) reporter: &'a R,
+    pub(crate) log: &'a LogWriter,
+    pub(crate) dir: WorkDir,
     /// The job's VM, if it deploys one (`crate::vm_steps`).
     vm: VmSlot,
 }
@@ -353,6 +383,7 @@ impl<R: Reporter> Run<'_, R> {
             exit_code: r.exit_code,
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             reason: r.reason.clone(),
+            build: r.build.clone(),
         };
         match self.reporter.step(report).await {
             Ok(()) => Some(()),
@@ -456,6 +487,7 @@ impl<R: Reporter> Run<'_, R> {
                     .await
             }
             Step::Upload(u) => self.upload(u, control).await,
+            Step::Build(b) => self.build(index, b, deadline, control, &timed_out).await,
             Step::Sleep(d) => {
                 let mut rx = control.subscribe();
                 let until = earliest(deadline, Some(Instant::now() + d.get()));
@@ -561,10 +593,15 @@ impl<R: Reporter> Run<'_, R> {
             outcome: end.outcome,
             exit_code: end.exit_code,
             reason: end.reason,
+            build: None,
         })
     }
 
-    fn env(&self, index: u32, step_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    pub(crate) fn env(
+        &self,
+        index: u32,
+        step_env: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
         let job = self.job;
         let mut env = BTreeMap::new();
         for (k, v) in &job.vars {
@@ -607,12 +644,26 @@ impl<R: Reporter> Run<'_, R> {
         timed_out: impl Fn(()) -> String,
     ) -> Option<StepResult> {
         let env = self.env(index, &s.env);
+        let file = format!(".testfarm/step-{index}.sh");
+        self.shell_as(&file, s, env, deadline, control, timed_out)
+            .await
+    }
+
+    /// Runs `s` as the script `file` (relative to the work directory) with `env`.
+    pub(crate) async fn shell_as(
+        &self,
+        file: &str,
+        s: &ShellStep,
+        env: BTreeMap<String, String>,
+        deadline: Option<Instant>,
+        control: &JobControl,
+        timed_out: impl Fn(()) -> String,
+    ) -> Option<StepResult> {
         let script = if s.run.ends_with('\n') {
             s.run.clone()
         } else {
             format!("{}\n", s.run)
         };
-        let file = format!(".testfarm/step-{index}.sh");
         let grace = self.settings.kill_grace;
         let (end, remote) = match (&self.dir, self.target) {
             (WorkDir::Local(dir), _) => {
@@ -622,7 +673,7 @@ impl<R: Reporter> Run<'_, R> {
                         format!("the work directory {} is missing", dir.display()),
                     ));
                 }
-                let path = dir.join(&file);
+                let path = dir.join(file);
                 if let Err(e) = write_script(&path, &script) {
                     return Some(StepResult::new(
                         Outcome::Error,
@@ -671,7 +722,7 @@ impl<R: Reporter> Run<'_, R> {
                         format!("cannot copy the step's script to the host: {e}"),
                     ));
                 }
-                let wrapper = shell::remote_wrapper(dir, &file, &script, &env, grace);
+                let wrapper = shell::remote_wrapper(dir, file, &script, &env, grace);
                 let cmd = h.command(&wrapper);
                 let end =
                     shell::run_process(cmd, self.log, deadline, control, grace, true, None).await;
@@ -696,16 +747,19 @@ impl<R: Reporter> Run<'_, R> {
                             "ssh failed or the connection to the host was lost (see the log)"
                                 .into(),
                         ),
+                        build: None,
                     },
                     (Some(shell::REMOTE_CANNOT_RUN), _) if remote => StepResult {
                         outcome: Outcome::Error,
                         exit_code: Some(shell::REMOTE_CANNOT_RUN),
                         reason: Some("the host could not run the script (see the log)".into()),
+                        build: None,
                     },
                     (Some(c), _) => StepResult {
                         outcome: Outcome::Failed,
                         exit_code: Some(c),
                         reason: Some(format!("exit status {c}")),
+                        build: None,
                     },
                     (None, Some(sig)) => {
                         StepResult::new(Outcome::Failed, format!("killed by signal {sig}"))
@@ -775,7 +829,7 @@ impl<R: Reporter> Run<'_, R> {
     }
 
     /// Files in the work directory, relative.
-    async fn list(&self) -> Result<Vec<String>, String> {
+    pub(crate) async fn list(&self) -> Result<Vec<String>, String> {
         match (&self.dir, self.target) {
             (WorkDir::Local(d), _) => upload::list_files(d)
                 .map_err(|e| format!("cannot list the work directory {}: {e}", d.display())),
@@ -797,7 +851,7 @@ impl<R: Reporter> Run<'_, R> {
         }
     }
 
-    async fn read(&self, rel: &str) -> Result<Bytes, String> {
+    pub(crate) async fn read(&self, rel: &str) -> Result<Bytes, String> {
         match (&self.dir, self.target) {
             (WorkDir::Local(d), _) => tokio::fs::read(d.join(rel))
                 .await
@@ -828,6 +882,7 @@ fn step_timeout(step: &Step) -> Option<Duration> {
     match step {
         Step::Shell(s) => s.timeout.map(|t| t.get()),
         Step::Test(t) => t.timeout.map(|t| t.get()),
+        Step::Build(b) => b.timeout.map(|t| t.get()),
         Step::Deploy(d) => d.timeout.map(|t| t.get()),
         // Per attempt: the step may take every attempt's, each with time to start QEMU.
         Step::Boot(b) => Some(

@@ -20,6 +20,7 @@
 //! - [`agent`]: the loop tying them together: [`run`].
 
 pub mod agent;
+pub mod build;
 pub mod client;
 pub mod config;
 pub mod control;
@@ -27,6 +28,7 @@ pub mod detect;
 pub mod executor;
 pub mod logs;
 pub mod metrics;
+pub mod process_usage;
 pub mod shell;
 pub mod ssh;
 pub mod upload;

@@ -172,6 +172,9 @@ pub struct StepReport {
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a build step: what it built, where, how long, at what peak cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<crate::build::BuildSummary>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

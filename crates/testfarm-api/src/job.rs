@@ -36,6 +36,9 @@ pub struct StepRecord {
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a build step: its summary (commit, duration, peaks, artifacts, server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<crate::build::BuildSummary>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -71,6 +74,10 @@ pub struct Job {
     /// Step results (in `job show`; empty in lists).
     #[serde(default)]
     pub steps: Vec<StepRecord>,
+    /// For a queued job (in the answer to a submit and in `job show`): when it is
+    /// expected to start, from the same estimate `job why` explains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_start: Option<DateTime<Utc>>,
 }
 
 /// `GET /api/v1/jobs` filters.

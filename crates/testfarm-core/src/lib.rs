@@ -34,6 +34,7 @@
 pub mod artifact;
 pub mod artifact_retention;
 pub mod boot;
+pub mod build;
 pub mod cleanup;
 pub mod deploy;
 pub mod diagnostic;

@@ -781,16 +781,9 @@ impl<'a> Engine<'a> {
             .load
             .filter(|l| l.is_finite())
             .unwrap_or(0.0)
-            .max(allocated)
-            .clamp(0.0, 100.0);
-        let bucket = (load * 10.0).floor() as u64;
-        let est = self
-            .estimator
-            .estimate_on(&job.name, s.r.id)
-            .map_or(u64::MAX, |d| {
-                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-            });
-        Ok((bucket, est))
+            .max(allocated);
+        let estimate = self.estimator.estimate_on(&job.name, s.r.id);
+        Ok(crate::build::auto_score(load, estimate))
     }
 
     fn notes(&self, i: usize, job: &QueuedJob) -> Vec<PolicyNote> {

@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub mod auth;
 pub mod awake;
+pub mod build_server;
 pub mod config;
 pub mod error;
 pub mod extract;

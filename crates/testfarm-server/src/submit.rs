@@ -106,9 +106,18 @@ pub async fn prepare(
             .store
             .list_resources(&ResourceFilter::default())
             .await?;
+        let pinned_by_spec = spec.requires.as_ref().is_some_and(|r| r.resource.is_some());
+        if !pinned_by_spec {
+            crate::build_server::check_named(&spec, &requirements, &resources)
+                .map_err(|(path, message)| SubmitError::Spec { path, message })?;
+        }
         check_pinned(&requirements, &resources).map_err(|refused| ApiError::Conflict {
             detail: refused.to_string(),
-            field: Some("spec.requires.resource".into()),
+            field: Some(if pinned_by_spec {
+                "spec.requires.resource".into()
+            } else {
+                crate::build_server::named_field(&spec)
+            }),
         })?;
     }
     let now = Utc::now();
@@ -133,6 +142,7 @@ pub async fn prepare(
             spec: serde_json::to_value(&spec).map_err(internal)?,
             vars: serde_json::to_value(&spec.vars).map_err(internal)?,
             steps: Vec::new(),
+            estimated_start: None,
         },
         submitter_role: role,
         resource_id: None,

@@ -63,6 +63,7 @@ fn from_row(row: &Row<'_>) -> Result<JobRow> {
             spec: get_json(row, "job spec", "spec")?,
             vars: get_json(row, "job vars", "vars")?,
             steps: Vec::new(),
+            estimated_start: None,
         },
         submitter_role: role.parse::<Role>().map_err(corrupt)?,
         resource_id: row.get("resource_id")?,
@@ -105,6 +106,7 @@ impl Store {
         self.read(|c| {
             let mut row = fetch(c, id)?;
             row.job.steps = steps(c, id)?;
+            crate::build_runs::attach(c, id, row.job.attempt, &mut row.job.steps)?;
             Ok(row)
         })
     }
@@ -224,6 +226,7 @@ fn steps(conn: &Connection, id: &str) -> Result<Vec<StepRecord>> {
                 exit_code: r.get("exit_code")?,
                 duration_ms: u64::try_from(ms).unwrap_or(0),
                 reason: r.get("reason")?,
+                build: None,
             })
         },
     )

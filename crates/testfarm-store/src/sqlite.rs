@@ -44,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0007_artifacts.sql"),
     ),
     (
+        "0008_build_runs",
+        include_str!("../migrations/0008_build_runs.sql"),
+    ),
+    (
         "0009_pipelines",
         include_str!("../migrations/0009_pipelines.sql"),
     ),

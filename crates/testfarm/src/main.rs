@@ -71,6 +71,8 @@ enum Command {
     Policy(cmd::policy::Args),
     /// The artifact repository: builds, uploads, downloads, pins, tags, retention.
     Artifacts(cmd::artifacts::Args),
+    /// Build jobs: history per build server (count, success rate, average duration).
+    Builds(cmd::builds::Args),
     /// Show the event log, or follow it live.
     Events(cmd::events::Args),
     /// Parse a TAP stream and print a summary, JSON or JUnit XML.
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
         Command::Token(args) => block_on(cmd::token::run(args)),
         Command::Events(args) => block_on(cmd::events::run(args)),
         Command::Artifacts(args) => block_on(cmd::artifacts::run(args)),
+        Command::Builds(args) => block_on(cmd::builds::run(args)),
         Command::Submit(args) => block_on(cmd::job::submit(args)),
         Command::Pipeline(args) => block_on(cmd::pipeline::run(args)),
         Command::Jobs(args) => block_on(cmd::job::jobs(args)),

@@ -32,11 +32,13 @@ use serde::{Deserialize, Serialize};
 pub use crate::duration::HumanDuration;
 use crate::labels;
 use crate::priority::Priority;
+pub use build::{BuildArtifact, BuildStep, ServerChoice, validate_ref};
 pub use deploy::{ArtifactQuery, BootStep, DeployStep, MAX_BOOT_RETRIES, MIN_VM_MEMORY_MB, VmSize};
 pub use http::{HttpMethod, HttpStep, WaitForStep};
 pub use requires::*;
 pub use steps::*;
 
+mod build;
 mod deploy;
 mod http;
 mod locate;
@@ -129,8 +131,19 @@ impl JobSpec {
             for (i, step) in steps.iter().enumerate() {
                 http::check_workflow_step(step)
                     .map_err(|(field, m)| (format!("{list}[{i}].{}{field}", step.kind()), m))?;
+                if let Step::Build(b) = step {
+                    if list == "always" {
+                        return Err((
+                            format!("always[{i}].build"),
+                            "a build step belongs in `steps`: `always` is for cleanup and diagnostics".into(),
+                        ));
+                    }
+                    build::check(b)
+                        .map_err(|(field, m)| (format!("steps[{i}].build{field}"), m))?;
+                }
             }
         }
+        self.check_build_placement()?;
         deploy::check_vm_steps(self)?;
         if let Some(req) = &self.requires {
             if req.kind.is_none() && req.resource.is_none() {
@@ -151,7 +164,7 @@ impl JobSpec {
                 crate::resource::validate_name(name)
                     .map_err(|e| ("requires.resource".into(), e.to_string()))?;
             }
-        } else {
+        } else if self.builds().next().is_none() {
             for (list, steps) in [("steps", &self.steps), ("always", &self.always)] {
                 if let Some((i, s)) = steps.iter().enumerate().find(|(_, s)| !s.runs_on_server()) {
                     return Err((
@@ -168,15 +181,33 @@ impl JobSpec {
     }
 
     /// The normalised requirements ([`Requirements::server`] when `requires` is absent).
+    /// A job with build steps and no `requires` needs a `build-server`; each build step's
+    /// arch adds a toolchain for it, and a named `server` pins the job to that server.
     ///
     /// On a qemu-host the deploy step's VM size is the job's share (the larger of it and
     /// `requires.cpus`/`memory`), so the VM counts against the host's capacity.
     pub fn requirements(&self) -> Requirements {
-        let mut req = self
-            .requires
-            .as_ref()
-            .map(Requires::requirements)
-            .unwrap_or_else(Requirements::server);
+        let mut req = match &self.requires {
+            Some(r) => r.requirements(),
+            None if self.builds().next().is_some() => Requirements {
+                kind: Some(crate::resource::ResourceKind::BuildServer),
+                ..Requirements::server()
+            },
+            None => Requirements::server(),
+        };
+        for (_, b) in self.builds() {
+            if let Some(arch) = &b.arch {
+                let arch = crate::build::normalise_arch(arch).to_string();
+                if !req.build_arches.contains(&arch) {
+                    req.build_arches.push(arch);
+                }
+            }
+            if req.resource.is_none()
+                && let Some(name) = b.named_server()
+            {
+                req.resource = Some(name.to_string());
+            }
+        }
         if req.kind == Some(crate::resource::ResourceKind::QemuHost)
             && let Some(d) = self.deploy_step()
         {
@@ -185,6 +216,59 @@ impl JobSpec {
             req.memory_mb = Some(req.memory_mb.unwrap_or(0).max(vm.memory_mb));
         }
         req
+    }
+
+    /// The build steps with their index in `steps`.
+    pub fn builds(&self) -> impl Iterator<Item = (usize, &BuildStep)> {
+        self.steps.iter().enumerate().filter_map(|(i, s)| match s {
+            Step::Build(b) => Some((i, b)),
+            _ => None,
+        })
+    }
+
+    /// Named build servers must agree with each other and with `requires`.
+    fn check_build_placement(&self) -> Result<(), (String, String)> {
+        let mut named: Option<(usize, &str)> = None;
+        for (i, b) in self.builds() {
+            let Some(name) = b.named_server() else {
+                continue;
+            };
+            let path = format!("steps[{i}].build.server");
+            if let Some((j, first)) = named
+                && first != name
+            {
+                return Err((
+                    path,
+                    format!(
+                        "one job runs on one build server: steps[{j}] names {first}, this one {name}"
+                    ),
+                ));
+            }
+            named = Some((i, name));
+            if let Some(req) = &self.requires {
+                if let Some(pinned) = &req.resource
+                    && pinned != name
+                {
+                    return Err((
+                        path,
+                        format!(
+                            "`requires.resource` pins the job to {pinned}, this step names {name}"
+                        ),
+                    ));
+                }
+                if let Some(kind) = req.kind
+                    && kind != crate::resource::ResourceKind::BuildServer
+                {
+                    return Err((
+                        path,
+                        format!(
+                            "a named build server needs `requires.kind: build-server` (the job asks for a {kind})"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Applies `--var k=v` (as strings, overriding the spec's `vars`) and `--priority P`.

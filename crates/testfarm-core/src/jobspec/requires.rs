@@ -271,6 +271,7 @@ impl Requires {
             peripherals: self.peripherals.clone(),
             arch: self.arch.clone(),
             resource: self.resource.clone(),
+            build_arches: Vec::new(),
         }
     }
 }
@@ -301,6 +302,10 @@ pub struct Requirements {
     pub arch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    /// Architectures the job's build steps compile for: the resource needs a toolchain
+    /// for each, native or cross ([`crate::build::toolchain_for`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build_arches: Vec<String>,
 }
 
 /// One reason a resource does not meet a job's requirements (static: it would not serve
@@ -336,6 +341,10 @@ pub enum Mismatch {
     NoKvm,
     MissingToolchain {
         toolchain: String,
+    },
+    /// No detected compiler builds for this arch (neither native nor cross).
+    NoToolchainFor {
+        arch: String,
     },
     MissingPeripheral {
         peripheral: String,
@@ -381,6 +390,9 @@ impl fmt::Display for Mismatch {
             Mismatch::NoKvm => f.write_str("has no KVM"),
             Mismatch::MissingToolchain { toolchain } => {
                 write!(f, "lacks toolchain {toolchain}")
+            }
+            Mismatch::NoToolchainFor { arch } => {
+                write!(f, "has no toolchain that builds for {arch}")
             }
             Mismatch::MissingPeripheral { peripheral } => {
                 write!(f, "lacks peripheral {peripheral}")
@@ -504,6 +516,14 @@ impl Requirements {
                 return;
             }
         }
+        for arch in &self.build_arches {
+            let host_arch = caps.arch.as_deref().or_else(|| labels.get("arch"));
+            if crate::build::toolchain_for(arch, host_arch, &caps.toolchains).is_none()
+                && !found(Mismatch::NoToolchainFor { arch: arch.clone() })
+            {
+                return;
+            }
+        }
         for p in &self.peripherals {
             if !caps.peripherals.contains(p)
                 && !found(Mismatch::MissingPeripheral {
@@ -522,7 +542,7 @@ impl Requirements {
         use std::fmt::Write;
         let _ = write!(
             k,
-            "{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.kind.map(ResourceKind::as_str),
             self.selector,
             self.cpus,
@@ -532,7 +552,8 @@ impl Requirements {
             self.toolchains,
             self.peripherals,
             self.arch,
-            self.resource
+            self.resource,
+            self.build_arches
         );
         k
     }

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::build::BuildStep;
 use super::deploy::{BootStep, DeployStep};
 use super::http::{HttpStep, WaitForStep};
 pub use crate::duration::HumanDuration;
@@ -115,6 +116,8 @@ remote_self_impls!(UploadStep, path, "a path, or a map with `path`");
 pub enum Step {
     Shell(ShellStep),
     Test(TestStep),
+    /// Compiles a source tree and stores its artifacts ([`super::build`]).
+    Build(BuildStep),
     Deploy(DeployStep),
     Boot(BootStep),
     Http(HttpStep),
@@ -130,6 +133,7 @@ impl Step {
         match self {
             Step::Shell(_) => "shell",
             Step::Test(_) => "test",
+            Step::Build(_) => "build",
             Step::Deploy(_) => "deploy",
             Step::Boot(_) => "boot",
             Step::Http(_) => "http",

@@ -272,3 +272,108 @@ proptest::proptest! {
         }
     }
 }
+
+const BUILD: &str = r#"
+name: hello
+steps:
+  - build:
+      source: /srv/git/hello.git
+      ref: main
+      arch: aarch64
+      config: defconfig
+      run: make
+      artifacts:
+        - { glob: out/hello, kind: other, name: hello-bin }
+        - { glob: "**/*.dtb", kind: dtb }
+      server: build-07
+      timeout: 20m
+      env: { V: "1" }
+"#;
+
+#[test]
+fn a_build_step_parses_and_asks_for_a_build_server_with_its_toolchain() {
+    let s = JobSpec::parse(BUILD).unwrap();
+    let Step::Build(b) = &s.steps[0] else {
+        panic!("not a build step: {:?}", s.steps[0]);
+    };
+    assert_eq!(b.git_ref.as_deref(), Some("main"));
+    assert_eq!(b.artifacts[1].kind, crate::artifact::ArtifactKind::Dtb);
+    assert_eq!(b.named_server(), Some("build-07"));
+    assert_eq!(s.steps[0].kind(), "build");
+    let r = s.requirements();
+    assert_eq!(r.kind, Some(ResourceKind::BuildServer));
+    assert_eq!(r.build_arches, vec!["arm64".to_string()]);
+    assert_eq!(r.resource.as_deref(), Some("build-07"));
+    // `auto` is the default and is not written back.
+    let auto = JobSpec::parse(&BUILD.replace("      server: build-07\n", "")).unwrap();
+    assert_eq!(auto.requirements().resource, None);
+    let json = serde_json::to_string(&auto).unwrap();
+    assert!(!json.contains("server"), "{json}");
+    let back: JobSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+    // With `requires`, the arch still needs a toolchain.
+    let with = JobSpec::parse(&BUILD.replace(
+        "steps:",
+        "requires: { kind: build-server, cpus: 4 }\nsteps:",
+    ))
+    .unwrap();
+    assert_eq!(with.requirements().cpus, Some(4));
+    assert_eq!(with.requirements().build_arches, vec!["arm64".to_string()]);
+}
+
+#[test]
+fn bad_build_steps_name_the_field_and_line() {
+    let cases = [
+        ("ref: main", "ref: \"-c x\"", "steps[0].build.ref", 6),
+        (
+            "glob: out/hello,",
+            "glob: /etc/passwd,",
+            "steps[0].build.artifacts[0].glob",
+            11,
+        ),
+        (
+            "name: hello-bin",
+            "name: \".hidden\"",
+            "steps[0].build.artifacts[0].name",
+            11,
+        ),
+        ("run: make", "run: \" \"", "steps[0].build.run", 9),
+        (
+            "server: build-07",
+            "server: \"bad name\"",
+            "steps[0].build.server",
+            13,
+        ),
+        (
+            "arch: aarch64",
+            "arch: \"arm 64\"",
+            "steps[0].build.arch",
+            7,
+        ),
+        (
+            "env: { V: \"1\" }",
+            "env: { 1X: \"1\" }",
+            "steps[0].build.env.1X",
+            15,
+        ),
+    ];
+    for (from, to, path, line) in cases {
+        let e = err(&BUILD.replace(from, to));
+        assert_eq!(e.path, path, "{to}: {e}");
+        assert_eq!(e.line, line, "{to}: {e}");
+    }
+    let e = err(&BUILD.replace("kind: dtb", "kind: bzimage"));
+    assert!(e.path.starts_with("steps[0]"), "{e}");
+    assert!(e.message.contains("bzimage"), "{e}");
+    let e = err(&BUILD.replace("      run: make\n", ""));
+    assert!(e.message.contains("run"), "{e}");
+    // A build step in `always`, and a server `requires` contradicts.
+    let e = err(&format!(
+        "{BUILD}always:\n  - build: {{ source: x, run: make }}\n"
+    ));
+    assert_eq!(e.path, "always[0].build");
+    let e = err(&BUILD.replace("steps:", "requires: { kind: board }\nsteps:"));
+    assert_eq!(e.path, "steps[0].build.server", "{e}");
+    let e = err(&BUILD.replace("steps:", "requires: { resource: other }\nsteps:"));
+    assert!(e.message.contains("pins the job to other"), "{e}");
+}

@@ -55,6 +55,38 @@ fn not_yours(caller: &Caller, r: &Resource) -> ApiError {
     ))
 }
 
+/// For an agent caller: refuses unless `job_id` is a job placed on one of its own
+/// resources and still holding its lease (an agent creates builds only for the work it
+/// runs). Other callers pass.
+pub(crate) async fn agent_runs_job(tx: &mut Tx, caller: &Caller, job_id: &str) -> ApiResult<()> {
+    if caller.role != testfarm_core::Role::Agent {
+        return Ok(());
+    }
+    let job = tx.get_job(job_id).await.map_err(|_| {
+        ApiError::Forbidden(format!(
+            "agent {} may only record builds of jobs it runs; job {job_id} does not exist",
+            caller.name
+        ))
+    })?;
+    let Some(resource_id) = job.resource_id.clone() else {
+        return Err(ApiError::Forbidden(format!(
+            "job {job_id} is not placed on a resource of agent {}",
+            caller.name
+        )));
+    };
+    let r = tx.get_resource_by_id(&resource_id).await?;
+    if !owns(caller, &r) {
+        return Err(not_yours(caller, &r));
+    }
+    if !job.job.state.holds_lease() {
+        return Err(ApiError::Forbidden(format!(
+            "job {job_id} already ended ({}); its agent may not add builds to it",
+            job.job.state
+        )));
+    }
+    Ok(())
+}
+
 /// Register (or re-register) the agent's resources. Idempotent by name.
 #[utoipa::path(post, path = "/api/v1/agents/register", tag = "agents", request_body = RegisterRequest,
     responses((status = 200, body = RegisterResponse), (status = 403, body = Problem), (status = 409, body = Problem, description = "a resource of that name exists as another kind or belongs to another agent"), (status = 422, body = Problem)))]
@@ -471,7 +503,7 @@ pub async fn report_step(
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
     let (mut job, _) = fenced(&mut tx, &caller, &id, s.epoch, now, state.awake.since()).await?;
-    let rec = StepRecord {
+    let mut rec = StepRecord {
         index: s.index,
         kind: s.kind.clone(),
         always: s.always,
@@ -479,8 +511,20 @@ pub async fn report_step(
         exit_code: s.exit_code,
         duration_ms: s.duration_ms,
         reason: s.reason.clone(),
+        build: None,
     };
     tx.upsert_step(&id, &rec).await?;
+    if let (Some(summary), "build") = (&s.build, s.kind.as_str()) {
+        // Where it ran is the server's fact, not the agent's word.
+        let mut summary = summary.clone();
+        if let Some(r) = &job.job.resource {
+            summary.server = r.clone();
+        }
+        tx.upsert_build_run(&id, job.job.attempt, s.index, s.outcome, &summary, now)
+            .await?;
+        // The event carries the summary too, so a live view shows it as the step ends.
+        rec.build = Some(summary);
+    }
     job.last_report_at = Some(now);
     tx.update_job(&job).await?;
     tx.record(

@@ -61,7 +61,7 @@ fn build_event(kind: &str, b: &Build, caller: &Caller) -> NewEvent {
 
 /// Record a build, before uploading its artifacts.
 #[utoipa::path(post, path = "/api/v1/builds", tag = "artifacts", request_body = CreateBuild,
-    responses((status = 201, body = Build), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, body = Build), (status = 403, body = Problem, description = "an agent token naming a job it does not run"), (status = 422, body = Problem)))]
 pub async fn create_build(
     State(state): State<AppState>,
     caller: Require<perm::SubmitOrAgent>,
@@ -96,6 +96,14 @@ pub async fn create_build(
         artifacts: Vec::new(),
     };
     let mut tx = state.store.begin().await?;
+    if caller.role == testfarm_core::Role::Agent {
+        let job = b.source_job.as_deref().ok_or_else(|| {
+            ApiError::Forbidden(
+                "an agent records builds only for a job it runs: give source_job".into(),
+            )
+        })?;
+        crate::routes::agents::agent_runs_job(&mut tx, &caller, job).await?;
+    }
     tx.insert_build(&b, &caller.name).await?;
     tx.record(build_event("build.created", &b, &caller));
     tx.commit().await?;
@@ -123,7 +131,7 @@ pub async fn get_build(
 #[utoipa::path(put, path = "/api/v1/builds/{id}/artifacts/{name}", tag = "artifacts",
     params(("id" = String, Path, description = "Build id"), ("name" = String, Path, description = "Artifact name"), UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 201, body = Artifact), (status = 200, body = Artifact), (status = 404, body = Problem),
+    responses((status = 201, body = Artifact), (status = 200, body = Artifact), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
 pub async fn upload_artifact(
     State(state): State<AppState>,
@@ -151,8 +159,19 @@ pub async fn upload_artifact(
             "the artifact is larger than artifacts.max_upload ({limit} bytes); nothing was stored"
         )));
     }
-    // Refuse before reading a byte when the build is not there.
-    state.store.get_build(build).await?;
+    // Refuse before reading a byte when the build is not there (or, for an agent, is
+    // not of a job it runs).
+    let record = state.store.get_build(build).await?;
+    if caller.role == testfarm_core::Role::Agent {
+        let job = record.source_job.as_deref().ok_or_else(|| {
+            ApiError::Forbidden(format!(
+                "build {build} was not made by a job; agents upload only into their jobs' builds"
+            ))
+        })?;
+        let mut tx = state.store.begin().await?;
+        crate::routes::agents::agent_runs_job(&mut tx, &caller, job).await?;
+        drop(tx);
+    }
     let repo = state.artifacts.clone();
     let _upload = repo.sweep.read().await;
     // `Body` is not subject to the router's `DefaultBodyLimit`; the store counts the

@@ -16,7 +16,7 @@ use testfarm_core::Action;
 use testfarm_core::jobspec::JobSpec;
 use testfarm_core::priority::Priority;
 use testfarm_core::why::WhyReport;
-use testfarm_store::jobs::JobFilter;
+use testfarm_store::jobs::{JobFilter, JobRow};
 use ulid::Ulid;
 use utoipa::ToSchema;
 
@@ -62,7 +62,24 @@ pub async fn submit_job(
     prepared.insert(&mut tx).await?;
     tx.commit().await?;
     state.wake.notify_one();
-    Ok((StatusCode::CREATED, Json(row.job)))
+    let mut job = row.job.clone();
+    job.estimated_start = estimated_start(&state, &row).await;
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// When a queued job is expected to start: the estimate `job why` explains (the jobs
+/// ahead, the matching resources, how long such jobs take). `None` when unknown or when
+/// the job runs on the server itself.
+async fn estimated_start(state: &AppState, row: &JobRow) -> Option<chrono::DateTime<Utc>> {
+    let me = scheduler::queued_job(row)?;
+    if !me.requirements.needs_resource() {
+        return None;
+    }
+    let world = scheduler::load_world(state).await.ok()?;
+    let now = Utc::now();
+    testfarm_core::why::why(&me, &world.queue, &world.snapshot, &world.policies, now)
+        .estimated_start
+        .map(|t| t.max(now))
 }
 
 fn parse_states(s: Option<&str>) -> ApiResult<Vec<JobState>> {

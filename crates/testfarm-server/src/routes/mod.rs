@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod artifacts;
+pub mod builds;
 mod contract;
 pub use contract::check_body;
 pub mod events;
@@ -117,6 +118,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(pipelines::get_pipeline))
         .routes(routes!(pipelines::cancel_pipeline))
         .routes(routes!(artifacts::create_build))
+        .routes(routes!(builds::build_history))
         .routes(routes!(artifacts::get_build))
         .routes(routes!(
             artifacts::upload_artifact,

@@ -443,6 +443,7 @@ impl Runner {
             exit_code: None,
             duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             reason: reason.map(|r| self.mask.mask(&r)),
+            build: None,
         };
         if let Err(e) = self.write_record(&rec).await {
             tracing::warn!(job = %self.job, error = %e, "could not record a server-side step");

@@ -62,8 +62,13 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         } else {
             println!("{}", job.id);
             eprintln!(
-                "submitted {} ({}); follow it with: testfarm logs -f {}",
-                job.name, job.id, job.id
+                "submitted {} ({}){}; follow it with: testfarm logs -f {}",
+                job.name,
+                job.id,
+                job.estimated_start
+                    .map(|t| format!(", estimated start {}", output::when(Some(t))))
+                    .unwrap_or_default(),
+                job.id
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -287,6 +292,11 @@ pub async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
                         &["step", "kind", "outcome", "exit", "duration", "reason"],
                         rows,
                     );
+                    for s in &j.steps {
+                        if let Some(b) = &s.build {
+                            crate::cmd::builds::print_summary(s.index, b);
+                        }
+                    }
                 }
             }
         }

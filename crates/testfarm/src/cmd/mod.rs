@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod artifacts;
 pub mod bench;
+pub mod builds;
 pub mod demo;
 pub mod demo_pipeline;
 pub mod events;

@@ -223,6 +223,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         ),
                     )]);
                 }
+                if r.kind == ResourceKind::BuildServer {
+                    let h: testfarm_api::build::BuildHistory = client
+                        .get(&format!(
+                            "/api/v1/builds/history?limit=1&server={}",
+                            enc(&name)
+                        ))
+                        .await?;
+                    if let Some(s) = h.servers.first() {
+                        output::fields(&[(
+                            "builds",
+                            format!(
+                                "{} ended, {:.0}% passed, {:.1}s on average (testfarm builds history --server {name})",
+                                s.count,
+                                s.success_rate * 100.0,
+                                s.average_duration_s
+                            ),
+                        )]);
+                    }
+                }
             }
         }
         Cmd::Label { name, changes } => {

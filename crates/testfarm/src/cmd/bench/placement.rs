@@ -181,6 +181,7 @@ fn job_row(spec: &JobSpec, now: chrono::DateTime<Utc>) -> anyhow::Result<JobRow>
             spec: serde_json::to_value(spec)?,
             vars: serde_json::to_value(&spec.vars)?,
             steps: Vec::new(),
+            estimated_start: None,
         },
         submitter_role: Role::User,
         resource_id: None,
