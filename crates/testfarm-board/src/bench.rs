@@ -58,7 +58,8 @@ fn raw_pty() -> Result<(OpenptyResult, String)> {
     let pair = openpty(None, None).map_err(|e| BoardError::io("openpty", e.into()))?;
     let mut t = tcgetattr(&pair.slave).map_err(|e| BoardError::io("tcgetattr", e.into()))?;
     cfmakeraw(&mut t);
-    tcsetattr(&pair.slave, SetArg::TCSANOW, &t).map_err(|e| BoardError::io("tcsetattr", e.into()))?;
+    tcsetattr(&pair.slave, SetArg::TCSANOW, &t)
+        .map_err(|e| BoardError::io("tcsetattr", e.into()))?;
     let path = nix::unistd::ttyname(&pair.slave)
         .map_err(|e| BoardError::io("ttyname", e.into()))?
         .to_string_lossy()
@@ -171,7 +172,11 @@ pub async fn console_throughput(opts: &ConsoleBenchOptions) -> Result<ConsoleBen
         baseline: "head -c BYTES /dev/pts/N",
         baseline_seconds,
         baseline_mb_s,
-        ratio: if baseline_mb_s > 0.0 { console_mb_s / baseline_mb_s } else { 0.0 },
+        ratio: if baseline_mb_s > 0.0 {
+            console_mb_s / baseline_mb_s
+        } else {
+            0.0
+        },
         lost_lines: lost,
         reordered_lines: reordered,
         target_mb_s,

@@ -1,6 +1,7 @@
 //! Drivers against real processes and real loopback sockets: command power (hanging,
 //! failing, status, cycle), HTTP power against a small PDU, command flash, TCP and command
 //! consoles fed garbage, long lines and a stop mid-line.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -20,7 +21,9 @@ fn board(power: &str, console: &str, extra: &str) -> testfarm_board::BoardConfig
     let toml = format!(
         "[[board]]\nname = \"b1\"\nboard_type = \"t\"\narch = \"arm\"\npower = {power}\nconsole = {console}\n{extra}"
     );
-    parse_boards(&toml).unwrap_or_else(|e| panic!("{e}")).remove(0)
+    parse_boards(&toml)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .remove(0)
 }
 
 const TCP_ANY: &str = r#"{ driver = "tcp", address = "127.0.0.1:1" }"#;
@@ -39,14 +42,25 @@ async fn a_hanging_power_command_is_killed_with_its_children_and_named() {
         let p = power_driver(&b);
         let start = Instant::now();
         let e = p.on().await.unwrap_err();
-        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
         assert!(matches!(e, BoardError::CommandTimeout { .. }), "{e}");
         assert!(e.to_string().contains("power on b1"), "{e}");
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Gone, or a zombie waiting for init to reap it: either way no longer running.
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')));
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        });
         assert!(!alive, "the background sleep {pid} survived the timeout");
     })
     .await;
@@ -205,7 +219,9 @@ async fn tcp_console_survives_garbage_long_lines_and_a_stop_mid_line() {
         let server = tokio::spawn(async move {
             let (mut s, _) = l.accept().await.unwrap();
             s.write_all(b"U-Boot 2024.01\r\n").await.unwrap();
-            s.write_all(&[0xff, 0xfe, 0x00, 0x81, 0x90, 0x07, b'\n']).await.unwrap();
+            s.write_all(&[0xff, 0xfe, 0x00, 0x81, 0x90, 0x07, b'\n'])
+                .await
+                .unwrap();
             s.write_all(&[b'x'; 100]).await.unwrap();
             s.write_all(b"\nlogin: ").await.unwrap();
             let mut typed = [0u8; 5];
@@ -271,7 +287,11 @@ async fn tcp_console_refused_and_command_console() {
             "",
         );
         let mut c = console_driver(&b).open().await.unwrap();
-        assert!(common::wait_for(&mut c, "^console of b1$", 5).await.is_some());
+        assert!(
+            common::wait_for(&mut c, "^console of b1$", 5)
+                .await
+                .is_some()
+        );
         c.write(b"typed back\n").await.unwrap();
         assert!(common::wait_for(&mut c, "^typed back$", 5).await.is_some());
     })

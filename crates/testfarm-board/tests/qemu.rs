@@ -1,6 +1,7 @@
 //! The `qemu` power and flash drivers against a real QEMU, kept tiny (`-machine none`:
 //! no CPU, no guest, under TCG in a few milliseconds) since only the QMP control path is
 //! under test. Skipped, with the reason printed, where `qemu-system-x86_64` is missing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -37,7 +38,10 @@ async fn qmp_power_and_flash_drive_a_real_qemu() {
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp.display()))
             .arg("-drive")
-            .arg(format!("file={},format=raw,if=none,id=disk0", disk.display()))
+            .arg(format!(
+                "file={},format=raw,if=none,id=disk0",
+                disk.display()
+            ))
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -63,12 +67,30 @@ flash = {{ driver = "qemu", qmp = "{q}", image = "{d}", timeout = "10s" }}
         let board = parse_boards(&toml).unwrap().remove(0);
         let power = power_driver(&board);
         // Started with -S: paused before the first instruction, which is "off".
-        assert_eq!(power.status().await.unwrap(), PowerOutcome::Done(PowerState::Off));
-        assert_eq!(power.on().await.unwrap(), PowerOutcome::Done(PowerState::On));
-        assert_eq!(power.status().await.unwrap(), PowerOutcome::Done(PowerState::On));
-        assert_eq!(power.off().await.unwrap(), PowerOutcome::Done(PowerState::Off));
-        assert_eq!(power.status().await.unwrap(), PowerOutcome::Done(PowerState::Off));
-        assert_eq!(power.cycle().await.unwrap(), PowerOutcome::Done(PowerState::On));
+        assert_eq!(
+            power.status().await.unwrap(),
+            PowerOutcome::Done(PowerState::Off)
+        );
+        assert_eq!(
+            power.on().await.unwrap(),
+            PowerOutcome::Done(PowerState::On)
+        );
+        assert_eq!(
+            power.status().await.unwrap(),
+            PowerOutcome::Done(PowerState::On)
+        );
+        assert_eq!(
+            power.off().await.unwrap(),
+            PowerOutcome::Done(PowerState::Off)
+        );
+        assert_eq!(
+            power.status().await.unwrap(),
+            PowerOutcome::Done(PowerState::Off)
+        );
+        assert_eq!(
+            power.cycle().await.unwrap(),
+            PowerOutcome::Done(PowerState::On)
+        );
 
         let image = dir.path().join("new.raw");
         std::fs::write(&image, b"new firmware image").unwrap();
@@ -81,7 +103,10 @@ flash = {{ driver = "qemu", qmp = "{q}", image = "{d}", timeout = "10s" }}
         let data = std::fs::read(&disk).unwrap();
         assert!(data.starts_with(b"new firmware image"));
         assert_eq!(data.len(), 64 * 1024, "the image was rewritten in place");
-        assert_eq!(power.status().await.unwrap(), PowerOutcome::Done(PowerState::On));
+        assert_eq!(
+            power.status().await.unwrap(),
+            PowerOutcome::Done(PowerState::On)
+        );
         let e = flash_driver(&board)
             .unwrap()
             .flash(&FlashRequest::default())

@@ -1,6 +1,7 @@
 //! The simulated board driven through the same drivers a real one would be: command power
 //! (the sim's own power CLI), TCP and pty (serial driver) consoles, the boot watcher, a
 //! board that never boots, and a board that hangs and is recovered by a power cycle.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -16,7 +17,10 @@ use testfarm_board::rules::recovery::{RecoveryPolicy, RecoveryStep};
 
 async fn login(c: &mut Console) {
     c.write(b"root\r\n").await.unwrap();
-    assert!(wait_for(c, r"root@sim-board:~# $", 5).await.is_some(), "no shell prompt");
+    assert!(
+        wait_for(c, r"root@sim-board:~# $", 5).await.is_some(),
+        "no shell prompt"
+    );
 }
 
 async fn command(c: &mut Console, cmd: &str) -> Vec<String> {
@@ -41,30 +45,60 @@ async fn boots_to_login_then_runs_commands_and_tap_then_goes_silent_when_off() {
         let sim = SimBoard::start("tcp:127.0.0.1:0", &[]).await;
         let board = sim.tcp_config(r#"{ expect = "login: $", timeout = "10s", silence = "5s" }"#);
         let power = power_driver(&board);
-        assert_eq!(power.status().await.unwrap(), PowerOutcome::Done(PowerState::Off));
+        assert_eq!(
+            power.status().await.unwrap(),
+            PowerOutcome::Done(PowerState::Off)
+        );
         let mut console = console_driver(&board).open().await.unwrap();
-        assert!(drain(&mut console, 300).await.is_empty(), "an unpowered board spoke");
+        assert!(
+            drain(&mut console, 300).await.is_empty(),
+            "an unpowered board spoke"
+        );
 
-        assert_eq!(power.on().await.unwrap(), PowerOutcome::Done(PowerState::On));
+        assert_eq!(
+            power.on().await.unwrap(),
+            PowerOutcome::Done(PowerState::On)
+        );
         let mut log = Vec::new();
         let report = watch_boot(&mut console, BootRules::from(&board.boot), 20, &mut |l| {
             log.push(l.text.clone())
         })
         .await;
-        assert!(report.verdict.booted(), "{:?} {:?}", report.verdict, report.tail);
+        assert!(
+            report.verdict.booted(),
+            "{:?} {:?}",
+            report.verdict,
+            report.tail
+        );
         assert!(log.iter().any(|l| l.contains("U-Boot")), "{log:?}");
         assert!(log.iter().any(|l| l.contains("Linux version")), "{log:?}");
-        assert_eq!(power.status().await.unwrap(), PowerOutcome::Done(PowerState::On));
+        assert_eq!(
+            power.status().await.unwrap(),
+            PowerOutcome::Done(PowerState::On)
+        );
 
         login(&mut console).await;
-        assert_eq!(command(&mut console, "echo hello board").await, ["hello board"]);
+        assert_eq!(
+            command(&mut console, "echo hello board").await,
+            ["hello board"]
+        );
         assert_eq!(command(&mut console, "uname").await, ["Linux"]);
         let tap = command(&mut console, "run-tap 3 fail 2").await;
-        assert_eq!(tap[..3], ["TAP version 13", "1..3", "ok 1 - sim test 1"], "{tap:?}");
-        assert!(tap.contains(&"not ok 2 - sim test 2".to_string()), "{tap:?}");
+        assert_eq!(
+            tap[..3],
+            ["TAP version 13", "1..3", "ok 1 - sim test 1"],
+            "{tap:?}"
+        );
+        assert!(
+            tap.contains(&"not ok 2 - sim test 2".to_string()),
+            "{tap:?}"
+        );
         assert_eq!(tap.last().map(String::as_str), Some("ok 3 - sim test 3"));
 
-        assert_eq!(power.off().await.unwrap(), PowerOutcome::Done(PowerState::Off));
+        assert_eq!(
+            power.off().await.unwrap(),
+            PowerOutcome::Done(PowerState::Off)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         console.write(b"echo anyone\r\n").await.unwrap();
         let after = drain(&mut console, 500).await;
@@ -88,9 +122,19 @@ async fn a_board_that_never_boots_times_out_with_the_console_tail() {
             "{:?}",
             report.verdict
         );
-        assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(4), "{took:?}");
-        assert_eq!(report.tail.last().map(String::as_str), Some("Starting kernel ..."));
-        assert!(report.verdict.describe().contains("not seen"), "{}", report.verdict.describe());
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
+        assert_eq!(
+            report.tail.last().map(String::as_str),
+            Some("Starting kernel ...")
+        );
+        assert!(
+            report.verdict.describe().contains("not seen"),
+            "{}",
+            report.verdict.describe()
+        );
     })
     .await;
 }
@@ -120,13 +164,24 @@ async fn a_hung_board_is_detected_and_a_power_cycle_recovers_it() {
         let mut console = console_driver(&board).open().await.unwrap();
         let rules = BootRules::from(&board.boot);
         power.on().await.unwrap();
-        assert!(watch_boot(&mut console, rules.clone(), 5, &mut |_| {}).await.verdict.booted());
+        assert!(
+            watch_boot(&mut console, rules.clone(), 5, &mut |_| {})
+                .await
+                .verdict
+                .booted()
+        );
         login(&mut console).await;
         let ping = Regex::new("^ping$").unwrap();
         assert!(probe_alive(&mut console, "echo ping\r\n", &ping, Duration::from_secs(3)).await);
         // That was its one command: now it hangs.
         let start = Instant::now();
-        let alive = probe_alive(&mut console, "echo ping\r\n", &ping, Duration::from_millis(800)).await;
+        let alive = probe_alive(
+            &mut console,
+            "echo ping\r\n",
+            &ping,
+            Duration::from_millis(800),
+        )
+        .await;
         assert!(!alive, "a hung board answered");
         assert!(start.elapsed() < Duration::from_secs(2));
 
@@ -140,8 +195,16 @@ async fn a_hung_board_is_detected_and_a_power_cycle_recovers_it() {
         };
         tokio::time::sleep(wait).await;
         let recovery = Instant::now();
-        assert_eq!(power.cycle().await.unwrap(), PowerOutcome::Done(PowerState::On));
-        assert!(watch_boot(&mut console, rules, 5, &mut |_| {}).await.verdict.booted());
+        assert_eq!(
+            power.cycle().await.unwrap(),
+            PowerOutcome::Done(PowerState::On)
+        );
+        assert!(
+            watch_boot(&mut console, rules, 5, &mut |_| {})
+                .await
+                .verdict
+                .booted()
+        );
         login(&mut console).await;
         assert!(probe_alive(&mut console, "echo ping\r\n", &ping, Duration::from_secs(3)).await);
         let took = recovery.elapsed();
@@ -156,13 +219,21 @@ async fn the_serial_driver_reads_the_sim_board_on_a_pty() {
         let sim = SimBoard::start("pty", &[]).await;
         assert!(sim.console.starts_with("/dev/"), "{}", sim.console);
         let board = sim.config(
-            &format!(r#"{{ driver = "serial", device = "{}", baud = 115200 }}"#, sim.console),
+            &format!(
+                r#"{{ driver = "serial", device = "{}", baud = 115200 }}"#,
+                sim.console
+            ),
             r#"{ expect = "login: $", timeout = "10s" }"#,
         );
         let mut console = console_driver(&board).open().await.unwrap();
         power_driver(&board).on().await.unwrap();
         let report = watch_boot(&mut console, BootRules::from(&board.boot), 5, &mut |_| {}).await;
-        assert!(report.verdict.booted(), "{:?} {:?}", report.verdict, report.tail);
+        assert!(
+            report.verdict.booted(),
+            "{:?} {:?}",
+            report.verdict,
+            report.tail
+        );
         login(&mut console).await;
         assert_eq!(command(&mut console, "uname -a").await.len(), 1);
         let _ = sim.state_dir();

@@ -50,15 +50,26 @@ fn the_issue_example_and_every_driver_parse() {
     assert_eq!(g.targets, ["sp-grapefruit"]);
     assert_eq!(g.boot.timeout, Duration::from_secs(180));
     assert!(matches!(&g.power, PowerConfig::Command(c) if c.status_on.is_some()));
-    assert!(matches!(g.console, ConsoleConfig::Serial { baud: 115_200, .. }));
+    assert!(matches!(
+        g.console,
+        ConsoleConfig::Serial { baud: 115_200, .. }
+    ));
     let r = &boards[1];
     assert!(matches!(&r.power, PowerConfig::Http(h)
         if h.method == "PUT" && matches!(h.auth, HttpAuth::Basic { .. })));
     assert_eq!(r.recovery.tries, 3);
     assert_eq!(r.quarantine.health_failures, 2);
-    assert!(r.health.as_ref().is_some_and(|h| h.thresholds.contains_key("temp_c")));
-    assert!(matches!(&boards[2].flash, Some(FlashConfig { driver: FlashDriverConfig::Qemu { artifact, .. }, .. }) if artifact == "disk"));
-    assert!(matches!(&boards[3].power, PowerConfig::Manual(m) if m.instructions.contains("red switch")));
+    assert!(
+        r.health
+            .as_ref()
+            .is_some_and(|h| h.thresholds.contains_key("temp_c"))
+    );
+    assert!(
+        matches!(&boards[2].flash, Some(FlashConfig { driver: FlashDriverConfig::Qemu { artifact, .. }, .. }) if artifact == "disk")
+    );
+    assert!(
+        matches!(&boards[3].power, PowerConfig::Manual(m) if m.instructions.contains("red switch"))
+    );
     assert!(parse_boards("url = \"x\"\n").unwrap().is_empty());
 }
 
@@ -69,7 +80,9 @@ fn broken(from: &str, to: &str) -> BoardConfigError {
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).map_or(0, |i| i + 1)
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map_or(0, |i| i + 1)
 }
 
 #[test]
@@ -82,17 +95,33 @@ fn a_misspelt_key_names_board_field_position_and_suggests() {
     let col = text.lines().nth(e.line - 1).unwrap().find("of = ").unwrap() + 1;
     assert_eq!(e.column, col, "{e}");
     assert!(e.message.contains("did you mean `off`"), "{e}");
-    assert!(e.to_string().starts_with(&format!("{}:{}: board `grapefruit-7f495641`: `power.of`:", e.line, e.column)), "{e}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "{}:{}: board `grapefruit-7f495641`: `power.of`:",
+            e.line, e.column
+        )),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_field_the_driver_does_not_use_is_refused_where_it_is() {
-    let e = broken("driver = \"command\", on =", "driver = \"command\", url = \"http://x\", on =");
+    let e = broken(
+        "driver = \"command\", on =",
+        "driver = \"command\", url = \"http://x\", on =",
+    );
     assert_eq!(e.field, "power.url", "{e}");
     assert!(e.message.contains("does not use `url`"), "{e}");
     assert_eq!(e.line, 10, "{e}");
-    let e = broken("driver = \"http\", url = \"http://pdu1/outlets/3/{{ action }}\", ", "driver = \"http\", ");
-    assert_eq!((e.board.as_deref(), e.field.as_str()), (Some("rpi4-2"), "power"), "{e}");
+    let e = broken(
+        "driver = \"http\", url = \"http://pdu1/outlets/3/{{ action }}\", ",
+        "driver = \"http\", ",
+    );
+    assert_eq!(
+        (e.board.as_deref(), e.field.as_str()),
+        (Some("rpi4-2"), "power"),
+        "{e}"
+    );
     assert!(e.message.contains("needs `url`"), "{e}");
     assert_eq!(e.line, 19, "{e}");
 }

@@ -60,11 +60,16 @@ pub fn parse(args: &[String]) -> Result<SimCommand, String> {
             "--state-dir" => state_dir = Some(PathBuf::from(value("--state-dir")?)),
             "--hang-after" => {
                 let v = value("--hang-after")?;
-                hang_after = Some(v.parse().map_err(|_| format!("--hang-after `{v}`: not a number"))?);
+                hang_after = Some(
+                    v.parse()
+                        .map_err(|_| format!("--hang-after `{v}`: not a number"))?,
+                );
             }
             "--line-delay" => {
                 let v = value("--line-delay")?;
-                let ms: u64 = v.parse().map_err(|_| format!("--line-delay `{v}`: milliseconds"))?;
+                let ms: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--line-delay `{v}`: milliseconds"))?;
                 line_delay = Duration::from_millis(ms);
             }
             "--no-boot" => no_boot = true,
@@ -89,6 +94,10 @@ pub fn parse(args: &[String]) -> Result<SimCommand, String> {
 pub async fn main(args: &[String]) -> i32 {
     let cmd = match parse(args) {
         Ok(c) => c,
+        Err(e) if e == USAGE => {
+            println!("{USAGE}");
+            return 0;
+        }
         Err(e) => {
             eprintln!("{e}");
             return 2;
@@ -145,16 +154,26 @@ mod tests {
 
     #[test]
     fn parses_both_forms() {
-        let c = parse(&args("--console tcp:127.0.0.1:0 --state-dir /s --hang-after 2 --no-boot")).unwrap();
+        let c = parse(&args(
+            "--console tcp:127.0.0.1:0 --state-dir /s --hang-after 2 --no-boot",
+        ))
+        .unwrap();
         let SimCommand::Run(a) = c else { panic!() };
         assert_eq!(a.console, ConsoleSpec::Tcp("127.0.0.1:0".into()));
         assert_eq!((a.hang_after, a.no_boot), (Some(2), true));
         assert_eq!(
             parse(&args("power on --state-dir /s")).unwrap(),
-            SimCommand::Power { action: "on".into(), state_dir: "/s".into() }
+            SimCommand::Power {
+                action: "on".into(),
+                state_dir: "/s".into()
+            }
         );
         assert!(parse(&args("power up --state-dir /s")).is_err());
         assert!(parse(&args("--console serial --state-dir /s")).is_err());
-        assert!(parse(&args("--console pty")).unwrap_err().contains("--state-dir"));
+        assert!(
+            parse(&args("--console pty"))
+                .unwrap_err()
+                .contains("--state-dir")
+        );
     }
 }

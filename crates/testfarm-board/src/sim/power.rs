@@ -58,6 +58,12 @@ mod tests {
         assert_eq!(read(dir.path()), PowerFile::default());
         assert_eq!(switch(dir.path(), true).unwrap().generation, 1);
         assert_eq!(switch(dir.path(), true).unwrap().generation, 1);
-        assert_eq!(switch(dir.path(), false).unwrap(), PowerFile { on: false, generation: 2 });
+        assert_eq!(
+            switch(dir.path(), false).unwrap(),
+            PowerFile {
+                on: false,
+                generation: 2
+            }
+        );
     }
 }

@@ -138,8 +138,10 @@ async fn run(io: &mut Io<'_>, cmd: &str) -> Next {
     match name {
         "echo" => io.line(&args.join(" ")).await,
         "uname" if args.first() == Some(&"-a") => {
-            io.line(&format!("Linux {HOSTNAME} 6.1.0-sim #1 SMP armv7l GNU/Linux"))
-                .await;
+            io.line(&format!(
+                "Linux {HOSTNAME} 6.1.0-sim #1 SMP armv7l GNU/Linux"
+            ))
+            .await;
         }
         "uname" => io.line("Linux").await,
         "sleep" => {
@@ -150,7 +152,10 @@ async fn run(io: &mut Io<'_>, cmd: &str) -> Next {
         "hang" => return Next::Hang,
         "reboot" => return Next::Reboot,
         "exit" | "logout" => return Next::Logout,
-        "help" => io.line("echo uname sleep run-tap [N] [fail K] hang reboot exit").await,
+        "help" => {
+            io.line("echo uname sleep run-tap [N] [fail K] hang reboot exit")
+                .await
+        }
         other => io.line(&format!("sh: {other}: not found")).await,
     }
     Next::Prompt

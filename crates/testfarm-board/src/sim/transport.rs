@@ -86,7 +86,8 @@ fn pty(mut out: mpsc::Receiver<Vec<u8>>, input: mpsc::Sender<Vec<u8>>) -> Result
     // Raw: no echo and no newline translation by the line discipline; the board echoes.
     let mut t = tcgetattr(&pair.slave).map_err(|e| BoardError::io("tcgetattr", e.into()))?;
     cfmakeraw(&mut t);
-    tcsetattr(&pair.slave, SetArg::TCSANOW, &t).map_err(|e| BoardError::io("tcsetattr", e.into()))?;
+    tcsetattr(&pair.slave, SetArg::TCSANOW, &t)
+        .map_err(|e| BoardError::io("tcsetattr", e.into()))?;
     let path = nix::unistd::ttyname(&pair.slave)
         .map_err(|e| BoardError::io("ttyname", e.into()))?
         .to_string_lossy()

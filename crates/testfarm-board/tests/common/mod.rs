@@ -1,5 +1,5 @@
 //! Shared by the integration tests: a bound on every test, and a simulated board process.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,7 +56,10 @@ impl SimBoard {
     }
 
     pub fn power_cmd(&self, action: &str) -> String {
-        format!("{SIM} power {action} --state-dir {}", self.dir.path().display())
+        format!(
+            "{SIM} power {action} --state-dir {}",
+            self.dir.path().display()
+        )
     }
 
     /// The `[[board]]` an operator would write for it.
