@@ -5,7 +5,8 @@
 //! - [`config`]: the `[[board]]` tables, checked at start with located errors.
 //! - [`power`], [`console`], [`flash`]: one trait each, one implementation per wiring.
 //! - [`rules`]: boot verdicts, recovery and quarantine as pure functions.
-//! - [`boot`]: the boot watcher that feeds console lines to the rules.
+//! - [`boot`]: the boot watcher that feeds console lines to the rules; [`recover`] carries
+//!   out the recovery policy with the drivers.
 //! - [`sim`]: the simulated board (`testfarm sim-board`).
 //! - [`bench`]: console throughput against `cat` of the same pty.
 //!
@@ -19,6 +20,7 @@ pub mod error;
 pub mod flash;
 pub mod power;
 pub mod process;
+pub mod recover;
 pub mod rules;
 pub mod sim;
 pub mod template;

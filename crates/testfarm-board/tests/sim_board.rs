@@ -240,3 +240,58 @@ async fn the_serial_driver_reads_the_sim_board_on_a_pty() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn recovery_gives_up_on_a_board_that_never_boots() {
+    use testfarm_board::recover::{RecoveryOutcome, recover};
+    bounded(60, async {
+        let sim = SimBoard::start("tcp:127.0.0.1:0", &["--no-boot"]).await;
+        let board = sim.tcp_config(r#"{ expect = "login: $", timeout = "800ms" }"#);
+        let power = power_driver(&board);
+        let mut console = console_driver(&board).open().await.unwrap();
+        let policy = RecoveryPolicy {
+            tries: 2,
+            backoff: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(100),
+            hang_after: Duration::from_secs(1),
+        };
+        let start = Instant::now();
+        let out = recover(
+            power.as_ref(),
+            &mut console,
+            &BootRules::from(&board.boot),
+            &policy,
+            &mut |_| {},
+        )
+        .await;
+        let RecoveryOutcome::NeedsManualIntervention { reason, attempts } = out else {
+            panic!("{out:?}")
+        };
+        assert!(reason.contains("needs manual intervention"), "{reason}");
+        assert_eq!(attempts.len(), 2, "{attempts:?}");
+        assert!(attempts[0].contains("not seen"), "{attempts:?}");
+        // Two boot timeouts, the waits and two cycles (100 ms delay each): bounded.
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+
+        let sim = SimBoard::start("tcp:127.0.0.1:0", &[]).await;
+        let board = sim.tcp_config(r#"{ expect = "login: $", timeout = "5s" }"#);
+        let mut console = console_driver(&board).open().await.unwrap();
+        let out = recover(
+            power_driver(&board).as_ref(),
+            &mut console,
+            &BootRules::from(&board.boot),
+            &policy,
+            &mut |_| {},
+        )
+        .await;
+        assert!(
+            matches!(out, RecoveryOutcome::Recovered { attempts: 1, .. }),
+            "{out:?}"
+        );
+    })
+    .await;
+}
