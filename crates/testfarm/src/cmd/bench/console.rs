@@ -60,5 +60,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if r.target_met { "met" } else { "NOT met" }
         );
     }
-    Ok(if r.target_met { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if r.target_met {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
