@@ -200,4 +200,14 @@ mod tests {
         assert_eq!(r.lines, 2000);
         assert!(r.console_mb_s > 0.0 && r.baseline_mb_s > 0.0, "{r:?}");
     }
+
+    /// Real figures: `cargo test --release -p testfarm-board --lib bench -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a benchmark, run by hand in release"]
+    async fn figures() {
+        let r = console_throughput(&ConsoleBenchOptions::default())
+            .await
+            .unwrap();
+        println!("{}", serde_json::to_string(&r).unwrap());
+    }
 }

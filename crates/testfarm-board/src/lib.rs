@@ -19,6 +19,7 @@ pub mod console;
 pub mod error;
 pub mod flash;
 pub mod power;
+pub mod probe;
 pub mod process;
 pub mod recover;
 pub mod rules;

@@ -297,3 +297,28 @@ async fn tcp_console_refused_and_command_console() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_health_probe_is_graded_and_bounded() {
+    use testfarm_board::probe::run_probe;
+    use testfarm_board::rules::health::HealthLevel;
+    bounded(20, async {
+        let b = board(
+            r#"{ driver = "manual" }"#,
+            TCP_ANY,
+            r#"health = { probe = "echo board={{ board.name }}; echo temp_c=90", thresholds = { temp_c = { warn = 70.0, degraded = 85.0 } } }"#,
+        );
+        let r = run_probe(&b).await.unwrap().unwrap();
+        assert_eq!(r.level, HealthLevel::Degraded, "{r:?}");
+        assert_eq!(r.values.get("board").map(String::as_str), Some("b1"));
+        let b = board(
+            r#"{ driver = "manual" }"#,
+            TCP_ANY,
+            r#"health = { probe = "sleep 30", timeout = "300ms" }"#,
+        );
+        let e = run_probe(&b).await.unwrap().unwrap_err();
+        assert!(matches!(e, BoardError::CommandTimeout { .. }), "{e}");
+        assert!(run_probe(&board(r#"{ driver = "manual" }"#, TCP_ANY, "")).await.is_none());
+    })
+    .await;
+}
