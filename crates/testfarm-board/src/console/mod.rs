@@ -29,9 +29,10 @@ use lines::{LineSplitter, RawLine};
 
 /// How long the console may be quiet before a partial line is handed over.
 const PARTIAL_FLUSH: Duration = Duration::from_millis(150);
-/// Lines buffered between the reader and the consumer; a slow consumer slows the reader,
-/// never drops a line.
-const CHANNEL: usize = 4096;
+/// Batches (one per read) buffered between the reader and the consumer; a slow consumer
+/// slows the reader, never drops a line. Lines travel in batches so a fast console costs
+/// one channel hand-over per read, not per line.
+const CHANNEL: usize = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsoleLine {
@@ -58,7 +59,8 @@ pub enum ConsoleEvent {
 /// An open console.
 #[derive(Debug)]
 pub struct Console {
-    lines: mpsc::Receiver<ConsoleEvent>,
+    lines: mpsc::Receiver<Vec<ConsoleEvent>>,
+    ready: std::collections::VecDeque<ConsoleEvent>,
     input: mpsc::Sender<Vec<u8>>,
     opened: Instant,
     closed: Option<String>,
@@ -93,6 +95,7 @@ impl Console {
         let writer = tokio::spawn(write_input(writer, in_rx));
         Console {
             lines: line_rx,
+            ready: std::collections::VecDeque::new(),
             input: in_tx,
             opened,
             closed: None,
@@ -108,7 +111,15 @@ impl Console {
                 reason: reason.clone(),
             };
         }
-        let ev = self.lines.recv().await.unwrap_or(ConsoleEvent::Closed {
+        while self.ready.is_empty() {
+            match self.lines.recv().await {
+                Some(batch) => self.ready.extend(batch),
+                None => self.ready.push_back(ConsoleEvent::Closed {
+                    reason: "console reader ended".into(),
+                }),
+            }
+        }
+        let ev = self.ready.pop_front().unwrap_or(ConsoleEvent::Closed {
             reason: "console reader ended".into(),
         });
         if let ConsoleEvent::Closed { reason } = &ev {
@@ -134,10 +145,11 @@ impl Console {
     }
 }
 
-fn to_line(raw: RawLine, opened: Instant) -> ConsoleLine {
+/// Lines from one read share its time stamps: they arrived together.
+fn to_line(raw: RawLine, (at, since_open): (SystemTime, Duration)) -> ConsoleLine {
     ConsoleLine {
-        at: SystemTime::now(),
-        since_open: opened.elapsed(),
+        at,
+        since_open,
         garbage: is_garbage(&raw.bytes),
         text: String::from_utf8_lossy(&raw.bytes).into_owned(),
         truncated: raw.truncated,
@@ -147,7 +159,7 @@ fn to_line(raw: RawLine, opened: Instant) -> ConsoleLine {
 
 async fn read_lines<R: AsyncRead + Unpin>(
     mut reader: R,
-    tx: mpsc::Sender<ConsoleEvent>,
+    tx: mpsc::Sender<Vec<ConsoleEvent>>,
     max_line: usize,
     opened: Instant,
 ) {
@@ -166,20 +178,24 @@ async fn read_lines<R: AsyncRead + Unpin>(
             }
             Ok(Err(e)) => break format!("read error: {e}"),
         }
-        for raw in out.drain(..) {
-            if tx
-                .send(ConsoleEvent::Line(to_line(raw, opened)))
-                .await
-                .is_err()
-            {
+        if !out.is_empty() {
+            let stamp = (SystemTime::now(), opened.elapsed());
+            let batch = out
+                .drain(..)
+                .map(|raw| ConsoleEvent::Line(to_line(raw, stamp)));
+            if tx.send(batch.collect()).await.is_err() {
                 return;
             }
         }
     };
-    if let Some(raw) = splitter.flush() {
-        let _ = tx.send(ConsoleEvent::Line(to_line(raw, opened))).await;
-    }
-    let _ = tx.send(ConsoleEvent::Closed { reason }).await;
+    let stamp = (SystemTime::now(), opened.elapsed());
+    let mut last: Vec<ConsoleEvent> = splitter
+        .flush()
+        .map(|raw| ConsoleEvent::Line(to_line(raw, stamp)))
+        .into_iter()
+        .collect();
+    last.push(ConsoleEvent::Closed { reason });
+    let _ = tx.send(last).await;
 }
 
 async fn write_input<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Vec<u8>>) {
