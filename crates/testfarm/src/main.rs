@@ -81,6 +81,8 @@ enum Command {
     Prove(cmd::prove::Args),
     /// Run a test tree across a pod of QEMU VMs through the in-guest agent.
     Vmtest(cmd::vmtest::Args),
+    /// A simulated board (console on TCP or a pty, power by `sim-board power`) for tests and demos.
+    SimBoard(cmd::sim_board::Args),
     /// Benchmarks that print JSON figures.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
         Command::Tap(args) => cmd::tap::run(args),
         Command::Prove(args) => cmd::prove::run(args),
         Command::Vmtest(args) => cmd::vmtest::run(args),
+        Command::SimBoard(args) => cmd::sim_board::run(args),
         Command::Bench(bench) => cmd::bench::run(bench),
     };
     match result {

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod prove;
 pub mod resource;
 pub mod server;
+pub mod sim_board;
 pub mod tap;
 pub mod token;
 pub mod vmtest;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 pub mod artifacts;
 mod conn;
+pub mod console;
 pub mod fleet;
 pub mod lease;
 pub mod logs;
@@ -30,6 +31,8 @@ pub enum Bench {
     Artifacts(artifacts::Args),
     /// Pipeline overhead: one stage's end to the next stage's start, vs a client chaining jobs.
     Pipeline(pipeline::Args),
+    /// Board console throughput: pty through the serial driver into a sink, vs `head -c` of a pty.
+    Console(console::Args),
     /// Log ingest of one job through the agent's shipper: MB/s vs a local file write.
     Logs(logs::Args),
 }
@@ -42,6 +45,7 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         Bench::Lease(args) => lease::run(args),
         Bench::Fleet(args) => fleet::run(args),
         Bench::Logs(args) => logs::run(args),
+        Bench::Console(args) => console::run(args),
         Bench::Pipeline(args) => pipeline::run(args),
         Bench::Artifacts(args) => artifacts::run(args),
     }

@@ -1,0 +1,183 @@
+//! What the simulated board says while powered: a boot banner, `login:`, then a tiny
+//! shell. It can be told never to finish booting or to hang after some commands, which is
+//! what the boot watcher and hang recovery are tested against.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+/// How the board misbehaves.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// Stop answering (no output, input ignored) after this many shell commands.
+    pub hang_after: Option<u32>,
+    /// Print the bootloader and stop before the kernel: `login:` never comes.
+    pub no_boot: bool,
+    /// Pause between banner lines (a real boot takes a while; tests want it short).
+    pub line_delay: Duration,
+}
+
+pub const HOSTNAME: &str = "sim-board";
+const PROMPT: &str = "root@sim-board:~# ";
+
+const BOOTLOADER: &[&str] = &[
+    "",
+    "U-Boot SPL 2024.01 (testfarm sim-board)",
+    "DRAM:  512 MiB",
+    "Trying to boot from MMC1",
+    "Starting kernel ...",
+];
+const KERNEL: &[&str] = &[
+    "[    0.000000] Booting Linux on physical CPU 0x0",
+    "[    0.000000] Linux version 6.1.0-sim (testfarm) #1 SMP",
+    "[    0.512000] Run /sbin/init as init process",
+    "Welcome to testfarm sim-board!",
+    "",
+];
+
+/// Output towards the console and input from it.
+pub struct Io<'a> {
+    pub out: &'a mpsc::Sender<Vec<u8>>,
+    pub input: &'a mut mpsc::Receiver<Vec<u8>>,
+    pending: Vec<u8>,
+}
+
+impl<'a> Io<'a> {
+    pub fn new(out: &'a mpsc::Sender<Vec<u8>>, input: &'a mut mpsc::Receiver<Vec<u8>>) -> Self {
+        Io {
+            out,
+            input,
+            pending: Vec::new(),
+        }
+    }
+
+    async fn say(&self, text: &str) {
+        let _ = self.out.send(text.as_bytes().to_vec()).await;
+    }
+
+    async fn line(&self, text: &str) {
+        self.say(&format!("{text}\r\n")).await;
+    }
+
+    /// One typed line, echoed as a terminal does. `None`: the console input ended.
+    async fn read_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.pending.iter().position(|b| *b == b'\r' || *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=i).collect();
+                if line.len() == 1 && line[0] == b'\n' {
+                    continue; // the \n of a \r\n
+                }
+                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                self.say(&format!("{text}\r\n")).await;
+                return Some(text);
+            }
+            let more = self.input.recv().await?;
+            self.pending.extend_from_slice(&more);
+        }
+    }
+}
+
+/// Runs while powered; dropped (cancelled) when the power goes off.
+pub async fn powered(io: &mut Io<'_>, b: &Behaviour) {
+    let mut commands = 0u32;
+    'boot: loop {
+        for l in BOOTLOADER {
+            io.line(l).await;
+            tokio::time::sleep(b.line_delay).await;
+        }
+        if b.no_boot {
+            std::future::pending::<()>().await;
+        }
+        for l in KERNEL {
+            io.line(l).await;
+            tokio::time::sleep(b.line_delay).await;
+        }
+        loop {
+            io.say(&format!("{HOSTNAME} login: ")).await;
+            let Some(user) = io.read_line().await else {
+                return;
+            };
+            if user.trim().is_empty() {
+                continue;
+            }
+            loop {
+                io.say(PROMPT).await;
+                let Some(cmd) = io.read_line().await else {
+                    return;
+                };
+                let cmd = cmd.trim();
+                if cmd.is_empty() {
+                    continue;
+                }
+                match run(io, cmd).await {
+                    Next::Prompt => {}
+                    Next::Logout => break,
+                    Next::Reboot => continue 'boot,
+                    Next::Hang => std::future::pending::<()>().await,
+                }
+                commands += 1;
+                if b.hang_after.is_some_and(|n| commands >= n) {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
+
+enum Next {
+    Prompt,
+    Logout,
+    Reboot,
+    Hang,
+}
+
+async fn run(io: &mut Io<'_>, cmd: &str) -> Next {
+    let mut words = cmd.split_whitespace();
+    let name = words.next().unwrap_or_default();
+    let args: Vec<&str> = words.collect();
+    match name {
+        "echo" => io.line(&args.join(" ")).await,
+        "uname" if args.first() == Some(&"-a") => {
+            io.line(&format!(
+                "Linux {HOSTNAME} 6.1.0-sim #1 SMP armv7l GNU/Linux"
+            ))
+            .await;
+        }
+        "uname" => io.line("Linux").await,
+        "sleep" => {
+            let secs: f64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1.0);
+            tokio::time::sleep(Duration::from_secs_f64(secs.clamp(0.0, 3600.0))).await;
+        }
+        "run-tap" => run_tap(io, &args).await,
+        "hang" => return Next::Hang,
+        "reboot" => return Next::Reboot,
+        "exit" | "logout" => return Next::Logout,
+        "help" => {
+            io.line("echo uname sleep run-tap [N] [fail K] hang reboot exit")
+                .await
+        }
+        other => io.line(&format!("sh: {other}: not found")).await,
+    }
+    Next::Prompt
+}
+
+/// `run-tap [N] [fail K]`: a TAP 13 stream of N tests, test K failing.
+async fn run_tap(io: &mut Io<'_>, args: &[&str]) {
+    let n: u32 = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let fail: Option<u32> = match args.get(1..3) {
+        Some(["fail", k]) => k.parse().ok(),
+        _ => None,
+    };
+    io.line("TAP version 13").await;
+    io.line(&format!("1..{n}")).await;
+    for i in 1..=n {
+        if Some(i) == fail {
+            io.line(&format!("not ok {i} - sim test {i}")).await;
+            io.line("  ---").await;
+            io.line("  message: simulated failure").await;
+            io.line("  ...").await;
+        } else {
+            io.line(&format!("ok {i} - sim test {i}")).await;
+        }
+    }
+}
