@@ -33,15 +33,16 @@ fn run_demo(path: Option<&OsString>) -> String {
         cmd.env("PATH", p);
     }
     let mut child = cmd.spawn().unwrap();
-    // Bounded: the demo's own waits are 120 s per job; this is the test's.
-    let deadline = Instant::now() + Duration::from_secs(150);
+    // Bounded: the demo's own waits are 120 s per job and 900 s for its pipeline (a VM
+    // boots under TCG here); this is the test's.
+    let deadline = Instant::now() + Duration::from_secs(600);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the demo did not finish within 150 s");
+            panic!("the demo did not finish within 600 s");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -61,6 +62,17 @@ fn run_demo(path: Option<&OsString>) -> String {
     let jobs: Vec<&str> = stdout.lines().filter(|l| l.starts_with("job ")).collect();
     assert_eq!(jobs.len(), 2, "{stdout}");
     assert!(jobs.iter().all(|l| l.contains(" passed ")), "{stdout}");
+    // The pipeline: build, then test (in a VM, or on the host without QEMU).
+    let stages: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("stage "))
+        .collect();
+    assert_eq!(stages.len(), 2, "{stdout}");
+    assert!(stages.iter().all(|l| l.contains(" passed ")), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("pipeline ") && l.contains(" passed (")),
+        "{stdout}"
+    );
     // The database it names is a real SQLite file and holds the jobs it ran.
     let db = stdout
         .lines()
@@ -73,7 +85,7 @@ fn run_demo(path: Option<&OsString>) -> String {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&q.stdout).trim(),
-        "passed|2",
+        "passed|4",
         "{db}"
     );
     stdout
@@ -90,6 +102,7 @@ fn demo_runs_the_examples_and_says_where_to_look() {
     // What it offers follows what this machine has.
     if on_path("qemu-system-x86_64") {
         assert!(stdout.contains("qemu-host"), "{stdout}");
+        assert!(stdout.contains("in a QEMU VM on local-qemu"), "{stdout}");
         assert!(!stdout.contains("skipped"), "{stdout}");
     }
 }
@@ -124,6 +137,8 @@ fn demo_without_qemu_says_what_it_skipped_and_why() {
         skipped.contains("apt-get install qemu-system-x86"),
         "{skipped}"
     );
+    // The pipeline tested on the host instead, and says so.
+    assert!(stdout.contains("no QEMU here, so no VM stage"), "{stdout}");
     // Nothing registered a QEMU host it cannot run.
     assert!(
         !stdout
