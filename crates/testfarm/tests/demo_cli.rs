@@ -70,7 +70,9 @@ fn run_demo(path: Option<&OsString>) -> String {
     assert_eq!(stages.len(), 2, "{stdout}");
     assert!(stages.iter().all(|l| l.contains(" passed ")), "{stdout}");
     assert!(
-        stdout.lines().any(|l| l.starts_with("pipeline ") && l.contains(" passed (")),
+        stdout
+            .lines()
+            .any(|l| l.starts_with("pipeline ") && l.contains(" passed (")),
         "{stdout}"
     );
     // The database it names is a real SQLite file and holds the jobs it ran.

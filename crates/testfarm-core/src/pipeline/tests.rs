@@ -262,12 +262,8 @@ fn states_round_trip() {
 }
 
 #[test]
-fn the_examples_parse() {
-    for (name, text) in [(
-        "examples/pipelines/kernel-ci.yaml",
-        include_str!("../../../../examples/pipelines/kernel-ci.yaml"),
-    )] {
-        let p = PipelineSpec::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(!p.stages.is_empty(), "{name}");
-    }
+fn the_example_parses() {
+    let text = include_str!("../../../../examples/pipelines/kernel-ci.yaml");
+    let p = PipelineSpec::parse(text).unwrap_or_else(|e| panic!("kernel-ci.yaml: {e}"));
+    assert_eq!(p.stages.len(), 3);
 }
