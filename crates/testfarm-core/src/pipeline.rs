@@ -286,16 +286,7 @@ impl PipelineSpec {
     /// Applies `--var k=v` to the pipeline's vars (they reach every stage).
     pub fn apply_vars(&mut self, vars: &[(String, String)]) -> Result<(), SpecError> {
         for (k, v) in vars {
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(SpecError {
-                    path: format!("vars.{k}"),
-                    line: 0,
-                    column: 0,
-                    message: format!(
-                        "variable name {k:?} is invalid: use letters, digits and _ (from --var)"
-                    ),
-                });
-            }
+            crate::jobspec::check_var_name(k)?;
             self.vars
                 .insert(k.clone(), serde_json::Value::String(v.clone()));
         }

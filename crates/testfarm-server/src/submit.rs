@@ -66,6 +66,16 @@ impl SubmitError {
     }
 }
 
+/// A 422 for a spec that does not parse, naming `spec` or `spec.<field path>`.
+pub fn spec_error(e: testfarm_core::jobspec::SpecError) -> ApiError {
+    let field = if e.path.is_empty() {
+        "spec".to_string()
+    } else {
+        format!("spec.{}", e.path)
+    };
+    ApiError::unprocessable(field, e)
+}
+
 /// A job ready to insert: its row and the `job.queued` event.
 #[derive(Debug, Clone)]
 pub struct Prepared {

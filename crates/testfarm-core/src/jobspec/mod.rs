@@ -278,16 +278,7 @@ impl JobSpec {
         priority: Option<Priority>,
     ) -> Result<(), SpecError> {
         for (k, v) in vars {
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(SpecError {
-                    path: format!("vars.{k}"),
-                    line: 0,
-                    column: 0,
-                    message: format!(
-                        "variable name {k:?} is invalid: use letters, digits and _ (from --var)"
-                    ),
-                });
-            }
+            check_var_name(k)?;
             self.vars
                 .insert(k.clone(), serde_json::Value::String(v.clone()));
         }
@@ -324,6 +315,21 @@ pub(crate) fn read_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T,
 /// located in the spec's text from its field path (`steps[0].http.url`).
 pub fn error_at(text: &str, path: &str, message: String) -> SpecError {
     locate::error_at(text, path, message)
+}
+
+/// A `--var` name: letters, digits and `_` (it may become an environment variable).
+pub fn check_var_name(k: &str) -> Result<(), SpecError> {
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(SpecError {
+            path: format!("vars.{k}"),
+            line: 0,
+            column: 0,
+            message: format!(
+                "variable name {k:?} is invalid: use letters, digits and _ (from --var)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Parses `k=v` as given to `--var`.

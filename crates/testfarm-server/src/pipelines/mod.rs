@@ -24,6 +24,7 @@ use testfarm_store::pipelines::PipelineRow;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{self, After};
 use crate::state::AppState;
+use crate::submit::spec_error;
 use render::StageValues;
 
 /// A pipeline as submitted.
@@ -33,15 +34,6 @@ pub struct Submission<'a> {
     pub priority: Option<String>,
     pub submitter: &'a str,
     pub role: Role,
-}
-
-fn spec_error(e: testfarm_core::jobspec::SpecError) -> ApiError {
-    let field = if e.path.is_empty() {
-        "spec".to_string()
-    } else {
-        format!("spec.{}", e.path)
-    };
-    ApiError::unprocessable(field, e)
 }
 
 /// Checks and stores a pipeline, then starts its first stages.

@@ -111,15 +111,9 @@ fn render_str(env: &Environment<'_>, text: &str, ctx: &Value) -> Result<String, 
     for b in blocks {
         out.push_str(&text[at..b.span.start]);
         let block = &text[b.span.clone()];
-        let rendered = env.render_str(block, ctx).map_err(|e| {
-            let mut msg = format!("{block}: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            msg
-        })?;
+        let rendered = env
+            .render_str(block, ctx)
+            .map_err(|e| format!("{block}: {e}{}", crate::server_jobs::causes(&e)))?;
         out.push_str(&rendered);
         at = b.span.end;
     }

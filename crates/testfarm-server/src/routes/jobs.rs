@@ -37,14 +37,7 @@ pub async fn submit_job(
     caller: Require<perm::Submit>,
     ApiJson(req): ApiJson<SubmitJob>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
-    let mut spec = JobSpec::parse(&req.spec).map_err(|e| {
-        let field = if e.path.is_empty() {
-            "spec".to_string()
-        } else {
-            format!("spec.{}", e.path)
-        };
-        ApiError::unprocessable(field, e)
-    })?;
+    let mut spec = JobSpec::parse(&req.spec).map_err(crate::submit::spec_error)?;
     let priority = req
         .priority
         .as_deref()

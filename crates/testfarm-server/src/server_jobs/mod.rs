@@ -36,7 +36,7 @@ use crate::lifecycle::{self, LifecycleError};
 use crate::state::AppState;
 
 /// `: cause: its cause…` for every source of `e`, so a step's reason says why all the way down.
-fn causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn causes(e: &dyn std::error::Error) -> String {
     let mut out = String::new();
     let mut source = e.source();
     while let Some(s) = source {
