@@ -112,6 +112,9 @@ pub async fn probe_all(config: &AgentConfig) -> Vec<Probed> {
                             ..Capabilities::default()
                         },
                         board: r.board.clone(),
+                        offline_reason: None,
+                        verification: Vec::new(),
+                        quarantine: None,
                     },
                     target: Target::Local,
                 })
@@ -191,6 +194,9 @@ fn host_resource(name: &str, kind: ResourceKind, d: &Detected, labels: &Labels) 
         labels: all,
         capabilities: d.capabilities(),
         board: None,
+        offline_reason: None,
+        verification: Vec::new(),
+        quarantine: None,
     }
 }
 

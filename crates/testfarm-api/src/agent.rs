@@ -37,6 +37,17 @@ pub struct AgentResource {
     pub capabilities: Capabilities,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub board: Option<BoardInfo>,
+    /// Set when the agent could not reach the resource at start (a board whose console or
+    /// power does not answer): it is registered `offline` with this reason, never dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_reason: Option<String>,
+    /// What the agent checked and found at start (`console: 212 bytes in 1 s`,
+    /// `power: status on`), shown with the resource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verification: Vec<String>,
+    /// Boards: the board's own quarantine policy from its `[[board]]` table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<crate::board::QuarantineSettings>,
 }
 
 /// Work the agent believes it is running (reported at registration and in heartbeats,
@@ -129,6 +140,9 @@ pub struct Assignment {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct WorkResponse {
     pub assignments: Vec<Assignment>,
+    /// Requests for the agent's boards (power, health check, release, console).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub board_actions: Vec<crate::board::BoardAction>,
 }
 
 /// A body carrying only the fencing epoch (`start`, `renew`).

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod artifact;
+pub mod board;
 pub mod build;
 pub mod event;
 pub mod group;

@@ -4,7 +4,7 @@
 //!
 //! - [`config`]: the `[[board]]` tables, checked at start with located errors.
 //! - [`power`], [`console`], [`flash`]: one trait each, one implementation per wiring.
-//! - [`rules`]: boot verdicts, recovery and quarantine as pure functions.
+//! - [`rules`]: boot verdicts, recovery and quarantine as pure functions (`testfarm_core::board`).
 //! - [`boot`]: the boot watcher that feeds console lines to the rules; [`recover`] carries
 //!   out the recovery policy with the drivers.
 //! - [`sim`]: the simulated board (`testfarm sim-board`).
@@ -22,7 +22,8 @@ pub mod power;
 pub mod probe;
 pub mod process;
 pub mod recover;
-pub mod rules;
+/// The board rules live in `testfarm-core` (pure, shared with the server).
+pub use testfarm_core::board as rules;
 pub mod sim;
 pub mod template;
 

@@ -33,6 +33,7 @@
 
 pub mod artifact;
 pub mod artifact_retention;
+pub mod board;
 pub mod boot;
 pub mod build;
 pub mod cleanup;

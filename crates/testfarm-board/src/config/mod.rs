@@ -180,11 +180,18 @@ pub struct HealthConfig {
     pub thresholds: BTreeMap<String, Threshold>,
 }
 
-/// Past `warn` the board shows a warning; past `degraded` it is degraded.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Threshold {
-    pub warn: Option<f64>,
-    pub degraded: Option<f64>,
+pub use crate::rules::health::Threshold;
+
+impl From<&BootConfig> for crate::rules::boot::BootRules {
+    fn from(c: &BootConfig) -> Self {
+        crate::rules::boot::BootRules {
+            expect: c.expect.clone(),
+            fail: c.fail.clone(),
+            timeout: c.timeout,
+            silence: c.silence,
+            max_garbage_lines: c.max_garbage_lines,
+        }
+    }
 }
 
 /// A mistake in the board configuration, located.

@@ -358,7 +358,10 @@ pub async fn work(
         changes.borrow_and_update();
         let assignments = assignments_for(&state, &caller).await?;
         if !assignments.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(WorkResponse { assignments }));
+            return Ok(Json(WorkResponse {
+                assignments,
+                board_actions: Vec::new(),
+            }));
         }
         if tokio::time::timeout_at(deadline, changes.changed())
             .await

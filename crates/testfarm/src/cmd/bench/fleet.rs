@@ -231,6 +231,9 @@ async fn setup_agent(
             labels: Default::default(),
             capabilities: Default::default(),
             board: None,
+            offline_reason: None,
+            verification: Vec::new(),
+            quarantine: None,
         }],
         running: Vec::new(),
     };

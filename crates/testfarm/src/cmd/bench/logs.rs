@@ -116,6 +116,9 @@ async fn bench(target: &Target, size: u64) -> anyhow::Result<serde_json::Value> 
                 labels: Default::default(),
                 capabilities: Default::default(),
                 board: None,
+                offline_reason: None,
+                verification: Vec::new(),
+                quarantine: None,
             }],
             running: Vec::new(),
         })

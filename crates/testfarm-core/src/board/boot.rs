@@ -56,18 +56,6 @@ pub struct BootRules {
     pub max_garbage_lines: u32,
 }
 
-impl From<&crate::config::BootConfig> for BootRules {
-    fn from(c: &crate::config::BootConfig) -> Self {
-        BootRules {
-            expect: c.expect.clone(),
-            fail: c.fail.clone(),
-            timeout: c.timeout,
-            silence: c.silence,
-            max_garbage_lines: c.max_garbage_lines,
-        }
-    }
-}
-
 /// The watch's state between lines.
 #[derive(Debug, Clone)]
 pub struct BootWatch {

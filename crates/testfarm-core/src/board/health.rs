@@ -4,9 +4,18 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::Threshold;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Past `warn` the board shows a warning; past `degraded` it is degraded.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    pub warn: Option<f64>,
+    pub degraded: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
 pub enum HealthLevel {
     Ok,
     Warning,
