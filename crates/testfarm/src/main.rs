@@ -49,6 +49,10 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Manage resources: build servers, QEMU hosts and boards.
     Resource(cmd::resource::Args),
+    /// Boards: power, history, restore the known-good build, health check.
+    Board(cmd::board::Args),
+    /// A board's serial console in this terminal (Ctrl-] leaves).
+    Console(cmd::console::Args),
     /// Manage resource groups (named label selectors).
     Group(cmd::group::Args),
     /// Manage API tokens (admins).
@@ -106,6 +110,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Agent(args) => cmd::agent::run(args),
         Command::Resource(args) => block_on(cmd::resource::run(args)),
+        Command::Board(args) => block_on(cmd::board::run(args)),
+        Command::Console(args) => block_on(cmd::console::run(args)),
         Command::Group(args) => block_on(cmd::group::run(args)),
         Command::Token(args) => block_on(cmd::token::run(args)),
         Command::Events(args) => block_on(cmd::events::run(args)),

@@ -47,3 +47,11 @@ pub fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
         |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
     )
 }
+
+/// An enum value as the API spells it (`timed_out`, `flashing`).
+pub fn word<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}

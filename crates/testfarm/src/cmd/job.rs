@@ -109,7 +109,7 @@ pub(crate) fn locate(e: anyhow::Error, file: &std::path::Path) -> anyhow::Error 
 }
 
 /// 0 passed; 1 failed, cancelled or timed out; 3 a lab error (so CI can tell them apart).
-fn exit_for(state: JobState) -> ExitCode {
+pub(crate) fn exit_for(state: JobState) -> ExitCode {
     match state {
         JobState::Passed => ExitCode::SUCCESS,
         JobState::Error => ExitCode::from(3),
@@ -118,7 +118,7 @@ fn exit_for(state: JobState) -> ExitCode {
 }
 
 /// Prints the log as it grows until the job ends; returns the ended job.
-async fn follow(client: &Client, id: &str, print: bool) -> anyhow::Result<Job> {
+pub(crate) async fn follow(client: &Client, id: &str, print: bool) -> anyhow::Result<Job> {
     let mut offset = 0u64;
     let mut stdout = std::io::stdout();
     loop {

@@ -3,7 +3,9 @@
 pub mod agent;
 pub mod artifacts;
 pub mod bench;
+pub mod board;
 pub mod builds;
+pub mod console;
 pub mod demo;
 pub mod demo_pipeline;
 pub mod events;
