@@ -1,4 +1,4 @@
-//! Smoke tests of `testfarm bench placement|lease|fleet|logs`: each runs tiny and the JSON
+//! Smoke tests of `testfarm bench placement|lease|fleet|logs|pipeline|artifacts|recovery`: each runs tiny and the JSON
 //! it prints has the expected shape and sane counts. Benchmarks, not timed tests: no
 //! assertion here is about speed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -176,4 +176,26 @@ fn artifacts_moves_a_file_both_ways_and_times_latest_and_retention() {
     // 1% of the builds are past max_age: the dry run names them, the pass deletes them.
     assert_eq!(v["scale"]["retention_dry_run_expired"], 5, "{v}");
     assert_eq!(v["scale"]["retention_pass_deleted"], 5, "{v}");
+}
+
+#[test]
+fn recovery_brings_a_hung_simulated_board_back_through_its_drivers() {
+    let v = bench(
+        &[
+            "recovery",
+            "--runs",
+            "1",
+            "--hang-after-ms",
+            "300",
+            "--backoff-ms",
+            "50",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(v["bench"], "recovery");
+    let limits = non_negative(&v, &["configured_limits_s"]);
+    assert!((limits - 0.45).abs() < 1e-9, "{v}");
+    // The recovery cannot beat the limits it waits out.
+    assert!(non_negative(&v, &["recovery_s"]) >= limits, "{v}");
+    non_negative(&v, &["baseline_s"]);
 }

@@ -324,10 +324,7 @@ fn show(b: &BoardView) {
                 reasons.join("; ")
             },
         ),
-        (
-            "failed checks",
-            b.consecutive_health_failures.to_string(),
-        ),
+        ("failed checks", b.consecutive_health_failures.to_string()),
         (
             "out of pool",
             b.quarantine_reason.clone().unwrap_or_else(|| "no".into()),

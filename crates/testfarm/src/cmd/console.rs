@@ -107,7 +107,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let detail = serde_json::from_str::<testfarm_api::Problem>(&body)
                 .map(|p| p.detail)
                 .unwrap_or(body);
-            return Err(anyhow!("console of {} refused: {detail} [HTTP {status}]", args.name));
+            return Err(anyhow!(
+                "console of {} refused: {detail} [HTTP {status}]",
+                args.name
+            ));
         }
         Ok(Err(e)) => return Err(anyhow!("cannot open the console of {}: {e}", args.name)),
         Ok(Ok(ws)) => ws,
@@ -124,7 +127,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut linger: Option<tokio::time::Instant> = None;
     let mut stdout = std::io::stdout();
     let why = loop {
-        let until = linger.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let until =
+            linger.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             msg = rx.next() => match msg {
                 None => break "the server closed the session".to_string(),

@@ -11,6 +11,7 @@ pub mod lease;
 pub mod logs;
 pub mod pipeline;
 pub mod placement;
+pub mod recovery;
 mod spawn;
 pub mod tap;
 pub mod vm;
@@ -33,6 +34,8 @@ pub enum Bench {
     Pipeline(pipeline::Args),
     /// Board console throughput: pty through the serial driver into a sink, vs `head -c` of a pty.
     Console(console::Args),
+    /// A hung simulated board back at its prompt after an automatic power cycle: seconds beyond the configured limits.
+    Recovery(recovery::Args),
     /// Log ingest of one job through the agent's shipper: MB/s vs a local file write.
     Logs(logs::Args),
 }
@@ -46,6 +49,7 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         Bench::Fleet(args) => fleet::run(args),
         Bench::Logs(args) => logs::run(args),
         Bench::Console(args) => console::run(args),
+        Bench::Recovery(args) => recovery::run(args),
         Bench::Pipeline(args) => pipeline::run(args),
         Bench::Artifacts(args) => artifacts::run(args),
     }
