@@ -178,6 +178,29 @@ hostname testfarm-guest
 while :; do /sbin/testfarm-guest; sleep 1; done
 "#;
 
+/// PID 1 of a QEMU machine used as a *board* (the `qemu` power, console and flash drivers
+/// of `testfarm-board`): like a device, it prints what its "firmware" is — the first line
+/// of its disk `/dev/vda`, which the `qemu` flash driver overwrites — then offers a
+/// `login:` on the serial console and a shell to whoever logs in.
+const BOARD_INIT: &str = r#"#!/bin/sh
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+for m in $(cat /etc/testfarm/modules); do insmod /lib/modules/$m.ko 2>/dev/null; done
+hostname qemu-board
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+echo "testfarm qemu board: firmware $(head -c 256 /dev/vda 2>/dev/null | tr -d '\000' | head -n 1)"
+export PS1='root@qemu-board:~# '
+while :; do
+  printf 'qemu-board login: '
+  read -r user || sleep 1
+  [ -n "$user" ] && sh -i
+done
+"#;
+
 /// `--isolate test`: runs "$@" in its own cgroup (killed whole at the end) and a private
 /// mount namespace whose / is an overlay of the real root with a fresh tmpfs on top, so every
 /// write the test makes disappears with it.
@@ -217,6 +240,16 @@ exit $rc
 
 /// Builds (or finds in `cache_dir`) the image for `inputs`.
 pub fn build(inputs: &ImageInputs, cache_dir: &Path) -> Result<Image> {
+    build_with(inputs, INIT, cache_dir)
+}
+
+/// The image of a QEMU machine that stands in for a board (see [`BOARD_INIT`]): same
+/// kernel, modules and busybox, a device-like init instead of the guest agent.
+pub fn build_board(inputs: &ImageInputs, cache_dir: &Path) -> Result<Image> {
+    build_with(inputs, BOARD_INIT, cache_dir)
+}
+
+fn build_with(inputs: &ImageInputs, init: &str, cache_dir: &Path) -> Result<Image> {
     let kernel = read(&inputs.kernel)?;
     let busybox = read(&inputs.busybox)?;
     let guest = read(&inputs.guest)?;
@@ -232,7 +265,7 @@ pub fn build(inputs: &ImageInputs, cache_dir: &Path) -> Result<Image> {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
-    h.update(INIT.as_bytes());
+    h.update(init.as_bytes());
     h.update(ISOLATE.as_bytes());
     for (name, bytes) in &modules {
         h.update(name.as_bytes());
@@ -286,7 +319,7 @@ pub fn build(inputs: &ImageInputs, cache_dir: &Path) -> Result<Image> {
     ] {
         w.dir(d).map_err(io)?;
     }
-    w.file("init", 0o755, INIT.as_bytes()).map_err(io)?;
+    w.file("init", 0o755, init.as_bytes()).map_err(io)?;
     w.file("sbin/testfarm-isolate", 0o755, ISOLATE.as_bytes())
         .map_err(io)?;
     w.file("bin/busybox", 0o755, &busybox).map_err(io)?;
