@@ -55,6 +55,17 @@ impl Agent {
 
     /// Like [`Agent::start`], with more top-level keys (`top`) before the tables.
     pub fn start_with(url: &str, token: &str, name: &str, top: &str, extra: &str) -> Agent {
+        Agent::start_tables(
+            url,
+            token,
+            name,
+            &format!("{top}\n[[resource]]\nkind = \"build-server\"\n{extra}"),
+        )
+    }
+
+    /// An agent with exactly `body` after the connection keys (no build server of its
+    /// own): a board host's `[[board]]` tables, say.
+    pub fn start_tables(url: &str, token: &str, name: &str, body: &str) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("tf-agent-")
             .tempdir()
@@ -63,7 +74,7 @@ impl Agent {
         std::fs::write(dir.join("agent.token"), token).unwrap();
         let toml = format!(
             "url = {url:?}\nname = {name:?}\ntoken_file = \"agent.token\"\nwork_dir = \"work\"\n\
-             kill_grace = \"1s\"\n{top}\n[[resource]]\nkind = \"build-server\"\n{extra}"
+             kill_grace = \"1s\"\n{body}"
         );
         std::fs::write(dir.join("agent.toml"), toml).unwrap();
         let mut a = Agent {

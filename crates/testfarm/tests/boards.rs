@@ -1,0 +1,344 @@
+//! Boards end to end: a real server, a real `testfarm agent` with `[[board]]` tables, and
+//! simulated boards as their own processes, driven through the same drivers a real board
+//! uses (command power, TCP console, command flash). Deploy → power cycle → boot → TAP over
+//! the console; a board that never shows its prompt; a board that hangs mid-job and is
+//! power-cycled back, and one whose power is stuck, which goes to maintenance with an alert
+//! and returns only after a health check; a lease that expires with the board on.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod agent_support;
+mod board_support;
+mod support;
+
+use std::time::Duration;
+
+use agent_support::*;
+use board_support::*;
+use serde_json::json;
+use support::{Http, cli, stderr, stdout};
+
+struct Setup {
+    lab: support::Lab,
+    _server: support::Server,
+    url: String,
+    agent: Agent,
+    http: Http,
+}
+
+/// A lab whose agent `bench-1` drives `boards` (a `[[board]]` table each).
+fn setup(boards: &str, heartbeat_ttl: &str) -> Setup {
+    let lab = lab("30s", heartbeat_ttl);
+    let server = lab.start();
+    let http = server.http();
+    let at = agent_token(&http, &lab.token, "bench-1");
+    let agent = Agent::start_tables(&server.url, &at, "bench-1", boards);
+    Setup {
+        url: server.url.clone(),
+        lab,
+        _server: server,
+        agent,
+        http,
+    }
+}
+
+impl Setup {
+    fn t(&self) -> &str {
+        &self.lab.token
+    }
+
+    fn wait_available(&self, board: &str) {
+        wait_board_state(
+            &self.http,
+            self.t(),
+            board,
+            "available",
+            Duration::from_secs(60),
+        );
+    }
+
+    fn job(&self, spec: &str) -> String {
+        submit(&self.http, self.t(), spec)
+    }
+
+    fn wait(&self, id: &str, within: Duration) -> serde_json::Value {
+        support::wait_job(&self.http, self.t(), id, within)
+    }
+
+    fn log(&self, id: &str) -> String {
+        log(&self.http, self.t(), id)
+    }
+
+    fn console_log(&self, id: &str) -> String {
+        self.http
+            .get(&format!("/api/v1/jobs/{id}/outputs/console.log"), self.t())
+            .text
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        cli(&self.url, self.t(), args)
+    }
+}
+
+#[test]
+fn a_sim_board_is_flashed_booted_and_tested_over_its_console() {
+    let sim = Sim::start(&[]);
+    let s = setup(&sim.board_toml("sim-1", ""), "30s");
+    s.wait_available("sim-1");
+    let view = board(&s.http, s.t(), "sim-1");
+    assert_eq!(view["resource"]["kind"], "board", "{view}");
+
+    let build = firmware_build(&s.http, s.t(), "firmware v1 for sim-1\n");
+    let id = s.job(&deploy_spec("sim-1", &build, "run-tap 3", ""));
+    let j = s.wait(&id, Duration::from_secs(120));
+    let log = s.log(&id);
+    assert_eq!(j["state"], "passed", "{j}\n{log}\n{}", s.agent.log());
+    // Flashed with the build's firmware, booted, tested over the console.
+    assert_eq!(
+        std::fs::read_to_string(sim.flashed()).unwrap(),
+        "firmware v1 for sim-1\n"
+    );
+    assert!(log.contains("ok 3"), "{log}");
+    let results = s.http.get(&format!("/api/v1/jobs/{id}/results"), s.t());
+    assert_eq!(results.status, 200, "{}", results.text);
+    assert!(
+        results.text.contains("\"passed\":3") || results.text.contains("\"passed\": 3"),
+        "{}",
+        results.text
+    );
+    // Every console line of the job is kept, with its time.
+    let console = s.console_log(&id);
+    assert!(console.contains("sim-board login:"), "{console}");
+    assert!(console.contains("Starting kernel"), "{console}");
+    // The deployed build is recorded, and a passing job makes it the known-good one.
+    let view = board(&s.http, s.t(), "sim-1");
+    assert_eq!(view["current"]["build_id"], build.as_str(), "{view}");
+    assert_eq!(view["current"]["job_id"], id.as_str(), "{view}");
+    assert_eq!(view["known_good"]["build_id"], build.as_str(), "{view}");
+    let flashes = history(&s.http, s.t(), "sim-1", "flash");
+    assert!(
+        flashes
+            .iter()
+            .any(|e| e["ok"] == true && e["job_id"] == id.as_str()),
+        "{flashes:?}"
+    );
+    let power = history(&s.http, s.t(), "sim-1", "power");
+    assert!(!power.is_empty(), "no power history");
+    // The lease's end leaves it off (its on_release), and back in the pool.
+    wait_for(
+        "the board off after the job",
+        Duration::from_secs(30),
+        || (sim.power() == "off").then_some(()),
+    );
+    s.wait_available("sim-1");
+
+    // By hand: power, the console over the WebSocket, the history.
+    let out = s.cli(&["board", "power", "sim-1", "on", "--reason", "poking it"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("power on"), "{}", stdout(&out));
+    assert_eq!(sim.power(), "on");
+    std::thread::sleep(Duration::from_millis(800)); // let it boot to its login prompt
+    let console = std::process::Command::new(support::BIN)
+        .args([
+            "console",
+            "sim-1",
+            "--linger",
+            "2s",
+            "--url",
+            &s.url,
+            "--token",
+            s.t(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = console.stdin.as_ref().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        stdin.write_all(b"root\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        stdin.write_all(b"echo hello-from-ws\r\n").unwrap();
+    }
+    let out = wait_output(console, Duration::from_secs(30));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hello-from-ws"),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = s.cli(&["board", "history", "sim-1", "--kind", "power"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("admin"), "{}", stdout(&out));
+    let out = s.cli(&["board", "show", "sim-1"]);
+    assert!(stdout(&out).contains(&build), "{}", stdout(&out));
+}
+
+/// Waits for a child with a bound; kills it past the bound.
+fn wait_output(mut child: std::process::Child, within: Duration) -> std::process::Output {
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_board_that_never_shows_its_prompt_ends_error_with_its_console_and_a_restore() {
+    let mut sim = Sim::start(&[]);
+    let s = setup(&sim.board_toml("sim-2", ""), "30s");
+    s.wait_available("sim-2");
+    let good = firmware_build(&s.http, s.t(), "good firmware\n");
+    let id = s.job(&deploy_spec("sim-2", &good, "run-tap 1", ""));
+    assert_eq!(
+        s.wait(&id, Duration::from_secs(120))["state"],
+        "passed",
+        "{}",
+        s.log(&id)
+    );
+
+    // The next build never reaches its login prompt.
+    sim.restart(&["--no-boot"]);
+    let bad = firmware_build(&s.http, s.t(), "bad firmware\n");
+    let id = s.job(&deploy_spec("sim-2", &bad, "run-tap 1", ""));
+    let j = s.wait(&id, Duration::from_secs(120));
+    let log = s.log(&id);
+    assert_eq!(j["state"], "error", "{j}\n{log}");
+    let reason = j["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("testfarm board restore sim-2"), "{reason}");
+    let console = s.console_log(&id);
+    assert!(console.contains("Starting kernel"), "{console}");
+    let view = board(&s.http, s.t(), "sim-2");
+    assert_eq!(view["known_good"]["build_id"], good.as_str(), "{view}");
+
+    // Restore puts the known-good build back.
+    sim.restart(&[]);
+    s.wait_available("sim-2");
+    let out = s.cli(&["board", "restore", "sim-2", "--wait"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(sim.flashed()).unwrap(),
+        "good firmware\n"
+    );
+    let view = board(&s.http, s.t(), "sim-2");
+    assert_eq!(view["current"]["build_id"], good.as_str(), "{view}");
+}
+
+#[test]
+fn a_hung_board_is_cycled_back_and_one_with_stuck_power_leaves_the_pool_until_checked() {
+    let mut sim = Sim::start(&["--hang-after", "1"]);
+    let stuck = sim.state_dir().join("relay-stuck");
+    // A relay that can stick: while `relay-stuck` exists, switching fails.
+    let table = sim
+        .board_toml(
+            "sim-3",
+            "recovery = { tries = 1, backoff = \"500ms\", backoff_max = \"1s\", hang_after = \"3s\" }",
+        )
+        .replace(
+            &format!("\"'{}' sim-board power on", support::BIN),
+            &format!("\"test ! -e '{}' && '{}' sim-board power on", stuck.display(), support::BIN),
+        )
+        .replace(
+            &format!("\"'{}' sim-board power off", support::BIN),
+            &format!("\"test ! -e '{}' && '{}' sim-board power off", stuck.display(), support::BIN),
+        );
+    let s = setup(&table, "30s");
+    s.wait_available("sim-3");
+    let build = firmware_build(&s.http, s.t(), "fw\n");
+    let two_commands = |name: &str| {
+        format!(
+            "name: {name}\nrequires: {{ kind: board, resource: sim-3 }}\ntimeout: 2m\nsteps:\n  - deploy: {{ artifacts: {{ build: {build}, kinds: [firmware] }} }}\n  - shell: {{ run: 'echo first-command', via: console }}\n  - test: {{ run: 'run-tap 2', via: console, timeout: 1m }}\n"
+        )
+    };
+
+    // It hangs at its second command; a power cycle brings it back; the job is a lab error.
+    let id = s.job(&two_commands("hang-once"));
+    let j = s.wait(&id, Duration::from_secs(120));
+    assert_eq!(j["state"], "error", "{j}\n{}", s.log(&id));
+    let recoveries = history(&s.http, s.t(), "sim-3", "recovery");
+    assert!(recoveries.iter().any(|e| e["ok"] == true), "{recoveries:?}");
+    s.wait_available("sim-3");
+
+    // Again, but its relay sticks while it hangs: the cycle fails, so it goes to
+    // maintenance needing a person, with an alert.
+    let id = s.job(&two_commands("hang-stuck"));
+    wait_for(
+        "the first command's output",
+        Duration::from_secs(60),
+        || s.log(&id).contains("first-command").then_some(()),
+    );
+    std::fs::write(&stuck, "").unwrap();
+    let j = s.wait(&id, Duration::from_secs(120));
+    assert_eq!(j["state"], "error", "{j}\n{}", s.log(&id));
+    wait_board_state(
+        &s.http,
+        s.t(),
+        "sim-3",
+        "maintenance",
+        Duration::from_secs(30),
+    );
+    let r = s.http.get("/api/v1/resources/sim-3", s.t()).body;
+    let why = r["maintenance"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(why.contains("manual intervention"), "{r}");
+    let events = s.http.get("/api/v1/events?kind=alert.raised", s.t());
+    assert!(events.text.contains("sim-3"), "{}", events.text);
+
+    // Not placed while out of the pool...
+    let waiting = s.job(&deploy_spec("sim-3", &build, "run-tap 1", ""));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(job(&s.http, s.t(), &waiting)["state"], "queued");
+    // ...until someone fixes it and a health check passes.
+    std::fs::remove_file(&stuck).unwrap();
+    sim.restart(&[]);
+    let out = s.cli(&["board", "health-check", "sim-3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j = s.wait(&waiting, Duration::from_secs(120));
+    assert_eq!(j["state"], "passed", "{j}\n{}", s.log(&waiting));
+    let health = history(&s.http, s.t(), "sim-3", "health");
+    assert!(health.iter().any(|e| e["ok"] == true), "{health:?}");
+}
+
+#[test]
+fn a_lease_that_expires_with_the_board_on_powers_it_off_and_returns_it() {
+    let sim = Sim::start(&[]);
+    let s = setup(&sim.board_toml("sim-4", ""), "2s");
+    s.wait_available("sim-4");
+    let r = s.http.post(
+        "/api/v1/leases",
+        s.t(),
+        json!({"selector": "name=sim-4", "duration": "1h"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let lease = r.body["id"].as_str().unwrap().to_string();
+    let r = s
+        .http
+        .post("/api/v1/boards/sim-4/power", s.t(), json!({"action": "on"}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["state"], "done", "{}", r.text);
+    assert_eq!(sim.power(), "on");
+    // Nobody renews: the lease expires, the server's cleanup switches the board off and
+    // returns it to the pool.
+    wait_for("the lease to expire", Duration::from_secs(20), || {
+        (s.http.get(&format!("/api/v1/leases/{lease}"), s.t()).body["state"] == "expired")
+            .then_some(())
+    });
+    wait_for("the board off", Duration::from_secs(30), || {
+        (sim.power() == "off").then_some(())
+    });
+    s.wait_available("sim-4");
+    let power = history(&s.http, s.t(), "sim-4", "power");
+    assert!(
+        power
+            .iter()
+            .any(|e| e["action"] == "release" && e["ok"] == true),
+        "{power:?}"
+    );
+}
