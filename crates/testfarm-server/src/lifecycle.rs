@@ -136,6 +136,9 @@ pub async fn apply_job_event(
         }
         _ => {}
     }
+    if to == JobState::Passed {
+        crate::boards::job_passed(tx, job, now).await?;
+    }
     if to.is_terminal() {
         job.job.ended_at = Some(now);
         job.cancel_requested = None;
@@ -190,6 +193,9 @@ pub async fn finish_lease(
         ..After::default()
     };
     let on = tx.write_ended_lease(ended, now).await?;
+    // A board an agent manages is left safe after every lease (its agent's `release`),
+    // however the lease ended.
+    let cleanup = cleanup || on.agent_board;
     let state = if cleanup && on.state != ResourceState::Retired {
         let mut resource = tx
             .get_resource_by_id(&ended.resource_id.to_string())
@@ -197,7 +203,7 @@ pub async fn finish_lease(
         resource.maintenance = Some(MaintenanceWindow {
             start: None,
             end: None,
-            reason: format!("cleanup after lease {} ({})", ended.id, describe(ended)),
+            reason: testfarm_core::cleanup::hold_reason(&ended.id.to_string(), &describe(ended)),
         });
         resource.state = ResourceState::Maintenance;
         resource.updated_at = now;
