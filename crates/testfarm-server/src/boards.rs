@@ -34,7 +34,16 @@ pub const REAPER: &str = "reaper";
 /// The board named `name`: 404 when no resource has that name, 422 when it is not a
 /// board.
 pub async fn board_named(tx: &mut Tx, name: &str) -> ApiResult<Resource> {
-    let r = match tx.get_resource(name).await {
+    board_or(name, tx.get_resource(name).await)
+}
+
+/// [`board_named`], read outside a transaction.
+pub async fn read_board(state: &AppState, name: &str) -> ApiResult<Resource> {
+    board_or(name, state.store.get_resource(name).await)
+}
+
+fn board_or(name: &str, found: Result<Resource, StoreError>) -> ApiResult<Resource> {
+    let r = match found {
         Ok(r) => r,
         Err(StoreError::NotFound { .. }) => {
             return Err(ApiError::NotFound(format!("no board named {name}")));
@@ -48,6 +57,27 @@ pub async fn board_named(tx: &mut Tx, name: &str) -> ApiResult<Resource> {
         ));
     }
     Ok(r)
+}
+
+/// The API view of a board.
+pub fn view(resource: Resource, status: BoardStatus) -> testfarm_api::board::BoardView {
+    testfarm_api::board::BoardView {
+        activity: status.activity,
+        activity_job: status.activity_job,
+        power: status.power,
+        current: status.current,
+        known_good: status.known_good,
+        health_level: status.health_level,
+        health_findings: status.health_findings,
+        consecutive_health_failures: status.consecutive_health_failures,
+        quarantine_reason: status
+            .quarantine_reason
+            .filter(|q| resource.maintenance.as_ref().map(|m| &m.reason) == Some(q)),
+        offline_reason: status.offline_reason,
+        verification: status.verification,
+        quarantine: status.quarantine,
+        resource,
+    }
 }
 
 /// The agent that manages a board: actions need one (409 for a board added by hand).
