@@ -636,6 +636,7 @@ pub async fn registered(
     status.verification = ar.verification.clone();
     status.quarantine = ar.quarantine;
     status.offline_reason = ar.offline_reason.clone();
+    status.driven = ar.board.is_some();
     if let Some(reason) = &ar.offline_reason
         && matches!(
             r.state,

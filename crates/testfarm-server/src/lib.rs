@@ -164,6 +164,7 @@ impl Server {
             work: Arc::new(work),
             log_written: Arc::new(log_written),
             board_actions: Arc::new(board_actions),
+            consoles: Arc::default(),
             log_locks: Arc::default(),
             data_dir: Arc::new(paths.data_dir.clone()),
             artifacts: Arc::new(artifacts),

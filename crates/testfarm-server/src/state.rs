@@ -23,6 +23,8 @@ pub struct AppState {
     pub work: Arc<watch::Sender<u64>>,
     /// Bumped whenever a board action finishes; callers waiting for an answer watch it.
     pub board_actions: Arc<watch::Sender<u64>>,
+    /// Console sessions waiting for their board's agent to connect.
+    pub consoles: Arc<crate::routes::console::Sessions>,
     /// Bumped on every stored log chunk; log followers wait on it.
     pub log_written: Arc<watch::Sender<u64>>,
     /// Serialises writes to one job's log file.

@@ -273,7 +273,8 @@ impl Tx {
             conn,
             "SELECT name, state,
                  (SELECT COUNT(*) FROM leases WHERE resource_id = ?1 AND state = 'active'),
-                 EXISTS (SELECT 1 FROM board_status WHERE resource_id = ?1)
+                 EXISTS (SELECT 1 FROM board_status WHERE resource_id = ?1
+                         AND json_extract(status, '$.driven'))
              FROM resources WHERE id = ?1",
             [&id],
             |r| {
@@ -322,8 +323,8 @@ pub struct AfterLease {
     pub name: String,
     /// Its state now: back in the pool, or as it was.
     pub state: ResourceState,
-    /// A board registered by an agent (it has a `board_status` row): every lease end on
-    /// it is cleaned up by its agent (`release`).
+    /// A board its agent drives (`BoardStatus::driven`): every lease end on it is
+    /// cleaned up by its agent (`release`).
     pub agent_board: bool,
 }
 

@@ -6,6 +6,7 @@ pub mod agents;
 pub mod artifacts;
 pub mod boards;
 pub mod builds;
+pub mod console;
 mod contract;
 pub use contract::check_body;
 pub mod events;
@@ -120,6 +121,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(boards::restore))
         .routes(routes!(boards::action_result))
         .routes(routes!(boards::report))
+        .routes(routes!(console::board_console))
+        .routes(routes!(console::agent_console))
         .routes(routes!(
             pipelines::submit_pipeline,
             pipelines::list_pipelines

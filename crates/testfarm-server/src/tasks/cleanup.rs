@@ -15,10 +15,12 @@ use testfarm_store::NewEvent;
 use crate::state::AppState;
 
 pub(crate) async fn run(state: AppState, resource: String, lease: String) {
-    let agent_board = matches!(
-        state.store.get_resource(&resource).await,
-        Ok(r) if r.kind == testfarm_api::resource::ResourceKind::Board && r.agent.is_some()
-    );
+    let agent_board = match state.store.get_resource(&resource).await {
+        Ok(r) if r.kind == testfarm_api::resource::ResourceKind::Board && r.agent.is_some() => {
+            state.store.board_status(r.id).await.is_ok_and(|s| s.driven)
+        }
+        _ => false,
+    };
     let outcome = if agent_board {
         release(&state, &resource, &lease).await
     } else {
