@@ -129,6 +129,10 @@ pub async fn apply_job_event(
             job.last_report_at = Some(now);
         }
         JobEvent::Requeue { .. } => {
+            // The retry prefers another resource than the one the lab failed on.
+            if let Some(r) = job.resource_id.clone() {
+                job.avoid_resource = Some(r);
+            }
             job.job.attempt += 1;
             job.job.queued_at = now;
             job.job.assigned_at = None;
@@ -267,8 +271,8 @@ pub async fn end_lease(
             // try to release it again.
             job.job.lease_id = None;
             if matches!(event, JobEvent::Requeue { .. }) {
+                job.avoid_resource = job.resource_id.take();
                 job.job.resource = None;
-                job.resource_id = None;
             }
             end.after
                 .merge(apply_job_event(tx, &mut job, event, actor, now, false).await?);

@@ -39,3 +39,7 @@ CREATE TABLE board_history (
     detail          TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX board_history_by_board ON board_history (resource_id, kind, id);
+
+-- The resource a job's last attempt ended with a lab error on: its retry prefers another
+-- resource that matches (`core::placement`), so a broken board does not eat every retry.
+ALTER TABLE jobs ADD COLUMN avoid_resource TEXT;
