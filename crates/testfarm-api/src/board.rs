@@ -294,6 +294,20 @@ pub struct BoardView {
     /// Why it left the pool, while it is out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine_reason: Option<String>,
+    /// Why its agent could not reach it at registration (it stays `offline` until a
+    /// registration without a reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_reason: Option<String>,
+    /// What the agent checked and found at registration.
+    #[serde(default)]
+    pub verification: Vec<String>,
+    /// The board's own quarantine policy, when its agent sent one (else the server's
+    /// default: 3 health failures, 3 lab errors in an hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<QuarantineSettings>,
+    /// The job the current activity belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_job: Option<String>,
 }
 
 /// What a history entry is about.

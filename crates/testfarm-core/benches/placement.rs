@@ -130,6 +130,7 @@ fn queue(jobs: usize) -> Vec<QueuedJob> {
                 team: None,
                 timeout: None,
                 queue_timeout: None,
+                avoid: None,
             }
         })
         .collect()

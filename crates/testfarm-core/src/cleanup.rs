@@ -37,6 +37,25 @@ pub fn cleanup_for(resource: &Resource, lease: &Lease) -> CleanupAction {
     }
 }
 
+/// The maintenance reason a resource carries while its cleanup runs (`how`: how the
+/// lease ended). [`held_for_cleanup`] recognises it, so only the cleanup's own hold is
+/// lifted when the cleanup succeeds, never an operator's maintenance or a quarantine set
+/// meanwhile.
+pub fn hold_reason(lease_id: &str, how: &str) -> String {
+    format!("{CLEANUP_HOLD}{lease_id} ({how})")
+}
+
+const CLEANUP_HOLD: &str = "cleanup after lease ";
+
+/// Whether the resource is out of the pool only because a lease's cleanup runs.
+pub fn held_for_cleanup(resource: &Resource) -> bool {
+    resource.state == crate::resource::ResourceState::Maintenance
+        && resource
+            .maintenance
+            .as_ref()
+            .is_some_and(|m| m.reason.starts_with(CLEANUP_HOLD))
+}
+
 /// Applies a cleanup's outcome: on failure the resource goes to maintenance with the
 /// reason (returns true: the caller records the event and alerts). Work still running on
 /// a shared host keeps running (maintenance drains, it does not kill).
@@ -67,6 +86,24 @@ pub fn after_cleanup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_cleanups_own_hold_counts_as_held_for_cleanup() {
+        let now = Utc::now();
+        let mut r = Resource::new(ulid::Ulid::nil(), "b".into(), ResourceKind::Board, now);
+        assert!(!held_for_cleanup(&r));
+        let hold = |reason: String| MaintenanceWindow {
+            start: None,
+            end: None,
+            reason,
+        };
+        r.maintenance_on(hold(hold_reason("01L", "expired")), now)
+            .unwrap_or_default();
+        assert!(held_for_cleanup(&r));
+        r.maintenance_on(hold("quarantined: 3 health checks failed".into()), now)
+            .unwrap_or_default();
+        assert!(!held_for_cleanup(&r));
+    }
     use crate::lease::{Holder, LeaseRequest, acquire};
     use crate::resource::ResourceState;
     use std::time::Duration;

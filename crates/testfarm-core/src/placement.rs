@@ -870,13 +870,15 @@ impl<'a> Engine<'a> {
                 more: *more,
             };
         }
-        let mut best: Option<(Score, &str, usize)> = None;
+        // A retry after a lab error prefers any other resource to the one it erred on.
+        let mut best: Option<((bool, Score), &str, usize)> = None;
         let mut reasons = Vec::new();
         let mut more = 0;
         for &i in &stat.matches {
             match self.check(i, job, share) {
                 Ok(score) => {
                     let name = self.slots[i].r.name.as_str();
+                    let score = (job.avoid == Some(self.slots[i].r.id), score);
                     if best.is_none_or(|(bs, bn, _)| (score, name) < (bs, bn)) {
                         best = Some((score, name, i));
                     }
@@ -984,6 +986,7 @@ pub(crate) mod tests {
             team: None,
             timeout: None,
             queue_timeout: None,
+            avoid: None,
         }
     }
 
@@ -1008,6 +1011,50 @@ pub(crate) mod tests {
             Decision::Place { resource, .. } => Some(*resource),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_retry_after_a_lab_error_prefers_another_board_but_takes_the_only_one() {
+        let a = res(1, "rpi-a", ResourceKind::Board);
+        let b = res(2, "rpi-b", ResourceKind::Board);
+        let snap = Snapshot {
+            resources: vec![a.clone(), b.clone()],
+            ..Snapshot::default()
+        };
+        let mut job = qjob(1, ResourceKind::Board);
+        // Without the rule rpi-a (first by name, never used) would be chosen.
+        assert_eq!(
+            placed(
+                &place(
+                    &snap,
+                    std::slice::from_ref(&job),
+                    &Policies::default(),
+                    t0()
+                )[0]
+            ),
+            Some(a.id)
+        );
+        job.avoid = Some(a.id);
+        assert_eq!(
+            placed(
+                &place(
+                    &snap,
+                    std::slice::from_ref(&job),
+                    &Policies::default(),
+                    t0()
+                )[0]
+            ),
+            Some(b.id)
+        );
+        // The one it erred on is still used when nothing else can take it.
+        let only = Snapshot {
+            resources: vec![a.clone()],
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            placed(&place(&only, &[job], &Policies::default(), t0())[0]),
+            Some(a.id)
+        );
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct QueuedJob {
     pub timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_timeout: Option<Duration>,
+    /// The resource its last attempt ended with a lab error on: placement prefers any
+    /// other that can take it now, and uses this one only when it is the only one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avoid: Option<Ulid>,
 }
 
 /// Indices of `jobs` in the order the scheduler serves them, with each one's rank.
@@ -118,6 +122,7 @@ pub(crate) mod tests {
             team: None,
             timeout: None,
             queue_timeout: None,
+            avoid: None,
         }
     }
 

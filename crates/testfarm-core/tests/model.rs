@@ -306,6 +306,7 @@ impl Model {
                     team: None,
                     timeout: Some(Duration::from_secs(600)),
                     queue_timeout: queue_timeout.then_some(Duration::from_secs(300)),
+                    avoid: None,
                 };
                 self.jobs.push(MJob {
                     q,
@@ -510,6 +511,7 @@ impl Model {
                     team: None,
                     timeout: None,
                     queue_timeout: None,
+                    avoid: None,
                 };
                 let rid = res.id;
                 let d = place(&self.snapshot(), &[q], &policies(), self.now);

@@ -159,6 +159,7 @@ fn build(rs: &[R], js: &[J]) -> (Snapshot, Vec<QueuedJob>) {
             team: None,
             timeout: Some(Duration::from_secs(600)),
             queue_timeout: None,
+            avoid: None,
         })
         .collect();
     (snap, jobs)

@@ -113,6 +113,12 @@ interval = "1h"
 #   sums_token = { file = "secrets/sums" }     # a file's content (trailing newline cut),
 #                                              # relative to this file
 
+[boards]
+# A board action (power, health check, lease-end release, console) the board's agent has
+# not answered this long after taking it (or after it was queued, if the agent never took
+# it) fails with "the agent did not answer".
+action_timeout = "60s"
+
 [agent.local]
 # Run the built-in agent in the server process, registering this machine's resources.
 enabled = true
@@ -132,7 +138,23 @@ pub struct Config {
     pub retention: RetentionSection,
     pub artifacts: ArtifactsSection,
     pub secrets: BTreeMap<String, SecretSource>,
+    pub boards: BoardsSection,
     pub agent: AgentSection,
+}
+
+/// `[boards]`: how long the server waits for a board's agent.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoardsSection {
+    pub action_timeout: HumanDuration,
+}
+
+impl Default for BoardsSection {
+    fn default() -> Self {
+        BoardsSection {
+            action_timeout: HumanDuration(Duration::from_secs(60)),
+        }
+    }
 }
 
 /// Where a secret's value comes from (`[secrets]`). Read when the server starts, so a

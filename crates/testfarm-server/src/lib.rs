@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub mod auth;
 pub mod awake;
+pub mod boards;
 pub mod build_server;
 pub mod config;
 pub mod error;
@@ -152,6 +153,7 @@ impl Server {
             })?;
         let (work, _) = tokio::sync::watch::channel(0u64);
         let (log_written, _) = tokio::sync::watch::channel(0u64);
+        let (board_actions, _) = tokio::sync::watch::channel(0u64);
         let started_at = Utc::now();
         let state = AppState {
             store,
@@ -161,6 +163,8 @@ impl Server {
             wake: Arc::default(),
             work: Arc::new(work),
             log_written: Arc::new(log_written),
+            board_actions: Arc::new(board_actions),
+            consoles: Arc::default(),
             log_locks: Arc::default(),
             data_dir: Arc::new(paths.data_dir.clone()),
             artifacts: Arc::new(artifacts),

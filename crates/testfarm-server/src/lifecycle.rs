@@ -129,12 +129,19 @@ pub async fn apply_job_event(
             job.last_report_at = Some(now);
         }
         JobEvent::Requeue { .. } => {
+            // The retry prefers another resource than the one the lab failed on.
+            if let Some(r) = job.resource_id.clone() {
+                job.avoid_resource = Some(r);
+            }
             job.job.attempt += 1;
             job.job.queued_at = now;
             job.job.assigned_at = None;
             job.job.started_at = None;
         }
         _ => {}
+    }
+    if to == JobState::Passed {
+        crate::boards::job_passed(tx, job, now).await?;
     }
     if to.is_terminal() {
         job.job.ended_at = Some(now);
@@ -190,6 +197,9 @@ pub async fn finish_lease(
         ..After::default()
     };
     let on = tx.write_ended_lease(ended, now).await?;
+    // A board an agent manages is left safe after every lease (its agent's `release`),
+    // however the lease ended.
+    let cleanup = cleanup || on.agent_board;
     let state = if cleanup && on.state != ResourceState::Retired {
         let mut resource = tx
             .get_resource_by_id(&ended.resource_id.to_string())
@@ -197,7 +207,7 @@ pub async fn finish_lease(
         resource.maintenance = Some(MaintenanceWindow {
             start: None,
             end: None,
-            reason: format!("cleanup after lease {} ({})", ended.id, describe(ended)),
+            reason: testfarm_core::cleanup::hold_reason(&ended.id.to_string(), &describe(ended)),
         });
         resource.state = ResourceState::Maintenance;
         resource.updated_at = now;
@@ -261,8 +271,8 @@ pub async fn end_lease(
             // try to release it again.
             job.job.lease_id = None;
             if matches!(event, JobEvent::Requeue { .. }) {
+                job.avoid_resource = job.resource_id.take();
                 job.job.resource = None;
-                job.resource_id = None;
             }
             end.after
                 .merge(apply_job_event(tx, &mut job, event, actor, now, false).await?);

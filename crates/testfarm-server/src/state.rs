@@ -21,6 +21,10 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// Bumped whenever work is assigned or cancelled; agents' long-polls wait on it.
     pub work: Arc<watch::Sender<u64>>,
+    /// Bumped whenever a board action finishes; callers waiting for an answer watch it.
+    pub board_actions: Arc<watch::Sender<u64>>,
+    /// Console sessions waiting for their board's agent to connect.
+    pub consoles: Arc<crate::routes::console::Sessions>,
     /// Bumped on every stored log chunk; log followers wait on it.
     pub log_written: Arc<watch::Sender<u64>>,
     /// Serialises writes to one job's log file.
@@ -53,6 +57,11 @@ impl AppState {
                 tokio::spawn(crate::tasks::cleanup::run(self.clone(), resource, lease));
             }
         }
+    }
+
+    /// A board action finished (answered, failed or timed out).
+    pub fn board_action_done(&self) {
+        self.board_actions.send_modify(|v| *v += 1);
     }
 
     pub fn work_changed(&self) {

@@ -159,6 +159,7 @@ pub async fn prepare(
         last_report_at: None,
         log_chunks: 0,
         cancel_requested: None,
+        avoid_resource: None,
     };
     let event = NewEvent::new("job.queued", "job", &row.job.id, submitter).with_data(json!({
         "name": row.job.name, "priority": row.job.priority, "requires": requirements,

@@ -15,7 +15,8 @@ macro_rules! job_columns {
     () => {
         "id, name, spec, vars, priority, state, submitter, submitter_role, resource_id, \
          resource_name, lease_id, attempt, reason, created_at, queued_at, assigned_at, \
-         started_at, ended_at, last_report_at, log_bytes, log_chunks, cancel_requested"
+         started_at, ended_at, last_report_at, log_bytes, log_chunks, cancel_requested, \
+         avoid_resource"
     };
 }
 
@@ -36,6 +37,9 @@ pub struct JobRow {
     pub log_chunks: u64,
     /// Set while a running job is being cancelled (the agent is told in its heartbeat).
     pub cancel_requested: Option<String>,
+    /// The resource (id) its last attempt ended with a lab error on; a retry prefers
+    /// another.
+    pub avoid_resource: Option<String>,
 }
 
 fn from_row(row: &Row<'_>) -> Result<JobRow> {
@@ -70,6 +74,7 @@ fn from_row(row: &Row<'_>) -> Result<JobRow> {
         last_report_at: get_ts_opt(row, "last_report_at")?,
         log_chunks: get_u64(row, "job", "log_chunks")?,
         cancel_requested: row.get("cancel_requested")?,
+        avoid_resource: row.get("avoid_resource")?,
     })
 }
 
@@ -145,7 +150,7 @@ impl Store {
                 "SELECT j.id, j.name, j.spec, j.vars, j.priority, j.state, j.submitter, j.submitter_role,
                         j.resource_id, j.resource_name, j.lease_id, j.attempt, j.reason, j.created_at,
                         j.queued_at, j.assigned_at, j.started_at, j.ended_at, j.last_report_at,
-                        j.log_bytes, j.log_chunks, j.cancel_requested, r.name AS rname
+                        j.log_bytes, j.log_chunks, j.cancel_requested, j.avoid_resource, r.name AS rname
                  FROM jobs j JOIN resources r ON r.id = j.resource_id
                  WHERE j.state = 'assigned' AND r.agent = ? ORDER BY j.id",
                 [agent],
@@ -259,7 +264,7 @@ impl Tx {
             concat!(
                 "INSERT INTO jobs (",
                 job_columns!(),
-                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             params![
                 job.id,
@@ -284,6 +289,7 @@ impl Tx {
                 int(job.log_bytes),
                 int(j.log_chunks),
                 j.cancel_requested,
+                j.avoid_resource,
             ],
         )?;
         Ok(())
@@ -296,7 +302,7 @@ impl Tx {
             self.conn(),
             "UPDATE jobs SET state = ?, resource_id = ?, resource_name = ?, lease_id = ?, attempt = ?,
              reason = ?, queued_at = ?, assigned_at = ?, started_at = ?, ended_at = ?, last_report_at = ?,
-             log_bytes = ?, log_chunks = ?, cancel_requested = ? WHERE id = ?",
+             log_bytes = ?, log_chunks = ?, cancel_requested = ?, avoid_resource = ? WHERE id = ?",
             params![
                 job.state.as_str(),
                 j.resource_id,
@@ -312,6 +318,7 @@ impl Tx {
                 int(job.log_bytes),
                 int(j.log_chunks),
                 j.cancel_requested,
+                j.avoid_resource,
                 job.id,
             ],
         )?;

@@ -269,10 +269,12 @@ impl Tx {
         let conn = self.conn();
         write_lease_row(conn, l)?;
         let id = l.resource_id.to_string();
-        let (name, state, active) = query_opt(
+        let (name, state, active, agent_board) = query_opt(
             conn,
             "SELECT name, state,
-                 (SELECT COUNT(*) FROM leases WHERE resource_id = ?1 AND state = 'active')
+                 (SELECT COUNT(*) FROM leases WHERE resource_id = ?1 AND state = 'active'),
+                 EXISTS (SELECT 1 FROM board_status WHERE resource_id = ?1
+                         AND json_extract(status, '$.driven'))
              FROM resources WHERE id = ?1",
             [&id],
             |r| {
@@ -286,6 +288,7 @@ impl Tx {
                     r.get::<_, String>(0)?,
                     state,
                     u32::try_from(active).unwrap_or(u32::MAX),
+                    r.get::<_, bool>(3)?,
                 ))
             },
         )?
@@ -306,7 +309,11 @@ impl Tx {
             )?
             .execute(params![ts(ended), next.as_str(), ts(now), id])?;
         }
-        Ok(AfterLease { name, state: next })
+        Ok(AfterLease {
+            name,
+            state: next,
+            agent_board,
+        })
     }
 }
 
@@ -316,6 +323,9 @@ pub struct AfterLease {
     pub name: String,
     /// Its state now: back in the pool, or as it was.
     pub state: ResourceState,
+    /// A board its agent drives (`BoardStatus::driven`): every lease end on it is
+    /// cleaned up by its agent (`release`).
+    pub agent_board: bool,
 }
 
 /// The mutable fields of a lease's row.

@@ -16,6 +16,7 @@
 
 pub mod agents;
 pub mod artifacts;
+pub mod boards;
 pub mod build_runs;
 pub mod events;
 pub mod groups;

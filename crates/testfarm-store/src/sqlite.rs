@@ -51,6 +51,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_pipelines",
         include_str!("../migrations/0009_pipelines.sql"),
     ),
+    ("0010_boards", include_str!("../migrations/0010_boards.sql")),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

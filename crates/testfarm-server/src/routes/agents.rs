@@ -160,7 +160,7 @@ async fn upsert_resource(
             }
             r.agent = Some(caller.name.clone());
             r.last_seen = Some(now);
-            let came_back = r.state == ResourceState::Offline;
+            let came_back = r.state == ResourceState::Offline && !unreachable(ar);
             if came_back {
                 let active = tx.active_lease_count(r.id).await?;
                 r.state = if active > 0 {
@@ -171,6 +171,9 @@ async fn upsert_resource(
                 r.health = Health::default();
             }
             r.updated_at = now;
+            if r.kind == ResourceKind::Board {
+                crate::boards::registered(tx, &mut r, ar, now).await?;
+            }
             tx.update_resource(&r).await?;
             tx.record(
                 NewEvent::new(
@@ -197,6 +200,11 @@ async fn upsert_resource(
             r.agent = Some(caller.name.clone());
             r.last_seen = Some(now);
             tx.insert_resource(&r).await?;
+            if r.kind == ResourceKind::Board {
+                // After the insert: the board's status row refers to the resource row.
+                crate::boards::registered(tx, &mut r, ar, now).await?;
+                tx.update_resource(&r).await?;
+            }
             tx.record(
                 NewEvent::new("resource.created", "resource", &r.name, &caller.name)
                     .with_data(json!({ "id": r.id.to_string(), "kind": r.kind, "agent": caller.name, "capabilities": r.capabilities })),
@@ -205,6 +213,11 @@ async fn upsert_resource(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A board the agent reported it could not reach: it stays `offline` with the reason.
+fn unreachable(ar: &AgentResource) -> bool {
+    ar.kind == ResourceKind::Board && ar.offline_reason.is_some()
 }
 
 /// Reported work the server does not recognise as live: the agent must drop it.
@@ -267,6 +280,17 @@ pub async fn heartbeat(
                 ));
             }
         }
+        // A board its agent reported unreachable at registration stays offline until a
+        // registration without the reason: a heartbeat speaks for the host, not the board.
+        let came_back = r.state == ResourceState::Offline
+            && !(r.kind == ResourceKind::Board
+                && tx.board_status(r.id).await?.offline_reason.is_some());
+        if r.state == ResourceState::Offline && !came_back {
+            // Still unreachable: its offline health (with the reason) stays.
+            r.last_seen = Some(now);
+            tx.update_resource(&r).await?;
+            continue;
+        }
         let health = Health {
             status: if reasons.is_empty() {
                 HealthStatus::Ok
@@ -275,7 +299,6 @@ pub async fn heartbeat(
             },
             reasons,
         };
-        let came_back = r.state == ResourceState::Offline;
         if came_back {
             let active = tx.active_lease_count(r.id).await?;
             r.state = if active > 0 {
@@ -357,10 +380,14 @@ pub async fn work(
     loop {
         changes.borrow_and_update();
         let assignments = assignments_for(&state, &caller).await?;
-        if !assignments.is_empty() || tokio::time::Instant::now() >= deadline {
+        let board_actions = board_actions_for(&state, &caller).await?;
+        if !assignments.is_empty()
+            || !board_actions.is_empty()
+            || tokio::time::Instant::now() >= deadline
+        {
             return Ok(Json(WorkResponse {
                 assignments,
-                board_actions: Vec::new(),
+                board_actions,
             }));
         }
         if tokio::time::timeout_at(deadline, changes.changed())
@@ -370,6 +397,20 @@ pub async fn work(
             return Ok(Json(WorkResponse::default()));
         }
     }
+}
+
+/// The pending actions for the agent's boards, marked `sent` as they are handed over.
+async fn board_actions_for(
+    state: &AppState,
+    caller: &Caller,
+) -> ApiResult<Vec<testfarm_api::board::BoardAction>> {
+    if !state.store.has_pending_board_actions(&caller.name).await? {
+        return Ok(Vec::new());
+    }
+    let mut tx = state.store.begin().await?;
+    let actions = tx.take_board_actions(&caller.name, Utc::now()).await?;
+    tx.commit().await?;
+    Ok(actions)
 }
 
 async fn assignments_for(state: &AppState, caller: &Caller) -> ApiResult<Vec<Assignment>> {
@@ -632,8 +673,11 @@ pub async fn finish_job(
             ));
         }
     };
+    let board = (req.outcome == Outcome::Error)
+        .then(|| job.resource_id.clone())
+        .flatten();
     // A job that ends `error` or is cancelled mid-way gets the resource cleaned up.
-    let after = lifecycle::apply_job_event(
+    let mut after = lifecycle::apply_job_event(
         &mut tx,
         &mut job,
         event,
@@ -642,6 +686,10 @@ pub async fn finish_job(
         state.cleanup_configured(),
     )
     .await?;
+    // A lab error counts against its board (quarantine by failure rate).
+    if let Some(resource_id) = board {
+        after.wake_scheduler |= crate::boards::lab_error(&mut tx, &resource_id, now).await?;
+    }
     tx.commit().await?;
     state.after_commit(after);
     Ok(Json(json!({ "state": job.job.state })))

@@ -217,6 +217,17 @@ fn parameter_rule(path: &str, at: &str, name: &str) -> Option<Value> {
             return rule;
         }
     }
+    if path.starts_with("/api/v1/boards/") {
+        match (at, name) {
+            ("query", "cursor") => return Some(pattern("^[0-9]{1,18}$")),
+            ("query", "kind") => {
+                return Some(
+                    json!({ "enum": ["power", "flash", "deploy", "recovery", "health", "quarantine"] }),
+                );
+            }
+            _ => {}
+        }
+    }
     Some(match (at, name) {
         ("query", "limit") => json!({ "minimum": 1, "maximum": MAX_LIMIT }),
         ("query", "selector") => pattern(patterns::SELECTOR),

@@ -4,7 +4,9 @@
 
 pub mod agents;
 pub mod artifacts;
+pub mod boards;
 pub mod builds;
+pub mod console;
 mod contract;
 pub use contract::check_body;
 pub mod events;
@@ -42,6 +44,7 @@ use crate::state::AppState;
     security(("bearer" = [])),
     tags(
         (name = "resources", description = "Build servers, QEMU hosts and boards"),
+        (name = "boards", description = "Boards: power, health checks, restore, history, console"),
         (name = "groups", description = "Named label selectors"),
         (name = "tokens", description = "API tokens and roles"),
         (name = "events", description = "The append-only event log"),
@@ -110,6 +113,16 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::report_step))
         .routes(routes!(agents::put_output, outputs::get_output))
         .routes(routes!(agents::finish_job))
+        .routes(routes!(boards::list_boards))
+        .routes(routes!(boards::get_board))
+        .routes(routes!(boards::board_history))
+        .routes(routes!(boards::power))
+        .routes(routes!(boards::health_check))
+        .routes(routes!(boards::restore))
+        .routes(routes!(boards::action_result))
+        .routes(routes!(boards::report))
+        .routes(routes!(console::board_console))
+        .routes(routes!(console::agent_console))
         .routes(routes!(
             pipelines::submit_pipeline,
             pipelines::list_pipelines

@@ -1,22 +1,81 @@
-//! Resource cleanup after a lease ended abnormally (expired, forced, holder lost): runs
-//! `leases.cleanup_command` (power a board off, stop a VM). Success returns the resource
-//! to the pool; failure leaves it in maintenance with the reason, never silently back.
+//! Resource cleanup after a lease ended: for a board an agent manages, after every lease
+//! end, a `release` action to its agent (leave it safe: powered off, console detached),
+//! retried once; for anything else, after an abnormal end (expired, forced, holder
+//! lost), `leases.cleanup_command` (power a board off, stop a VM). Success returns the
+//! resource to the pool; failure leaves it in maintenance with the reason, never
+//! silently back.
 
 use std::process::Stdio;
 
 use chrono::Utc;
 use serde_json::json;
 use testfarm_core::cleanup::{after_cleanup, cleanup_for};
-use testfarm_core::resource::ResourceState;
 use testfarm_store::NewEvent;
 
 use crate::state::AppState;
 
 pub(crate) async fn run(state: AppState, resource: String, lease: String) {
-    let outcome = execute(&state, &resource, &lease).await;
+    let agent_board = match state.store.get_resource(&resource).await {
+        Ok(r) if r.kind == testfarm_api::resource::ResourceKind::Board && r.agent.is_some() => {
+            state.store.board_status(r.id).await.is_ok_and(|s| s.driven)
+        }
+        _ => false,
+    };
+    let outcome = if agent_board {
+        release(&state, &resource, &lease).await
+    } else {
+        execute(&state, &resource, &lease).await
+    };
     if let Err(e) = record(&state, &resource, &lease, outcome).await {
         tracing::error!(error = %e, %resource, "could not record the cleanup outcome");
     }
+}
+
+/// How many times a board's `release` is asked for before the board is given up on.
+const RELEASE_TRIES: u32 = 2;
+
+/// Asks the board's agent to leave it safe, and waits for the answer (bounded by
+/// `boards.action_timeout`); a failure or silence is retried once.
+async fn release(state: &AppState, resource: &str, lease: &str) -> Result<(), String> {
+    let timeout = state.config.boards.action_timeout.0;
+    let mut last = String::new();
+    for attempt in 1..=RELEASE_TRIES {
+        let id = {
+            let mut tx = state.store.begin().await.map_err(|e| e.to_string())?;
+            let r = tx.get_resource(resource).await.map_err(|e| e.to_string())?;
+            let row = crate::boards::enqueue(
+                &mut tx,
+                &r,
+                testfarm_api::board::BoardActionKind::Release,
+                crate::boards::REAPER,
+                crate::boards::Ask {
+                    reason: Some(format!("lease {lease} ended (attempt {attempt})")),
+                    lease_id: Some(lease.to_string()),
+                    session: None,
+                },
+                Utc::now(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())?;
+            row.action.id
+        };
+        state.work_changed();
+        // The overdue-action task fails it at the timeout; a little slack for its tick.
+        let wait = timeout + std::time::Duration::from_secs(2);
+        let row = crate::boards::wait_action(state, &id, wait)
+            .await
+            .map_err(|e| e.to_string())?;
+        match &row.result {
+            Some(r) if r.ok => return Ok(()),
+            Some(r) => last = r.detail.clone(),
+            None => last = crate::boards::unanswered(timeout).detail,
+        }
+        tracing::warn!(%resource, attempt, why = %last, "board release failed");
+    }
+    Err(format!(
+        "release failed {RELEASE_TRIES} times, last: {last}"
+    ))
 }
 
 async fn execute(state: &AppState, resource: &str, lease: &str) -> Result<(), String> {
@@ -85,6 +144,15 @@ async fn record(
     // outcome means (a failure keeps it there, with the reason).
     let failed = after_cleanup(&mut r, &l, outcome, now).unwrap_or(true);
     if failed {
+        // A board the server took out: a passing health check may bring it back.
+        if let Some(m) = &r.maintenance
+            && r.kind == testfarm_api::resource::ResourceKind::Board
+            && r.agent.is_some()
+        {
+            let mut status = tx.board_status(r.id).await?;
+            status.quarantine_reason = Some(m.reason.clone());
+            tx.put_board_status(r.id, &status, now).await?;
+        }
         tracing::warn!(%resource, why = ?failure, "cleanup failed; resource stays in maintenance");
         r.updated_at = now;
         tx.update_resource(&r).await?;
@@ -93,7 +161,9 @@ async fn record(
                 .with_data(json!({ "lease": lease, "reason": failure })),
         );
     } else {
-        if r.state == ResourceState::Maintenance {
+        // Ends the cleanup's own hold only: an operator's maintenance or a quarantine
+        // set while the cleanup ran stays.
+        if testfarm_core::cleanup::held_for_cleanup(&r) {
             let active = tx.active_lease_count(r.id).await?;
             // Ends the cleanup's own maintenance; refused only for retired resources.
             let _ = r.maintenance_off(active, now);

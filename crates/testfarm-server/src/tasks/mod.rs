@@ -2,6 +2,7 @@
 //! its work as store transactions, so a crash between ticks loses nothing.
 
 pub mod artifact_retention;
+pub mod board_actions;
 pub mod cleanup;
 pub mod health;
 pub mod maintenance;
@@ -18,6 +19,7 @@ use crate::state::AppState;
 pub(crate) fn spawn_all(state: AppState, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(maintenance::run(state.clone(), stop.clone())),
+        tokio::spawn(board_actions::run(state.clone(), stop.clone())),
         tokio::spawn(scheduler::run(state.clone(), stop.clone())),
         tokio::spawn(pipelines::run(state.clone(), stop.clone())),
         tokio::spawn(reaper::run(state.clone(), stop.clone())),

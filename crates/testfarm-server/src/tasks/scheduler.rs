@@ -94,6 +94,10 @@ pub(crate) fn queued_job(row: &JobRow) -> Option<QueuedJob> {
         team: row.job.vars["team"].as_str().map(str::to_string),
         timeout: spec.timeout.map(|t| t.get()),
         queue_timeout: spec.queue_timeout.map(|t| t.get()),
+        avoid: row
+            .avoid_resource
+            .as_deref()
+            .and_then(|r| Ulid::from_string(r).ok()),
     })
 }
 

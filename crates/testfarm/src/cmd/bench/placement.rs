@@ -188,6 +188,7 @@ fn job_row(spec: &JobSpec, now: chrono::DateTime<Utc>) -> anyhow::Result<JobRow>
         last_report_at: None,
         log_chunks: 0,
         cancel_requested: None,
+        avoid_resource: None,
     })
 }
 

@@ -1,0 +1,199 @@
+//! Interactive board consoles over WebSocket. Agents pull, so the server cannot dial the
+//! board's agent: a person's `GET /boards/{name}/console` creates a session, queues a
+//! `console` action naming it, and waits (at most [`AGENT_CONNECT`]) for the agent to
+//! open `GET /agents/console/{session}`; then the server relays binary frames (console
+//! bytes) both ways and tells the person what happens in text frames (`attached to
+//! NAME`, `detached: why`). Either side closing ends both.
+//!
+//! Sessions live in memory only: a console is a live connection, and a server restart
+//! ends it anyway.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{
+    Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
+use axum::response::Response;
+use chrono::Utc;
+use futures::{SinkExt, StreamExt};
+use testfarm_api::board::BoardActionKind;
+use testfarm_api::problem::Problem;
+use tokio::sync::oneshot;
+
+use crate::auth::{Require, perm};
+use crate::boards::{self, Ask};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiPath;
+use crate::state::AppState;
+
+/// How long a person's console waits for the board's agent to connect.
+pub const AGENT_CONNECT: Duration = Duration::from_secs(15);
+
+/// Sessions waiting for their agent: session id → (the agent that must connect, where
+/// to hand its socket).
+#[derive(Default)]
+pub struct Sessions {
+    waiting: Mutex<HashMap<String, (String, oneshot::Sender<WebSocket>)>>,
+}
+
+impl Sessions {
+    fn insert(&self, session: &str, agent: String, tx: oneshot::Sender<WebSocket>) {
+        self.lock().insert(session.to_string(), (agent, tx));
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, oneshot::Sender<WebSocket>)>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn upgrade(ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> ApiResult<WebSocketUpgrade> {
+    ws.map_err(|e| {
+        ApiError::bad_request(
+            "upgrade",
+            format!("this route is a WebSocket: connect with `Connection: Upgrade` and `Upgrade: websocket` ({e})"),
+        )
+    })
+}
+
+/// Attach to a board's console (WebSocket): binary frames carry console bytes both
+/// ways, text frames are the server's notices.
+#[utoipa::path(get, path = "/api/v1/boards/{name}/console", tag = "boards",
+    params(("name" = String, Path, description = "Board name")),
+    responses((status = 101, description = "switched to the WebSocket console session"),
+              (status = 400, body = Problem, description = "not a WebSocket upgrade request"),
+              (status = 403, body = Problem, description = "neither an operator nor the holder of the board's lease"),
+              (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "no agent manages this board"),
+              (status = 422, body = Problem, description = "the resource is not a board")))]
+pub async fn board_console(
+    State(state): State<AppState>,
+    caller: Require<perm::Submit>,
+    ApiPath(name): ApiPath<String>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let mut tx = state.store.begin().await?;
+    let r = boards::board_named(&mut tx, &name).await?;
+    boards::may_drive(&mut tx, &caller, &r).await?;
+    let agent = boards::agent_of(&r)?;
+    let ws = upgrade(ws)?;
+    let session = crate::ids::next().to_string();
+    let (hand, take) = oneshot::channel();
+    state.consoles.insert(&session, agent, hand);
+    boards::enqueue(
+        &mut tx,
+        &r,
+        BoardActionKind::Console,
+        &caller.name,
+        Ask {
+            session: Some(session.clone()),
+            ..Ask::default()
+        },
+        Utc::now(),
+    )
+    .await?;
+    tx.commit().await?;
+    state.work_changed();
+    let consoles = state.consoles.clone();
+    Ok(ws.on_upgrade(move |person| async move {
+        let agent = tokio::time::timeout(AGENT_CONNECT, take).await;
+        consoles.lock().remove(&session);
+        match agent {
+            Ok(Ok(agent)) => relay(person, agent, &name).await,
+            _ => {
+                let mut person = person;
+                let _ = person
+                    .send(Message::Text(
+                        format!(
+                            "detached: the board's agent did not connect within {} s",
+                            AGENT_CONNECT.as_secs()
+                        )
+                        .into(),
+                    ))
+                    .await;
+                let _ = person.send(Message::Close(None)).await;
+            }
+        }
+    }))
+}
+
+/// The agent's side of a console session it was asked for (`console` action).
+#[utoipa::path(get, path = "/api/v1/agents/console/{session}", tag = "agents",
+    params(("session" = String, Path, description = "The session of the console action")),
+    responses((status = 101, description = "switched to the WebSocket console session"),
+              (status = 400, body = Problem, description = "not a WebSocket upgrade request"),
+              (status = 403, body = Problem, description = "the session is for another agent's board"),
+              (status = 404, body = Problem, description = "no session waits by that id")))]
+pub async fn agent_console(
+    State(state): State<AppState>,
+    caller: Require<perm::ActAsAgent>,
+    ApiPath(session): ApiPath<String>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let hand = {
+        let mut waiting = state.consoles.lock();
+        match waiting.get(&session) {
+            None => {
+                return Err(ApiError::NotFound(format!(
+                    "no console session {session} waits for an agent"
+                )));
+            }
+            Some((agent, _)) if *agent != caller.name => {
+                return Err(ApiError::Forbidden(format!(
+                    "console session {session} is for agent {agent}, not {}",
+                    caller.name
+                )));
+            }
+            Some(_) => {}
+        }
+        let ws = upgrade(ws)?;
+        let Some((_, hand)) = waiting.remove(&session) else {
+            return Err(ApiError::NotFound(format!("no console session {session}")));
+        };
+        (ws, hand)
+    };
+    let (ws, hand) = hand;
+    Ok(ws.on_upgrade(move |socket| async move {
+        let _ = hand.send(socket);
+    }))
+}
+
+/// Relays between the person and the agent until either side closes.
+async fn relay(person: WebSocket, agent: WebSocket, board: &str) {
+    let (mut to_person, mut from_person) = person.split();
+    let (mut to_agent, mut from_agent) = agent.split();
+    let _ = to_person
+        .send(Message::Text(format!("attached to {board}").into()))
+        .await;
+    let why = loop {
+        tokio::select! {
+            m = from_person.next() => match m {
+                Some(Ok(Message::Binary(b))) => {
+                    if to_agent.send(Message::Binary(b)).await.is_err() {
+                        break "the agent's connection broke";
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break "you closed the console",
+                Some(Ok(_)) => {}
+            },
+            m = from_agent.next() => match m {
+                Some(Ok(Message::Binary(b))) => {
+                    if to_person.send(Message::Binary(b)).await.is_err() {
+                        break "your connection broke";
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break "the agent closed the console",
+                Some(Ok(_)) => {}
+            },
+        }
+    };
+    let _ = to_person
+        .send(Message::Text(format!("detached: {why}").into()))
+        .await;
+    let _ = to_person.send(Message::Close(None)).await;
+    let _ = to_agent.send(Message::Close(None)).await;
+}
