@@ -554,7 +554,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
         for (name, m) in &shared.managed() {
             let jobs = per_resource.get(name).copied().unwrap_or(0);
             match &m.target {
-                Target::Local => metrics.push(load.for_resource(name, jobs)),
+                Target::Local | Target::Board(_) => metrics.push(load.for_resource(name, jobs)),
                 Target::Ssh(h) => {
                     let last = remote_cpu.entry(name.clone()).or_insert(None);
                     match tokio::time::timeout(interval.max(Duration::from_secs(2)), h.load(last))
