@@ -93,8 +93,9 @@ pub async fn run<R: Reporter>(
     let banner = Regex::new(REBOOT_BANNER).ok();
     let rebooted = |l: &str| boot.expect.is_match(l) || banner.as_ref().is_some_and(|r| r.is_match(l));
 
-    // A shell prompt first: press Enter, log in when asked.
-    if console.write(b"\n").await.is_err() {
+    // A shell prompt first: press Enter (a carriage return, as a terminal sends; a lone
+    // newline may be taken as the tail of a CR LF), log in when asked.
+    if console.write(b"\r").await.is_err() {
         return Some(End::error("the board's console is closed"));
     }
     let mut logins = 0;

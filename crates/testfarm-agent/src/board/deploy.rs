@@ -213,7 +213,7 @@ pub async fn boot<R: Reporter>(ctx: &Ctx<'_, R>, jb: &JobBoard, step: &BootStep)
             jb.booted(false);
             End::passed()
         }
-        Err(e) => End::error(e),
+        Err(e) => End::error(format!("{e}; {}", restore_hint(jb.board().name()))),
     }
 }
 
