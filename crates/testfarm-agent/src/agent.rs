@@ -511,8 +511,7 @@ async fn board_action(
             target: Target::Board(b),
             ..
         }) => {
-            crate::board::actions::handle(&b.0, &action, &shared.client, Some(&shared.client))
-                .await
+            crate::board::actions::handle(&b.0, &action, &shared.client, Some(&shared.client)).await
         }
         Some(m) if m.resource.kind == ResourceKind::Board => {
             crate::board::actions::without_drivers(&action)

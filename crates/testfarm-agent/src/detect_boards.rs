@@ -55,7 +55,11 @@ impl std::fmt::Display for DetectedBoards {
             writeln!(f, "  none")?;
         }
         for s in &self.serial {
-            let t = s.target.as_ref().map(|t| t.display().to_string()).unwrap_or_else(|| "?".into());
+            let t = s
+                .target
+                .as_ref()
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|| "?".into());
             writeln!(f, "  {} -> {t}", s.path.display())?;
         }
         writeln!(f, "switchable USB hubs (uhubctl):")?;
@@ -65,7 +69,11 @@ impl std::fmt::Display for DetectedBoards {
         for h in &self.hubs {
             writeln!(f, "  hub {} [{}]", h.location, h.description)?;
             for p in &h.ports {
-                let dev = p.device.as_deref().map(|d| format!(" [{d}]")).unwrap_or_default();
+                let dev = p
+                    .device
+                    .as_deref()
+                    .map(|d| format!(" [{d}]"))
+                    .unwrap_or_default();
                 writeln!(f, "    port {}: {}{dev}", p.port, p.status)?;
             }
         }
@@ -73,7 +81,10 @@ impl std::fmt::Display for DetectedBoards {
             writeln!(f, "note: {n}")?;
         }
         if !self.proposal.is_empty() {
-            writeln!(f, "\nproposed [[board]] entries (complete board_type, arch and boot):\n")?;
+            writeln!(
+                f,
+                "\nproposed [[board]] entries (complete board_type, arch and boot):\n"
+            )?;
             write!(f, "{}", self.proposal)?;
         }
         Ok(())
@@ -143,7 +154,10 @@ pub fn parse_uhubctl(text: &str) -> Vec<UsbHub> {
             };
             hubs.push(UsbHub {
                 location: location.to_string(),
-                description: desc.trim_start_matches('[').trim_end_matches(']').to_string(),
+                description: desc
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
                 ports: Vec::new(),
             });
         } else if let Some(rest) = line.trim().strip_prefix("Port ")
@@ -168,11 +182,20 @@ pub fn parse_uhubctl(text: &str) -> Vec<UsbHub> {
 
 /// A name the server accepts, from a by-id file name.
 fn board_name(path: &Path, i: usize) -> String {
-    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let short = file.trim_start_matches("usb-").trim_end_matches("-port0");
     let mut name: String = short
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     while name.contains("--") {
         name = name.replace("--", "-");
@@ -253,7 +276,11 @@ Current status for hub 2 [1d6b:0003 Linux Foundation 3.00 root hub, USB 3.00, 4 
         let hubs = parse_uhubctl(SAMPLE);
         assert_eq!(hubs.len(), 2);
         assert_eq!(hubs[0].location, "1-1");
-        assert!(hubs[0].description.starts_with("2109:3431"), "{:?}", hubs[0]);
+        assert!(
+            hubs[0].description.starts_with("2109:3431"),
+            "{:?}",
+            hubs[0]
+        );
         assert_eq!(hubs[0].ports.len(), 4);
         assert_eq!(hubs[0].ports[1].status, "0103 power enable connect");
         assert_eq!(
@@ -270,7 +297,9 @@ Current status for hub 2 [1d6b:0003 Linux Foundation 3.00 root hub, USB 3.00, 4 
     fn the_proposal_parses_and_uses_the_matching_hub_port() {
         let serial = vec![
             SerialDevice {
-                path: PathBuf::from("/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"),
+                path: PathBuf::from(
+                    "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0",
+                ),
                 target: Some(PathBuf::from("/dev/ttyUSB0")),
             },
             SerialDevice {

@@ -581,7 +581,10 @@ impl<R: Reporter> Run<'_, R> {
         control: &JobControl,
     ) -> Option<StepResult> {
         let WorkDir::Local(dir) = &self.dir else {
-            return Some(StepResult::new(Outcome::Error, "no local work directory".to_string()));
+            return Some(StepResult::new(
+                Outcome::Error,
+                "no local work directory".to_string(),
+            ));
         };
         let ctx = vm_steps::Ctx {
             job: self.job,
@@ -596,11 +599,17 @@ impl<R: Reporter> Run<'_, R> {
                 Step::Deploy(d) => Some(crate::board::deploy::deploy(&ctx, jb, d).await),
                 Step::Boot(b) => Some(crate::board::deploy::boot(&ctx, jb, b).await),
                 Step::Shell(s) if s.via == Via::Console => {
-                    let cmd = ConsoleCommand { command: &s.run, tap: None };
+                    let cmd = ConsoleCommand {
+                        command: &s.run,
+                        tap: None,
+                    };
                     console_step::run(&ctx, jb, cmd, deadline).await
                 }
                 Step::Test(t) if t.via == Via::Console => {
-                    let cmd = ConsoleCommand { command: &t.run, tap: Some(t.run.trim()) };
+                    let cmd = ConsoleCommand {
+                        command: &t.run,
+                        tap: Some(t.run.trim()),
+                    };
                     console_step::run(&ctx, jb, cmd, deadline).await
                 }
                 other => Some(vm_steps::End::error(format!(

@@ -17,7 +17,9 @@ use testfarm_agent::board::{BoardHandle, BoardReports, BoardTarget, actions, reg
 use testfarm_agent::client::Client;
 use testfarm_agent::config::AgentConfig;
 use testfarm_agent::control::JobControl;
-use testfarm_agent::executor::{self, ExecSettings, JobResult, JobRun, ReportError, Reporter, Target};
+use testfarm_agent::executor::{
+    self, ExecSettings, JobResult, JobRun, ReportError, Reporter, Target,
+};
 use testfarm_agent::logs::{self, ChunkSink, SinkError};
 use testfarm_api::agent::{Outcome, StepReport};
 use testfarm_api::board::{BoardAction, BoardActionKind, BoardReport, PowerState};
@@ -68,7 +70,10 @@ impl Sim {
     }
 
     fn power(&self, action: &str) -> String {
-        format!("{SIM} power {action} --state-dir {}", self.dir.path().display())
+        format!(
+            "{SIM} power {action} --state-dir {}",
+            self.dir.path().display()
+        )
     }
 
     fn is_on(&self) -> bool {
@@ -223,16 +228,22 @@ async fn artifact_server(build: &str, body: &'static [u8]) -> String {
                 }
                 let head = String::from_utf8_lossy(&head).into_owned();
                 let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                let (ctype, extra, payload): (&str, String, Vec<u8>) =
-                    if path.starts_with("/api/v1/artifacts?") {
-                        ("application/json", String::new(), listing.into_bytes())
-                    } else if path == format!("/api/v1/artifacts/{sha}") {
-                        ("application/octet-stream", format!("x-checksum-sha256: {sha}\r\n"), body.to_vec())
-                    } else {
-                        let resp = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-                        let _ = s.write_all(resp.as_bytes()).await;
-                        return;
-                    };
+                let (ctype, extra, payload): (&str, String, Vec<u8>) = if path
+                    .starts_with("/api/v1/artifacts?")
+                {
+                    ("application/json", String::new(), listing.into_bytes())
+                } else if path == format!("/api/v1/artifacts/{sha}") {
+                    (
+                        "application/octet-stream",
+                        format!("x-checksum-sha256: {sha}\r\n"),
+                        body.to_vec(),
+                    )
+                } else {
+                    let resp =
+                        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                    let _ = s.write_all(resp.as_bytes()).await;
+                    return;
+                };
                 let resp = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n",
                     payload.len()
@@ -251,11 +262,17 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn outcome(r: &Ran) -> Outcome {
-    r.result.as_ref().map(|r| r.outcome).unwrap_or(Outcome::Skipped)
+    r.result
+        .as_ref()
+        .map(|r| r.outcome)
+        .unwrap_or(Outcome::Skipped)
 }
 
 fn reason(r: &Ran) -> String {
-    r.result.as_ref().and_then(|r| r.reason.clone()).unwrap_or_default()
+    r.result
+        .as_ref()
+        .and_then(|r| r.reason.clone())
+        .unwrap_or_default()
 }
 
 #[test]

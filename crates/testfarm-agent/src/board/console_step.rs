@@ -91,7 +91,8 @@ pub async fn run<R: Reporter>(
     let hang_after = b.config.recovery.hang_after;
     let boot = &b.config.boot;
     let banner = Regex::new(REBOOT_BANNER).ok();
-    let rebooted = |l: &str| boot.expect.is_match(l) || banner.as_ref().is_some_and(|r| r.is_match(l));
+    let rebooted =
+        |l: &str| boot.expect.is_match(l) || banner.as_ref().is_some_and(|r| r.is_match(l));
 
     // A shell prompt first: press Enter (a carriage return, as a terminal sends; a lone
     // newline may be taken as the tail of a CR LF), log in when asked.
@@ -145,7 +146,9 @@ pub async fn run<R: Reporter>(
     };
     let line = format!("{}; echo {sentinel}$?\n", cmd.command.trim_end());
     if let Some(name) = cmd.tap {
-        ctx.log.write(bytes::Bytes::from(format!("TAP_START {name}\n"))).await;
+        ctx.log
+            .write(bytes::Bytes::from(format!("TAP_START {name}\n")))
+            .await;
     }
     if console.write(line.as_bytes()).await.is_err() {
         return Some(End::error("the board's console is closed"));
@@ -154,7 +157,10 @@ pub async fn run<R: Reporter>(
         match read(console, ctx.control, hang_after, deadline).await {
             Read::Line(l) => {
                 if let Some(c) = done.captures(&l) {
-                    break c.get(1).and_then(|m| m.as_str().parse::<i32>().ok()).unwrap_or(255);
+                    break c
+                        .get(1)
+                        .and_then(|m| m.as_str().parse::<i32>().ok())
+                        .unwrap_or(255);
                 }
                 if l.contains(&sentinel) {
                     continue; // the echo of what was typed
@@ -168,7 +174,9 @@ pub async fn run<R: Reporter>(
                 }
                 ctx.log.write(bytes::Bytes::from(format!("{l}\n"))).await;
             }
-            Read::Hung(after) => return Some(hung(ctx, jb, console, after, "running the command").await),
+            Read::Hung(after) => {
+                return Some(hung(ctx, jb, console, after, "running the command").await);
+            }
             Read::DeadlinePassed => {
                 let _ = console.write(b"\x03").await;
                 return Some(timed_out("running the command"));
@@ -242,7 +250,14 @@ async fn hung<R: Reporter>(
         )
         .await;
     let rules = testfarm_core::board::boot::BootRules::from(&b.config.boot);
-    let outcome = recover(b.power.as_ref(), console, &rules, &b.config.recovery, &mut |_| {}).await;
+    let outcome = recover(
+        b.power.as_ref(),
+        console,
+        &rules,
+        &b.config.recovery,
+        &mut |_| {},
+    )
+    .await;
     jb.booted(false);
     let hang = format!(
         "the board hung (no console output for {} while {while_})",
@@ -251,7 +266,10 @@ async fn hung<R: Reporter>(
     let (recovered, attempts, detail) = match &outcome {
         RecoveryOutcome::Recovered { attempts, took } => (
             true,
-            vec![format!("recovered after {attempts} power cycle(s) in {:.1}s", took.as_secs_f64())],
+            vec![format!(
+                "recovered after {attempts} power cycle(s) in {:.1}s",
+                took.as_secs_f64()
+            )],
             format!("{hang}; recovered by a power cycle"),
         ),
         RecoveryOutcome::NeedsManualIntervention { reason, attempts } => (
@@ -262,7 +280,9 @@ async fn hung<R: Reporter>(
         RecoveryOutcome::OperatorActionNeeded { instructions } => (
             false,
             Vec::new(),
-            format!("{hang}; the board has manual power, an operator must cycle it: {instructions}"),
+            format!(
+                "{hang}; the board has manual power, an operator must cycle it: {instructions}"
+            ),
         ),
     };
     reports
@@ -280,7 +300,11 @@ async fn hung<R: Reporter>(
         .board_report(
             &name,
             BoardReport::Activity {
-                activity: if recovered { BoardActivity::Testing } else { BoardActivity::Idle },
+                activity: if recovered {
+                    BoardActivity::Testing
+                } else {
+                    BoardActivity::Idle
+                },
                 job_id: Some(jb.job_id.clone()),
             },
         )

@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use testfarm_api::board::{BoardActivity, BoardReport};
+use testfarm_board::boot::watch_boot;
+use testfarm_board::flash::FlashRequest;
+use testfarm_board::power::PowerAction;
 use testfarm_core::artifact::ArtifactKind;
 use testfarm_core::board::boot::BootRules;
 use testfarm_core::deploy as choice;
 use testfarm_core::jobspec::{BootStep, DeployStep, Step};
-use testfarm_board::boot::watch_boot;
-use testfarm_board::flash::FlashRequest;
-use testfarm_board::power::PowerAction;
 
 use super::job::{JobBoard, ViaReporter};
 use super::{BoardReports, PowerEnd, restore_hint};
@@ -121,7 +121,13 @@ pub async fn deploy<R: Reporter>(ctx: &Ctx<'_, R>, jb: &JobBoard, d: &DeployStep
     ctx.log
         .note(&format!("flashing build {} onto {name}", chosen.build_id))
         .await;
-    let limit = b.config.flash.as_ref().map(|f| f.timeout).unwrap_or_default() + FLASH_SLACK;
+    let limit = b
+        .config
+        .flash
+        .as_ref()
+        .map(|f| f.timeout)
+        .unwrap_or_default()
+        + FLASH_SLACK;
     let t0 = Instant::now();
     let flashed = match tokio::time::timeout(limit, flash.flash(&request)).await {
         Ok(r) => r.map_err(|e| e.to_string()),
@@ -129,7 +135,17 @@ pub async fn deploy<R: Reporter>(ctx: &Ctx<'_, R>, jb: &JobBoard, d: &DeployStep
     };
     let took = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
     let (ok, detail) = match &flashed {
-        Ok(r) => (true, r.output.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect()),
+        Ok(r) => (
+            true,
+            r.output
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect(),
+        ),
         Err(e) => (false, e.clone()),
     };
     ViaReporter(ctx.reporter)
@@ -179,7 +195,10 @@ pub async fn deploy<R: Reporter>(ctx: &Ctx<'_, R>, jb: &JobBoard, d: &DeployStep
 
 /// Every kind the newest matching build of the listing has (for a board deploy that
 /// names none).
-fn all_kinds(q: &testfarm_core::jobspec::ArtifactQuery, list: &[choice::Listed]) -> Vec<ArtifactKind> {
+fn all_kinds(
+    q: &testfarm_core::jobspec::ArtifactQuery,
+    list: &[choice::Listed],
+) -> Vec<ArtifactKind> {
     let first = list
         .iter()
         .find(|a| q.arch.as_ref().is_none_or(|x| *x == a.arch));
@@ -250,7 +269,11 @@ pub async fn power_cycle_and_watch<R: Reporter>(
     let report = watch_boot(&mut attached.console, rules, TAIL_LINES, &mut |_| {}).await;
     if let testfarm_core::board::boot::BootVerdict::Booted { line, after } = &report.verdict {
         activity(ctx, jb, BoardActivity::Testing).await;
-        let said = format!("booted after {:.1}s: `{}`", after.as_secs_f64(), line.trim());
+        let said = format!(
+            "booted after {:.1}s: `{}`",
+            after.as_secs_f64(),
+            line.trim()
+        );
         ctx.log.note(&said).await;
         return Ok(said);
     }
@@ -259,7 +282,11 @@ pub async fn power_cycle_and_watch<R: Reporter>(
     for l in &report.tail {
         ctx.log.note(&format!("console: {l}")).await;
     }
-    let mut why = format!("board {} did not boot: {}", b.name(), report.verdict.describe());
+    let mut why = format!(
+        "board {} did not boot: {}",
+        b.name(),
+        report.verdict.describe()
+    );
     if let Some(c) = report.console_closed {
         why.push_str(&format!(" (the console closed: {c})"));
     }

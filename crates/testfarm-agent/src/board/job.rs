@@ -110,10 +110,16 @@ pub async fn release<B: BoardReports>(
         Some(a) => match super::power(b, a, job_id, reports).await {
             PowerEnd::Done(_) => format!("released: console detached, power {}", a.as_str()),
             PowerEnd::Operator(i) => {
-                format!("released: console detached; power {} needs an operator: {i}", a.as_str())
+                format!(
+                    "released: console detached; power {} needs an operator: {i}",
+                    a.as_str()
+                )
             }
             PowerEnd::Failed(e) => {
-                format!("release: console detached, but power {} failed: {e}", a.as_str())
+                format!(
+                    "release: console detached, but power {} failed: {e}",
+                    a.as_str()
+                )
             }
         },
     };

@@ -67,7 +67,10 @@ impl BoardHandle {
 
     /// The job holding the board, if any.
     pub fn holder(&self) -> Option<String> {
-        self.holder.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.holder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn set_holder(&self, job: Option<String>) {
@@ -97,8 +100,7 @@ impl std::fmt::Debug for BoardTarget {
 
 /// Where board reports go (`POST /agents/boards/{name}/report`); a recorder in tests.
 pub trait BoardReports: Send + Sync {
-    fn board_report(&self, board: &str, report: BoardReport)
-    -> impl Future<Output = ()> + Send;
+    fn board_report(&self, board: &str, report: BoardReport) -> impl Future<Output = ()> + Send;
 }
 
 impl BoardReports for Client {

@@ -41,10 +41,13 @@ pub async fn verify(board: &BoardHandle) -> Verified {
             match s {
                 testfarm_board::power::PowerState::On => "on",
                 testfarm_board::power::PowerState::Off => "off",
-                testfarm_board::power::PowerState::Unknown => "unknown (the driver cannot read it back)",
+                testfarm_board::power::PowerState::Unknown =>
+                    "unknown (the driver cannot read it back)",
             }
         )),
-        PowerEnd::Operator(i) => lines.push(format!("power (manual): an operator switches it: {i}")),
+        PowerEnd::Operator(i) => {
+            lines.push(format!("power (manual): an operator switches it: {i}"))
+        }
         PowerEnd::Failed(e) => {
             lines.push(format!("power ({}): {e}", board.power_method()));
             problems.push(format!("power does not answer: {e}"));

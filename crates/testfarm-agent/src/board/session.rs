@@ -62,5 +62,8 @@ pub async fn relay(board: &BoardHandle, client: &Client, session: &str) -> Resul
         }
     };
     let _ = tx.send(Message::Close(None)).await;
-    Ok(format!("console session {session} on {} ended: {why}", board.name()))
+    Ok(format!(
+        "console session {session} on {} ended: {why}",
+        board.name()
+    ))
 }

@@ -69,7 +69,10 @@ fn listed(a: Artifact) -> Listed {
 /// The repository's listing for `q`: one build's artifacts (by id, or the newest build of
 /// the branch that has the first kind asked for, a kernel when none is), or a commit's
 /// builds, newest first. Shared with board deploys (`crate::board::deploy`).
-pub(crate) async fn listing(client: &Client, q: &ArtifactQuery) -> Result<Vec<Listed>, DeployError> {
+pub(crate) async fn listing(
+    client: &Client,
+    q: &ArtifactQuery,
+) -> Result<Vec<Listed>, DeployError> {
     let query = choice::describe(q);
     let resolve = |source| DeployError::Resolve {
         query: query.clone(),

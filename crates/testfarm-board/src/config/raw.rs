@@ -573,13 +573,17 @@ fn check_boot(b: Option<&RawBoot>) -> Result<BootConfig, Fault> {
         max_garbage_lines: b.and_then(|b| b.max_garbage_lines).unwrap_or(50),
         login: match b.and_then(|b| b.login.as_deref()) {
             Some(l) if l.trim().is_empty() || l.chars().any(char::is_control) => {
-                return Err(fault("boot.login", "a user name: printable text, not empty"));
+                return Err(fault(
+                    "boot.login",
+                    "a user name: printable text, not empty",
+                ));
             }
             other => other.map(str::to_string),
         },
         prompt: pattern(
             "boot.prompt",
-            b.and_then(|b| b.prompt.as_deref()).unwrap_or(DEFAULT_PROMPT),
+            b.and_then(|b| b.prompt.as_deref())
+                .unwrap_or(DEFAULT_PROMPT),
         )?,
     })
 }

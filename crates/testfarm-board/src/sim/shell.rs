@@ -175,8 +175,10 @@ async fn run(io: &mut Io<'_>, cmd: &str) -> (Next, i32) {
         "reboot" => return (Next::Reboot, 0),
         "exit" | "logout" => return (Next::Logout, 0),
         "help" => {
-            io.line("echo uname sleep true false run-tap [N] [fail K] hang reboot exit; `;` and `$?`")
-                .await
+            io.line(
+                "echo uname sleep true false run-tap [N] [fail K] hang reboot exit; `;` and `$?`",
+            )
+            .await
         }
         other => {
             io.line(&format!("sh: {other}: not found")).await;
