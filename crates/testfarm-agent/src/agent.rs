@@ -408,7 +408,7 @@ pub async fn run(
                         .unwrap_or_else(|e| e.into_inner())
                         .take(&action.id);
                     if fresh {
-                        actions.spawn(board_action(shared.clone(), action, answered.clone()));
+                        actions.spawn(board_action(shared.clone(), action));
                     }
                 }
                 while actions.try_join_next().is_some() {}
@@ -501,11 +501,7 @@ impl ActionLedger {
 }
 
 /// Handles one board action and answers it (retrying transient failures).
-async fn board_action(
-    shared: Arc<Shared>,
-    action: testfarm_api::board::BoardAction,
-    _ledger: Arc<Mutex<ActionLedger>>,
-) {
+async fn board_action(shared: Arc<Shared>, action: testfarm_api::board::BoardAction) {
     let result = match shared.managed_get(&action.board) {
         Some(Managed {
             target: Target::Board(b),

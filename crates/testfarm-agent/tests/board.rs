@@ -493,3 +493,118 @@ async fn power_actions_are_answered() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_reboot_mid_step_and_a_flash_that_never_ends_are_named_errors() {
+    bounded(60, async {
+        let sim = Sim::start(&[]).await;
+        let b = sim.handle(None, "");
+        let yaml = "name: reboot\nrequires: { kind: board }\nsteps:\n  - boot: {}\n  - shell: { run: reboot, via: console }\n";
+        let r = run_job(&b, yaml, None).await;
+        assert_eq!(outcome(&r), Outcome::Error, "{}", r.log);
+        let why = reason(&r);
+        assert!(why.contains("the board rebooted during the step"), "{why}");
+
+        let hang = "flash = { driver = \"command\", run = \"sleep 30; echo {{ artifacts.firmware }}\", timeout = \"1s\" }";
+        let b = sim.handle(None, hang);
+        let build = "01JBXD0000000000000000AAAB";
+        let url = artifact_server(build, b"fw").await;
+        let client = Client::new(&url, "agent-token").unwrap();
+        let yaml = format!(
+            "name: flash-hang\nrequires: {{ kind: board }}\nsteps:\n  - deploy: {{ artifacts: {{ build: {build} }} }}\n"
+        );
+        let t0 = std::time::Instant::now();
+        let r = run_job(&b, &yaml, Some(client)).await;
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+        assert_eq!(outcome(&r), Outcome::Error, "{}", r.log);
+        let why = reason(&r);
+        assert!(why.contains("flashing failed"), "{why}");
+        assert!(why.contains("did not finish"), "{why}");
+        assert!(why.contains("testfarm board restore sim-1"), "{why}");
+        assert!(
+            r.boards.iter().any(|x| matches!(x, BoardReport::Flash { ok: false, .. })),
+            "{:?}",
+            r.boards
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_console_session_relays_the_board_both_ways_over_a_websocket() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    bounded(60, async {
+        let sim = Sim::start(&[]).await;
+        let b = sim.handle(None, "");
+        // The server's side of the session: checks the agent's token, types, reads.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let check = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                assert_eq!(req.uri().path(), "/api/v1/agents/console/S1");
+                let auth = req
+                    .headers()
+                    .get("authorization")
+                    .unwrap()
+                    .to_str()
+                    .unwrap();
+                assert_eq!(auth, "Bearer agent-token");
+                Ok(resp)
+            };
+            let mut ws = tokio_tungstenite::accept_hdr_async(s, check).await.unwrap();
+            let mut seen = String::new();
+            let mut typed_login = false;
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Binary(b) = m {
+                    seen.push_str(&String::from_utf8_lossy(&b));
+                }
+                if !typed_login && seen.contains("login:") {
+                    typed_login = true;
+                    ws.send(Message::Binary(Bytes::from_static(b"root\r")))
+                        .await
+                        .unwrap();
+                    ws.send(Message::Binary(Bytes::from_static(b"uname -a\r")))
+                        .await
+                        .unwrap();
+                }
+                if seen.contains("Linux sim-board 6.1.0-sim") {
+                    break;
+                }
+            }
+            let _ = ws.close(None).await;
+            seen
+        });
+        let client = Client::new(&format!("http://{addr}"), "agent-token").unwrap();
+        let mut a = action(BoardActionKind::Console);
+        a.session = Some("S1".into());
+        let rec = Recorder::default();
+        let relay = {
+            let b = b.clone();
+            tokio::spawn(async move { actions::handle(&b, &a, &rec, Some(&client)).await })
+        };
+        // Power the board on once the session is attached, so it sees the whole boot.
+        for _ in 0..200 {
+            if b.hub.is_open() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let on = actions::handle(
+            &b,
+            &action(BoardActionKind::PowerOn),
+            &Recorder::default(),
+            None,
+        )
+        .await;
+        assert!(on.ok, "{on:?}");
+        let seen = server.await.unwrap();
+        assert!(seen.contains("U-Boot SPL"), "{seen}");
+        let result = relay.await.unwrap();
+        assert!(result.ok, "{result:?}");
+        assert!(result.detail.contains("ended"), "{result:?}");
+        assert!(!b.hub.is_open(), "the session's end detaches the console");
+    })
+    .await;
+}
