@@ -354,3 +354,83 @@ impl Capture {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn line(c: &mut Console) -> String {
+        match tokio::time::timeout(Duration::from_secs(5), c.next()).await {
+            Ok(ConsoleEvent::Line(l)) => l.text,
+            other => panic!("no line: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_console_fanned_out_input_from_any_closed_by_the_last_user() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let toml = format!(
+            "[[board]]\nname = \"h1\"\nboard_type = \"t\"\narch = \"arm\"\npower = {{ driver = \"command\", on = \"true\", off = \"true\" }}\nconsole = {{ driver = \"tcp\", address = \"{addr}\" }}\n"
+        );
+        let cfg = testfarm_board::parse_boards(&toml).unwrap().remove(0);
+        let hub = Hub::new("h1", testfarm_board::console::console_driver(&cfg), 4096);
+        hub.start_capture();
+        let mut a = hub.attach().await.unwrap();
+        let mut b = hub.attach().await.unwrap();
+        // One connection for both subscribers.
+        let (mut board, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        board.write_all(b"hello\r\n").await.unwrap();
+        assert_eq!(line(&mut a.console).await, "hello");
+        assert_eq!(line(&mut b.console).await, "hello");
+        b.console.write(b"from b\n").await.unwrap();
+        a.console.write(b"from a\n").await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while !String::from_utf8_lossy(&got).contains("from a") {
+            let n = tokio::time::timeout(Duration::from_secs(5), board.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&got).contains("from b"));
+        assert!(tokio::time::timeout(Duration::from_millis(300), listener.accept()).await.is_err());
+        drop(a);
+        assert!(hub.is_open(), "b still uses it");
+        drop(b);
+        assert!(!hub.is_open(), "the last user closed it");
+        // The board side sees the connection end.
+        let n = tokio::time::timeout(Duration::from_secs(5), board.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        let capture = hub.take_capture().unwrap();
+        assert!(capture.lines().any(|l| l.starts_with("20") && l.ends_with(" hello")), "{capture}");
+        assert_eq!(hub.take_capture(), None);
+    }
+
+    #[test]
+    fn the_capture_keeps_the_newest_bytes() {
+        let mut c = Capture::default();
+        let line = ConsoleLine {
+            at: std::time::SystemTime::now(),
+            since_open: Duration::ZERO,
+            text: "x".repeat(1000),
+            garbage: false,
+            truncated: false,
+            partial: false,
+        };
+        for _ in 0..(CAPTURE_KEEP / 1000 + 100) {
+            c.push(&line);
+        }
+        let t = c.text();
+        assert!(t.len() <= CAPTURE_KEEP + 200, "{}", t.len());
+        assert!(t.starts_with("[testfarm]") && t.contains("earlier console lines dropped"));
+    }
+}

@@ -209,3 +209,32 @@ async fn run_tap(io: &mut Io<'_>, args: &[&str]) -> i32 {
     }
     i32::from(fail.is_some_and(|k| (1..=n).contains(&k)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn said(line: &str) -> String {
+        let (out_tx, mut out_rx) = mpsc::channel(64);
+        let (_in_tx, mut in_rx) = mpsc::channel(1);
+        let mut io = Io::new(&out_tx, &mut in_rx);
+        assert!(matches!(run_line(&mut io, line).await, Next::Prompt));
+        drop(io);
+        drop(out_tx);
+        let mut text = String::new();
+        while let Some(b) = out_rx.recv().await {
+            text.push_str(&String::from_utf8_lossy(&b));
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn sequences_see_the_previous_exit_status() {
+        assert_eq!(said("echo a; echo $?").await, "a\r\n0\r\n");
+        assert_eq!(said("false; echo s=$?").await, "s=1\r\n");
+        assert_eq!(said("nope; echo $?").await, "sh: nope: not found\r\n127\r\n");
+        let tap = said("run-tap 2 fail 2; echo __TF_x_$?").await;
+        assert!(tap.ends_with("__TF_x_1\r\n"), "{tap}");
+        assert!(said("run-tap 1; echo $?").await.ends_with("0\r\n"));
+    }
+}
