@@ -73,7 +73,9 @@ pub struct Probed {
 }
 
 /// Measures every configured resource (this host, boards, SSH hosts). SSH hosts that cannot
-/// be reached or lack a configured toolchain come back as errors that say why.
+/// be reached or lack a configured toolchain come back as errors that say why; `[[board]]`
+/// boards are verified (power status, console) and always come back registrable, with an
+/// `offline_reason` when they cannot be reached (`testfarm agent --check` shows it).
 pub async fn probe_all(config: &AgentConfig) -> Vec<Probed> {
     let mut out = Vec::new();
     let mut triples: Vec<String> = config
@@ -147,6 +149,27 @@ pub async fn probe_all(config: &AgentConfig) -> Vec<Probed> {
             (_, None) => Err("this host was not measured".into()),
         };
         out.push(Probed { name, result });
+    }
+    // Boards with drivers: verified (power status, console) and registered with what was
+    // found; an unreachable one is registered offline with the reason, never dropped.
+    let boards: Vec<Arc<BoardHandle>> = config
+        .boards
+        .0
+        .iter()
+        .cloned()
+        .map(|c| Arc::new(BoardHandle::new(c)))
+        .collect();
+    for (b, resource) in boards
+        .iter()
+        .zip(crate::board::register::verify_all(&boards).await)
+    {
+        out.push(Probed {
+            name: b.name().to_string(),
+            result: Ok(Managed {
+                resource,
+                target: Target::Board(BoardTarget(b.clone())),
+            }),
+        });
     }
     let probes = config.ssh_hosts.iter().cloned().map(|h| async move {
         let host = SshHost::new(h.clone());
@@ -296,27 +319,13 @@ pub async fn run(
             }
         }
     }
-    // Boards with drivers: verified (power status, console) and registered with what was
-    // found; an unreachable one is registered offline with the reason, never dropped.
-    let boards: Vec<Arc<BoardHandle>> = config
-        .boards
-        .0
-        .iter()
-        .cloned()
-        .map(|c| Arc::new(BoardHandle::new(c)))
+    let boards: Vec<Arc<BoardHandle>> = managed
+        .values()
+        .filter_map(|m| match &m.target {
+            Target::Board(b) => Some(b.0.clone()),
+            _ => None,
+        })
         .collect();
-    for (b, resource) in boards
-        .iter()
-        .zip(crate::board::register::verify_all(&boards).await)
-    {
-        managed.insert(
-            b.name().to_string(),
-            Managed {
-                resource,
-                target: Target::Board(BoardTarget(b.clone())),
-            },
-        );
-    }
     if managed.is_empty() {
         return Err(AgentError::NoResources(if failures.is_empty() {
             "none configured".into()

@@ -608,3 +608,34 @@ async fn a_console_session_relays_the_board_both_ways_over_a_websocket() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn probe_all_registers_a_verified_board_and_the_idle_probe_reports_health() {
+    bounded(30, async {
+        let sim = Sim::start(&[]).await;
+        let work = tempfile::tempdir().unwrap();
+        let probe = "health = { probe = \"echo temp_c=91\", interval = \"1h\", thresholds = { temp_c = { warn = 70.0, degraded = 85.0 } } }";
+        let text = format!(
+            "url = \"http://127.0.0.1:1\"\nname = \"a1\"\nwork_dir = \"{}\"\n{}",
+            work.path().display(),
+            sim.toml(None, probe)
+        );
+        let c = AgentConfig::parse(Path::new("agent.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        let p = testfarm_agent::agent::probe_all(&c).await;
+        assert_eq!(p.len(), 1);
+        let m = p[0].result.as_ref().unwrap();
+        assert_eq!(m.resource.offline_reason, None, "{:?}", m.resource.verification);
+        assert!(!m.resource.verification.is_empty());
+        let Target::Board(b) = &m.target else {
+            panic!("a [[board]] runs as a board target")
+        };
+        let rec = Recorder::default();
+        let r = testfarm_agent::board::health::probe_once(&b.0, &rec).await.unwrap();
+        let BoardReport::Health { passed, check, values, .. } = r else {
+            panic!("{r:?}")
+        };
+        assert!(!passed && !check);
+        assert_eq!(values.get("temp_c").map(String::as_str), Some("91"));
+    })
+    .await;
+}

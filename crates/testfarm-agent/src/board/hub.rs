@@ -399,7 +399,11 @@ mod tests {
             got.extend_from_slice(&buf[..n]);
         }
         assert!(String::from_utf8_lossy(&got).contains("from b"));
-        assert!(tokio::time::timeout(Duration::from_millis(300), listener.accept()).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), listener.accept())
+                .await
+                .is_err()
+        );
         drop(a);
         assert!(hub.is_open(), "b still uses it");
         drop(b);
@@ -411,7 +415,12 @@ mod tests {
             .unwrap_or(0);
         assert_eq!(n, 0);
         let capture = hub.take_capture().unwrap();
-        assert!(capture.lines().any(|l| l.starts_with("20") && l.ends_with(" hello")), "{capture}");
+        assert!(
+            capture
+                .lines()
+                .any(|l| l.starts_with("20") && l.ends_with(" hello")),
+            "{capture}"
+        );
         assert_eq!(hub.take_capture(), None);
     }
 

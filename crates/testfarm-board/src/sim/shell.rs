@@ -232,7 +232,10 @@ mod tests {
     async fn sequences_see_the_previous_exit_status() {
         assert_eq!(said("echo a; echo $?").await, "a\r\n0\r\n");
         assert_eq!(said("false; echo s=$?").await, "s=1\r\n");
-        assert_eq!(said("nope; echo $?").await, "sh: nope: not found\r\n127\r\n");
+        assert_eq!(
+            said("nope; echo $?").await,
+            "sh: nope: not found\r\n127\r\n"
+        );
         let tap = said("run-tap 2 fail 2; echo __TF_x_$?").await;
         assert!(tap.ends_with("__TF_x_1\r\n"), "{tap}");
         assert!(said("run-tap 1; echo $?").await.ends_with("0\r\n"));
