@@ -542,6 +542,7 @@ async fn a_console_session_relays_the_board_both_ways_over_a_websocket() {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
+            #[allow(clippy::result_large_err)]
             let check = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
                 assert_eq!(req.uri().path(), "/api/v1/agents/console/S1");
                 let auth = req
