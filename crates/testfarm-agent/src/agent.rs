@@ -30,6 +30,7 @@ use testfarm_api::agent::{
 use testfarm_api::artifact::{Artifact, Build, CreateBuild};
 use testfarm_api::resource::{Capabilities, Labels, ResourceKind};
 
+use crate::board::{BoardHandle, BoardTarget};
 use crate::client::{Client, ClientError};
 use crate::config::{AgentConfig, ConfigError};
 use crate::control::{JobControl, Signal};
@@ -72,7 +73,9 @@ pub struct Probed {
 }
 
 /// Measures every configured resource (this host, boards, SSH hosts). SSH hosts that cannot
-/// be reached or lack a configured toolchain come back as errors that say why.
+/// be reached or lack a configured toolchain come back as errors that say why; `[[board]]`
+/// boards are verified (power status, console) and always come back registrable, with an
+/// `offline_reason` when they cannot be reached (`testfarm agent --check` shows it).
 pub async fn probe_all(config: &AgentConfig) -> Vec<Probed> {
     let mut out = Vec::new();
     let mut triples: Vec<String> = config
@@ -146,6 +149,27 @@ pub async fn probe_all(config: &AgentConfig) -> Vec<Probed> {
             (_, None) => Err("this host was not measured".into()),
         };
         out.push(Probed { name, result });
+    }
+    // Boards with drivers: verified (power status, console) and registered with what was
+    // found; an unreachable one is registered offline with the reason, never dropped.
+    let boards: Vec<Arc<BoardHandle>> = config
+        .boards
+        .0
+        .iter()
+        .cloned()
+        .map(|c| Arc::new(BoardHandle::new(c)))
+        .collect();
+    for (b, resource) in boards
+        .iter()
+        .zip(crate::board::register::verify_all(&boards).await)
+    {
+        out.push(Probed {
+            name: b.name().to_string(),
+            result: Ok(Managed {
+                resource,
+                target: Target::Board(BoardTarget(b.clone())),
+            }),
+        });
     }
     let probes = config.ssh_hosts.iter().cloned().map(|h| async move {
         let host = SshHost::new(h.clone());
@@ -295,6 +319,13 @@ pub async fn run(
             }
         }
     }
+    let boards: Vec<Arc<BoardHandle>> = managed
+        .values()
+        .filter_map(|m| match &m.target {
+            Target::Board(b) => Some(b.0.clone()),
+            _ => None,
+        })
+        .collect();
     if managed.is_empty() {
         return Err(AgentError::NoResources(if failures.is_empty() {
             "none configured".into()
@@ -359,6 +390,17 @@ pub async fn run(
         ));
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), interval));
     let reprobe = tokio::spawn(reprobe_loop(shared.clone(), unreachable));
+    let probes: Vec<_> = boards
+        .iter()
+        .map(|b| {
+            tokio::spawn(crate::board::health::idle_probe_loop(
+                b.clone(),
+                shared.client.clone(),
+            ))
+        })
+        .collect();
+    let mut actions = tokio::task::JoinSet::new();
+    let answered = Arc::new(Mutex::new(ActionLedger::default()));
     let mut jobs = tokio::task::JoinSet::new();
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -369,6 +411,16 @@ pub async fn run(
         match poll {
             Ok(w) => {
                 backoff = Duration::from_millis(200);
+                for action in w.board_actions {
+                    let fresh = answered
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take(&action.id);
+                    if fresh {
+                        actions.spawn(board_action(shared.clone(), action));
+                    }
+                }
+                while actions.try_join_next().is_some() {}
                 for a in w.assignments {
                     if shared.lock_running().contains_key(&a.job_id) {
                         continue;
@@ -424,7 +476,68 @@ pub async fn run(
     }
     heartbeat.abort();
     reprobe.abort();
+    for p in probes {
+        p.abort();
+    }
+    actions.abort_all();
+    for b in &boards {
+        b.hub.detach();
+    }
     Ok(())
+}
+
+/// Board actions being handled or answered lately: the work poll may hand an action out
+/// again before its answer lands, and each is answered exactly once.
+#[derive(Default)]
+struct ActionLedger {
+    seen: std::collections::VecDeque<String>,
+}
+
+impl ActionLedger {
+    const KEEP: usize = 1024;
+
+    /// True the first time an id is seen.
+    fn take(&mut self, id: &str) -> bool {
+        if self.seen.iter().any(|s| s == id) {
+            return false;
+        }
+        if self.seen.len() == Self::KEEP {
+            self.seen.pop_front();
+        }
+        self.seen.push_back(id.to_string());
+        true
+    }
+}
+
+/// Handles one board action and answers it (retrying transient failures).
+async fn board_action(shared: Arc<Shared>, action: testfarm_api::board::BoardAction) {
+    let result = match shared.managed_get(&action.board) {
+        Some(Managed {
+            target: Target::Board(b),
+            ..
+        }) => {
+            crate::board::actions::handle(&b.0, &action, &shared.client, Some(&shared.client)).await
+        }
+        Some(m) if m.resource.kind == ResourceKind::Board => {
+            crate::board::actions::without_drivers(&action)
+        }
+        _ => testfarm_api::board::BoardActionResult {
+            ok: false,
+            power: None,
+            detail: format!("{} is not a board of this agent", action.board),
+            operator_action_needed: false,
+        },
+    };
+    tracing::info!(board = %action.board, action = action.action.as_str(), ok = result.ok, detail = %result.detail, "board action");
+    let client = &shared.client;
+    if let Err(e) = retrying(
+        || client.board_action_result(&action.id, &result),
+        REPORT_RETRY_FOR,
+    )
+    .await
+    {
+        tracing::warn!(action = %action.id, error = %e, "board action result not delivered");
+    }
 }
 
 /// Registers until it succeeds; only a refusal (bad token, forbidden) is final.
@@ -554,7 +667,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
         for (name, m) in &shared.managed() {
             let jobs = per_resource.get(name).copied().unwrap_or(0);
             match &m.target {
-                Target::Local => metrics.push(load.for_resource(name, jobs)),
+                Target::Local | Target::Board(_) => metrics.push(load.for_resource(name, jobs)),
                 Target::Ssh(h) => {
                     let last = remote_cpu.entry(name.clone()).or_insert(None);
                     match tokio::time::timeout(interval.max(Duration::from_secs(2)), h.load(last))

@@ -148,7 +148,9 @@ impl<R: Reporter> Run<'_, R> {
     ) -> Option<StepResult> {
         let t0 = Instant::now();
         let host_arch = match self.target {
-            Target::Local => Some(crate::detect::normalise_arch(std::env::consts::ARCH)),
+            Target::Local | Target::Board(_) => {
+                Some(crate::detect::normalise_arch(std::env::consts::ARCH))
+            }
             Target::Ssh(_) => None,
         };
         let arch = b

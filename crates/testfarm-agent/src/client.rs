@@ -119,6 +119,42 @@ impl Client {
         self.json_ignore(Method::POST, &path, req).await
     }
 
+    /// `POST /agents/boards/{name}/report`: something the agent did to a board on its own.
+    pub async fn board_report(
+        &self,
+        board: &str,
+        report: &testfarm_api::board::BoardReport,
+    ) -> Result<(), ClientError> {
+        let path = format!("/agents/boards/{}/report", seg(board));
+        self.json_ignore(Method::POST, &path, report).await
+    }
+
+    /// `POST /agents/board-actions/{id}`: how a board action ended (once per action).
+    pub async fn board_action_result(
+        &self,
+        id: &str,
+        result: &testfarm_api::board::BoardActionResult,
+    ) -> Result<(), ClientError> {
+        let path = format!("/agents/board-actions/{}", seg(id));
+        self.json_ignore(Method::POST, &path, result).await
+    }
+
+    /// The WebSocket address of console session `session` (`ws://…/agents/console/ID`)
+    /// and the bearer token to dial it with.
+    pub fn console_session(&self, session: &str) -> (String, String) {
+        let base = if let Some(rest) = self.base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = self.base.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            self.base.clone()
+        };
+        (
+            format!("{base}/agents/console/{}", seg(session)),
+            self.token.clone(),
+        )
+    }
+
     /// Sends log chunk `seq`. The server stores a retried `seq` once.
     pub async fn put_log(
         &self,

@@ -57,6 +57,26 @@ pub struct AgentConfig {
     /// Remote hosts this agent drives over SSH.
     #[serde(default, rename = "ssh_host")]
     pub ssh_hosts: Vec<SshHostConfig>,
+    /// The `[[board]]` tables as written; read for real by `testfarm_board::parse_boards`
+    /// on the same text (into [`AgentConfig::boards`]), which checks every driver field
+    /// with its line and column.
+    #[serde(default, rename = "board")]
+    board_tables: Vec<toml::Value>,
+    /// Boards with drivers (power, console, flash), from the `[[board]]` tables.
+    #[serde(skip)]
+    pub boards: Boards,
+}
+
+/// The checked `[[board]]` tables. Compared by name: a board's patterns (regexes) have no
+/// equality of their own.
+#[derive(Debug, Clone, Default)]
+pub struct Boards(pub Vec<testfarm_board::BoardConfig>);
+
+impl PartialEq for Boards {
+    fn eq(&self, other: &Boards) -> bool {
+        let names = |b: &Boards| b.0.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        names(self) == names(other)
+    }
 }
 
 /// `[[resource]]`: something on this host that jobs are placed on.
@@ -194,6 +214,8 @@ impl AgentConfig {
                 arch: None,
             }],
             ssh_hosts: Vec::new(),
+            board_tables: Vec::new(),
+            boards: Boards::default(),
         }
     }
 
@@ -213,7 +235,7 @@ impl AgentConfig {
 
     /// Parses configuration text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
-        let config: AgentConfig = toml::from_str(text).map_err(|e| {
+        let mut config: AgentConfig = toml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .span()
                 .map(|s| testfarm_core::diagnostic::line_col(text, s.start))
@@ -225,6 +247,22 @@ impl AgentConfig {
                 message: testfarm_core::diagnostic::with_suggestion(e.message()),
             }
         })?;
+        config.boards = Boards(testfarm_board::parse_boards(text).map_err(|e| {
+            let mut message = String::new();
+            if let Some(b) = &e.board {
+                message.push_str(&format!("board `{b}`: "));
+            }
+            if !e.field.is_empty() {
+                message.push_str(&format!("`{}`: ", e.field));
+            }
+            message.push_str(&e.message);
+            ConfigError {
+                file: path.to_path_buf(),
+                line: e.line,
+                column: e.column,
+                message,
+            }
+        })?);
         config.validate().map_err(|(needle, message)| {
             let (line, column) = find(text, &needle).unwrap_or((0, 0));
             ConfigError {
@@ -303,6 +341,20 @@ impl AgentConfig {
                 return Err((
                     name.clone(),
                     format!("resource name {name:?} is used twice"),
+                ));
+            }
+        }
+        for b in &self.boards.0 {
+            let at = format!("\"{}\"", b.name);
+            testfarm_core::resource::validate_name(&b.name)
+                .map_err(|e| (at.clone(), format!("board {:?}: name: {e}", b.name)))?;
+            if !names.insert(b.name.clone()) {
+                return Err((
+                    at,
+                    format!(
+                        "resource name {:?} is used twice (a [[board]] and another resource)",
+                        b.name
+                    ),
                 ));
             }
         }
@@ -496,6 +548,44 @@ identity_file = "/root/.ssh/id_ed25519"
         )
         .unwrap_err();
         assert_eq!(e.line, 5, "{e}");
+    }
+
+    const BOARD: &str = r#"url = "http://x"
+name = "a"
+
+[[resource]]
+kind = "board"
+name = "plain-1"
+
+[[board]]
+name = "sim-1"
+board_type = "sim"
+arch = "arm"
+power = { driver = "command", on = "true", off = "true" }
+console = { driver = "tcp", address = "127.0.0.1:9" }
+"#;
+
+    #[test]
+    fn board_tables_are_read_with_their_drivers() {
+        let c = AgentConfig::parse(Path::new("a.toml"), BOARD).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.boards.0.len(), 1);
+        assert_eq!(c.boards.0[0].name, "sim-1");
+        assert_eq!(c.resources.len(), 1);
+    }
+
+    #[test]
+    fn a_bad_board_is_refused_with_board_field_line_and_column() {
+        let text = BOARD.replace("off = \"true\"", "of = \"true\"");
+        let e = AgentConfig::parse(Path::new("a.toml"), &text).unwrap_err();
+        assert_eq!(e.line, 12, "{e}");
+        assert!(e.column > 1, "{e}");
+        assert!(e.message.contains("board `sim-1`"), "{e}");
+        assert!(e.message.contains("power"), "{e}");
+        assert!(e.to_string().starts_with("a.toml:12:"), "{e}");
+        let twice = BOARD.replace("\"sim-1\"", "\"plain-1\"");
+        let e = AgentConfig::parse(Path::new("a.toml"), &twice).unwrap_err();
+        assert!(e.message.contains("used twice"), "{e}");
+        assert!(e.line > 0, "{e}");
     }
 
     #[test]

@@ -58,6 +58,21 @@ pub trait Reporter: Send + Sync {
     fn client(&self) -> Option<&crate::client::Client> {
         None
     }
+    /// Something a board job did to its board (flash, power, deploy, recovery), for the
+    /// board's history. Default: through [`Reporter::client`]; nowhere without one.
+    fn board_report(
+        &self,
+        board: &str,
+        report: testfarm_api::board::BoardReport,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            if let Some(c) = self.client()
+                && let Err(e) = c.board_report(board, &report).await
+            {
+                tracing::warn!(%board, error = %e, "board report not delivered");
+            }
+        }
+    }
     /// Records a build in the artifact repository (for a build step's artifacts).
     fn create_build(
         &self,
@@ -93,6 +108,9 @@ pub enum Target {
     Local,
     /// A remote host over SSH.
     Ssh(SshHost),
+    /// A board with drivers (`[[board]]`): host steps run on this machine, deploy, boot
+    /// and `via: console` steps on the board ([`crate::board`]).
+    Board(crate::board::BoardTarget),
 }
 
 /// Agent-wide settings the executor needs.
@@ -184,6 +202,8 @@ pub(crate) struct Run<'a, R: Reporter> {
     pub(crate) dir: WorkDir,
     /// The job's VM, if it deploys one (`crate::vm_steps`).
     vm: VmSlot,
+    /// The job's board, when it runs on one with drivers.
+    board: Option<crate::board::job::JobBoard>,
 }
 
 /// Runs a job to its end. `None`: it was dropped (stale epoch); report nothing more.
@@ -196,8 +216,16 @@ pub async fn execute<R: Reporter>(
     control: &JobControl,
 ) -> Option<JobResult> {
     let dir = match target {
-        Target::Local => WorkDir::Local(settings.work_dir.join("jobs").join(&job.job_id)),
+        Target::Local | Target::Board(_) => {
+            WorkDir::Local(settings.work_dir.join("jobs").join(&job.job_id))
+        }
         Target::Ssh(h) => WorkDir::Remote(h.job_dir(&job.job_id)),
+    };
+    let board = match target {
+        Target::Board(b) => {
+            Some(crate::board::job::JobBoard::begin(b.clone(), &job.job_id, log).await)
+        }
+        _ => None,
     };
     let run = Run {
         job,
@@ -207,6 +235,7 @@ pub async fn execute<R: Reporter>(
         log,
         dir,
         vm: VmSlot::default(),
+        board,
     };
     let result = run.all(control).await;
     run.cleanup().await;
@@ -220,6 +249,7 @@ impl<R: Reporter> Run<'_, R> {
         let deadline = job.timeout.map(|t| started + t);
         let where_ = match self.target {
             Target::Local => "this host".to_string(),
+            Target::Board(b) => format!("board {} wired to this host", b.0.name()),
             Target::Ssh(h) => format!("{} over ssh", h.config.destination),
         };
         self.log
@@ -415,7 +445,7 @@ impl<R: Reporter> Run<'_, R> {
                 .fresh_dir(d)
                 .await
                 .map_err(|e| format!("cannot create the remote work directory {d}: {e}")),
-            (WorkDir::Remote(_), Target::Local) => {
+            (WorkDir::Remote(_), Target::Local | Target::Board(_)) => {
                 Err("no remote host for a remote directory".into())
             }
         }
@@ -424,6 +454,10 @@ impl<R: Reporter> Run<'_, R> {
     async fn cleanup(&self) {
         // The VM goes whatever happened, before the work directory (its overlay is there).
         self.vm.end(self.reporter, self.log).await;
+        // The board is left safe whatever happened: console.log, detach, on_release.
+        if let Some(b) = &self.board {
+            b.end(self.reporter, self.log).await;
+        }
         if self.settings.keep_work_dirs {
             return;
         }
@@ -466,6 +500,27 @@ impl<R: Reporter> Run<'_, R> {
                 )
             }
         };
+        if let Some(jb) = &self.board {
+            let on_board = match step {
+                Step::Deploy(_) | Step::Boot(_) => true,
+                Step::Shell(s) => matches!(s.via, Via::Console | Via::Guest),
+                Step::Test(t) => matches!(t.via, Via::Console | Via::Guest),
+                _ => false,
+            };
+            if on_board {
+                return self.board_step(jb, step, deadline, control).await;
+            }
+        } else if matches!(step, Step::Shell(s) if s.via == Via::Console)
+            || matches!(step, Step::Test(t) if t.via == Via::Console)
+        {
+            return Some(StepResult::new(
+                Outcome::Error,
+                format!(
+                    "`via: console` types into a board's console; {} is not a board with drivers ([[board]] in agent.toml)",
+                    self.job.resource
+                ),
+            ));
+        }
         match step {
             Step::Deploy(_) | Step::Boot(_) => {
                 self.vm_step(index, step, deadline, control, timed_out)
@@ -514,6 +569,75 @@ impl<R: Reporter> Run<'_, R> {
                 format!("a {} step is not supported by this agent yet", other.kind()),
             )),
         }
+    }
+
+    /// deploy, boot and console steps on a board ([`crate::board`]), bounded by the
+    /// step's deadline (each part is bounded too: flash, power, boot watch, hang limit).
+    async fn board_step(
+        &self,
+        jb: &crate::board::job::JobBoard,
+        step: &Step,
+        deadline: Option<Instant>,
+        control: &JobControl,
+    ) -> Option<StepResult> {
+        let WorkDir::Local(dir) = &self.dir else {
+            return Some(StepResult::new(
+                Outcome::Error,
+                "no local work directory".to_string(),
+            ));
+        };
+        let ctx = vm_steps::Ctx {
+            job: self.job,
+            reporter: self.reporter,
+            log: self.log,
+            control,
+            work_dir: dir,
+        };
+        use crate::board::console_step::{self, ConsoleCommand};
+        let work = async {
+            match step {
+                Step::Deploy(d) => Some(crate::board::deploy::deploy(&ctx, jb, d).await),
+                Step::Boot(b) => Some(crate::board::deploy::boot(&ctx, jb, b).await),
+                Step::Shell(s) if s.via == Via::Console => {
+                    let cmd = ConsoleCommand {
+                        command: &s.run,
+                        tap: None,
+                    };
+                    console_step::run(&ctx, jb, cmd, deadline).await
+                }
+                Step::Test(t) if t.via == Via::Console => {
+                    let cmd = ConsoleCommand {
+                        command: &t.run,
+                        tap: Some(t.run.trim()),
+                    };
+                    console_step::run(&ctx, jb, cmd, deadline).await
+                }
+                other => Some(vm_steps::End::error(format!(
+                    "a board has no guest agent: run the {} step with `via: console`",
+                    other.kind()
+                ))),
+            }
+        };
+        let end = tokio::select! {
+            e = work => e?,
+            _ = sleep_until(deadline.map(|d| d + Duration::from_secs(10))) => vm_steps::End {
+                outcome: Outcome::TimedOut,
+                reason: Some("the step's time limit was reached".into()),
+                exit_code: None,
+            },
+            _ = control.reached(Signal::Cancel), if matches!(step, Step::Deploy(_) | Step::Boot(_)) => {
+                if control.get() == Signal::Drop {
+                    return None;
+                }
+                vm_steps::End { outcome: Outcome::Cancelled, reason: Some("cancelled".into()), exit_code: None }
+            }
+        };
+        Some(StepResult {
+            outcome: end.outcome,
+            exit_code: end.exit_code,
+            reason: end.reason,
+            build: None,
+        })
     }
 
     /// deploy, boot and guest commands ([`crate::vm_steps`]), bounded by the step's
@@ -728,7 +852,7 @@ impl<R: Reporter> Run<'_, R> {
                     shell::run_process(cmd, self.log, deadline, control, grace, true, None).await;
                 (end, true)
             }
-            (WorkDir::Remote(_), Target::Local) => {
+            (WorkDir::Remote(_), Target::Local | Target::Board(_)) => {
                 return Some(StepResult::new(
                     Outcome::Error,
                     "no remote host".to_string(),

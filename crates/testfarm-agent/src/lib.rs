@@ -16,15 +16,19 @@
 //! - [`upload`]: `upload` steps' globs and file listing.
 //! - [`executor`]: one job: work directory, steps, `always`, outcomes.
 //! - [`vm_steps`]: deploy, boot and `via: guest` steps on a qemu-host (VMs through testfarm-vm).
+//! - [`board`]: boards with drivers: verification, board jobs, board actions, health.
+//! - [`detect_boards`]: serial devices and switchable USB hubs, proposed `[[board]]`s.
 //! - [`ssh`]: remote hosts through the system OpenSSH client, with precise errors.
 //! - [`agent`]: the loop tying them together: [`run`].
 
 pub mod agent;
+pub mod board;
 pub mod build;
 pub mod client;
 pub mod config;
 pub mod control;
 pub mod detect;
+pub mod detect_boards;
 pub mod executor;
 pub mod logs;
 pub mod metrics;

@@ -67,8 +67,12 @@ fn listed(a: Artifact) -> Listed {
 }
 
 /// The repository's listing for `q`: one build's artifacts (by id, or the newest build of
-/// the branch that has a kernel), or a commit's builds, newest first.
-async fn listing(client: &Client, q: &ArtifactQuery) -> Result<Vec<Listed>, DeployError> {
+/// the branch that has the first kind asked for, a kernel when none is), or a commit's
+/// builds, newest first. Shared with board deploys (`crate::board::deploy`).
+pub(crate) async fn listing(
+    client: &Client,
+    q: &ArtifactQuery,
+) -> Result<Vec<Listed>, DeployError> {
     let query = choice::describe(q);
     let resolve = |source| DeployError::Resolve {
         query: query.clone(),
@@ -77,11 +81,12 @@ async fn listing(client: &Client, q: &ArtifactQuery) -> Result<Vec<Listed>, Depl
     let build = if let Some(b) = &q.build {
         b.clone()
     } else if let Some(branch) = &q.branch {
-        let kernel = client
-            .latest_artifact(branch, ArtifactKind::Kernel.as_str(), q.arch.as_deref())
+        let kind = q.kinds.first().copied().unwrap_or(ArtifactKind::Kernel);
+        let newest = client
+            .latest_artifact(branch, kind.as_str(), q.arch.as_deref())
             .await
             .map_err(resolve)?;
-        kernel.build_id.to_string()
+        newest.build_id.to_string()
     } else if let Some(commit) = &q.commit {
         let page = client
             .list_artifacts(&[("commit", commit), ("limit", LIST_LIMIT)])
@@ -100,7 +105,7 @@ async fn listing(client: &Client, q: &ArtifactQuery) -> Result<Vec<Listed>, Depl
 
 /// Streams artifact `a` to `dest` through a temporary file beside it, renamed into place
 /// only when its sha256 matches the listing's and the server's header.
-async fn download(client: &Client, a: &Listed, dest: &Path) -> Result<u64, DeployError> {
+pub(crate) async fn download(client: &Client, a: &Listed, dest: &Path) -> Result<u64, DeployError> {
     let failed = |message: String| DeployError::Download {
         name: a.name.clone(),
         sha256: a.sha256.clone(),
@@ -167,6 +172,44 @@ async fn fetch<R: Reporter>(
 ) -> Result<Deployed, DeployError> {
     let list = listing(client, &d.artifacts).await?;
     let chosen = choice::choose(&d.artifacts, &list)?;
+    let paths = download_chosen(ctx, client, &chosen).await?;
+    let path = |k: ArtifactKind| {
+        paths
+            .iter()
+            .find(|(kind, _)| *kind == k)
+            .map(|(_, p)| p.clone())
+    };
+    let kernel = path(ArtifactKind::Kernel).ok_or_else(|| {
+        DeployError::NoMatch(choice::NoMatch::Nothing {
+            query: format!("a kernel in {}", choice::describe(&d.artifacts)),
+        })
+    })?;
+    Ok(Deployed {
+        kernel,
+        initrd: path(ArtifactKind::Initrd),
+        rootfs: path(ArtifactKind::Rootfs),
+        size: d.vm_size(&ctx.job.spec),
+        append: d.append.clone().unwrap_or_default(),
+        ssh: d.ssh,
+        kvm: ctx
+            .job
+            .spec
+            .requires
+            .as_ref()
+            .and_then(|r| r.kvm)
+            .unwrap_or(false),
+        at: testfarm_core::timestamp::rfc3339(&chrono::Utc::now(), true),
+        chosen,
+    })
+}
+
+/// Downloads what was chosen into `.testfarm/deploy/` of the work directory, each file
+/// checked against its sha256; the local path of each kind.
+pub(crate) async fn download_chosen<R: Reporter>(
+    ctx: &Ctx<'_, R>,
+    client: &Client,
+    chosen: &choice::Chosen,
+) -> Result<Vec<(ArtifactKind, PathBuf)>, DeployError> {
     ctx.log
         .note(&format!(
             "deploying build {} (commit {}, branch {}, arch {}): {}",
@@ -200,34 +243,7 @@ async fn fetch<R: Reporter>(
             .await;
         paths.push((a.kind, dest));
     }
-    let path = |k: ArtifactKind| {
-        paths
-            .iter()
-            .find(|(kind, _)| *kind == k)
-            .map(|(_, p)| p.clone())
-    };
-    let kernel = path(ArtifactKind::Kernel).ok_or_else(|| {
-        DeployError::NoMatch(choice::NoMatch::Nothing {
-            query: format!("a kernel in {}", choice::describe(&d.artifacts)),
-        })
-    })?;
-    Ok(Deployed {
-        kernel,
-        initrd: path(ArtifactKind::Initrd),
-        rootfs: path(ArtifactKind::Rootfs),
-        size: d.vm_size(&ctx.job.spec),
-        append: d.append.clone().unwrap_or_default(),
-        ssh: d.ssh,
-        kvm: ctx
-            .job
-            .spec
-            .requires
-            .as_ref()
-            .and_then(|r| r.kvm)
-            .unwrap_or(false),
-        at: testfarm_core::timestamp::rfc3339(&chrono::Utc::now(), true),
-        chosen,
-    })
+    Ok(paths)
 }
 
 /// The `deploy` step.

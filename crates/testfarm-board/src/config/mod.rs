@@ -168,6 +168,12 @@ pub struct BootConfig {
     pub silence: Option<Duration>,
     /// This many unreadable lines in a row: wrong baud rate or a broken cable.
     pub max_garbage_lines: u32,
+    /// Typed at a login prompt (the `expect` pattern) before console steps run commands;
+    /// unset: the console is expected to give a shell without logging in.
+    pub login: Option<String>,
+    /// The shell's prompt (default `[#$] ?$`): a console step types its command once it
+    /// sees one.
+    pub prompt: Regex,
 }
 
 /// An optional probe command printing `key=value` lines (temperature, power draw, link),

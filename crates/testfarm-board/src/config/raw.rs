@@ -150,6 +150,8 @@ struct RawBoot {
     timeout: Option<HumanDuration>,
     silence: Option<HumanDuration>,
     max_garbage_lines: Option<u32>,
+    login: Option<String>,
+    prompt: Option<String>,
 }
 
 fn default_expect() -> String {
@@ -550,6 +552,9 @@ fn check_flash(f: &RawFlash) -> Result<FlashConfig, Fault> {
     })
 }
 
+/// A shell prompt: ends in `#` or `$` (and maybe a space), as busybox and bash print it.
+const DEFAULT_PROMPT: &str = r"[#$] ?$";
+
 fn check_boot(b: Option<&RawBoot>) -> Result<BootConfig, Fault> {
     let expect = b.map_or("login:", |b| b.expect.as_str());
     let fail = b.map_or(&[][..], |b| b.fail.as_slice());
@@ -566,6 +571,20 @@ fn check_boot(b: Option<&RawBoot>) -> Result<BootConfig, Fault> {
         timeout,
         silence: b.and_then(|b| b.silence).map(|d| d.0),
         max_garbage_lines: b.and_then(|b| b.max_garbage_lines).unwrap_or(50),
+        login: match b.and_then(|b| b.login.as_deref()) {
+            Some(l) if l.trim().is_empty() || l.chars().any(char::is_control) => {
+                return Err(fault(
+                    "boot.login",
+                    "a user name: printable text, not empty",
+                ));
+            }
+            other => other.map(str::to_string),
+        },
+        prompt: pattern(
+            "boot.prompt",
+            b.and_then(|b| b.prompt.as_deref())
+                .unwrap_or(DEFAULT_PROMPT),
+        )?,
     })
 }
 

@@ -109,7 +109,7 @@ pub async fn powered(io: &mut Io<'_>, b: &Behaviour) {
                 if cmd.is_empty() {
                     continue;
                 }
-                match run(io, cmd).await {
+                match run_line(io, cmd).await {
                     Next::Prompt => {}
                     Next::Logout => break,
                     Next::Reboot => continue 'boot,
@@ -125,13 +125,33 @@ pub async fn powered(io: &mut Io<'_>, b: &Behaviour) {
 }
 
 enum Next {
+    /// Done; the shell prompts again.
     Prompt,
     Logout,
     Reboot,
     Hang,
 }
 
-async fn run(io: &mut Io<'_>, cmd: &str) -> Next {
+/// A command line as busybox `sh` takes the part the agent uses: commands separated by
+/// `;`, each seeing the exit status of the one before as `$?` (the agent's console steps
+/// type `CMD; echo __TF_<nonce>_$?` to learn how CMD ended).
+async fn run_line(io: &mut Io<'_>, line: &str) -> Next {
+    let mut status = 0;
+    for part in line.split(';') {
+        let cmd = part.trim().replace("$?", &status.to_string());
+        if cmd.is_empty() {
+            continue;
+        }
+        match run(io, &cmd).await {
+            (Next::Prompt, s) => status = s,
+            (other, _) => return other,
+        }
+    }
+    Next::Prompt
+}
+
+/// Runs one command: what comes next, and its exit status.
+async fn run(io: &mut Io<'_>, cmd: &str) -> (Next, i32) {
     let mut words = cmd.split_whitespace();
     let name = words.next().unwrap_or_default();
     let args: Vec<&str> = words.collect();
@@ -148,21 +168,28 @@ async fn run(io: &mut Io<'_>, cmd: &str) -> Next {
             let secs: f64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1.0);
             tokio::time::sleep(Duration::from_secs_f64(secs.clamp(0.0, 3600.0))).await;
         }
-        "run-tap" => run_tap(io, &args).await,
-        "hang" => return Next::Hang,
-        "reboot" => return Next::Reboot,
-        "exit" | "logout" => return Next::Logout,
+        "run-tap" => return (Next::Prompt, run_tap(io, &args).await),
+        "true" => {}
+        "false" => return (Next::Prompt, 1),
+        "hang" => return (Next::Hang, 0),
+        "reboot" => return (Next::Reboot, 0),
+        "exit" | "logout" => return (Next::Logout, 0),
         "help" => {
-            io.line("echo uname sleep run-tap [N] [fail K] hang reboot exit")
-                .await
+            io.line(
+                "echo uname sleep true false run-tap [N] [fail K] hang reboot exit; `;` and `$?`",
+            )
+            .await
         }
-        other => io.line(&format!("sh: {other}: not found")).await,
+        other => {
+            io.line(&format!("sh: {other}: not found")).await;
+            return (Next::Prompt, 127);
+        }
     }
-    Next::Prompt
+    (Next::Prompt, 0)
 }
 
-/// `run-tap [N] [fail K]`: a TAP 13 stream of N tests, test K failing.
-async fn run_tap(io: &mut Io<'_>, args: &[&str]) {
+/// `run-tap [N] [fail K]`: a TAP 13 stream of N tests, test K failing (exit status 1).
+async fn run_tap(io: &mut Io<'_>, args: &[&str]) -> i32 {
     let n: u32 = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
     let fail: Option<u32> = match args.get(1..3) {
         Some(["fail", k]) => k.parse().ok(),
@@ -179,5 +206,38 @@ async fn run_tap(io: &mut Io<'_>, args: &[&str]) {
         } else {
             io.line(&format!("ok {i} - sim test {i}")).await;
         }
+    }
+    i32::from(fail.is_some_and(|k| (1..=n).contains(&k)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn said(line: &str) -> String {
+        let (out_tx, mut out_rx) = mpsc::channel(64);
+        let (_in_tx, mut in_rx) = mpsc::channel(1);
+        let mut io = Io::new(&out_tx, &mut in_rx);
+        assert!(matches!(run_line(&mut io, line).await, Next::Prompt));
+        drop(io);
+        drop(out_tx);
+        let mut text = String::new();
+        while let Some(b) = out_rx.recv().await {
+            text.push_str(&String::from_utf8_lossy(&b));
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn sequences_see_the_previous_exit_status() {
+        assert_eq!(said("echo a; echo $?").await, "a\r\n0\r\n");
+        assert_eq!(said("false; echo s=$?").await, "s=1\r\n");
+        assert_eq!(
+            said("nope; echo $?").await,
+            "sh: nope: not found\r\n127\r\n"
+        );
+        let tap = said("run-tap 2 fail 2; echo __TF_x_$?").await;
+        assert!(tap.ends_with("__TF_x_1\r\n"), "{tap}");
+        assert!(said("run-tap 1; echo $?").await.ends_with("0\r\n"));
     }
 }

@@ -187,17 +187,26 @@ fn check_query(q: &ArtifactQuery) -> Result<(), Fault> {
             "`latest: true` needs the `branch` whose newest build to take".into(),
         ));
     }
+    Ok(())
+}
+
+/// A QEMU VM boots a kernel; a board takes whatever its flasher does (firmware, a rootfs
+/// image, …), so the kernel rule is for VMs only.
+fn check_vm_kinds(q: &ArtifactQuery) -> Result<(), Fault> {
     if !q.kinds.is_empty() && !q.kinds.contains(&ArtifactKind::Kernel) {
         return Err((
-            field("kinds"),
+            ".artifacts.kinds".into(),
             "a QEMU VM boots a kernel: list `kernel` among the kinds".into(),
         ));
     }
     Ok(())
 }
 
-fn check_deploy(d: &DeployStep) -> Result<(), Fault> {
+fn check_deploy(d: &DeployStep, on_board: bool) -> Result<(), Fault> {
     check_query(&d.artifacts)?;
+    if !on_board {
+        check_vm_kinds(&d.artifacts)?;
+    }
     if let Some(c) = d.cpus
         && !(1..=MAX_VM_CPUS).contains(&c)
     {
@@ -253,6 +262,7 @@ fn via_of(step: &Step) -> Option<Via> {
 /// commands (collecting diagnostics from the VM). Returns the full field path.
 pub(super) fn check_vm_steps(spec: &JobSpec) -> Result<(), Fault> {
     let kind = spec.requires.as_ref().and_then(|r| r.kind);
+    let on_board = kind == Some(ResourceKind::Board);
     let mut deployed = false;
     let mut booted = false;
     for (list, steps) in [("steps", &spec.steps), ("always", &spec.always)] {
@@ -269,7 +279,7 @@ pub(super) fn check_vm_steps(spec: &JobSpec) -> Result<(), Fault> {
                     ));
                 }
                 Step::Deploy(d) => {
-                    check_deploy(d).map_err(|(f, m)| (at(&f), m))?;
+                    check_deploy(d, on_board).map_err(|(f, m)| (at(&f), m))?;
                     if deployed {
                         return Err((
                             at(""),
@@ -288,13 +298,21 @@ pub(super) fn check_vm_steps(spec: &JobSpec) -> Result<(), Fault> {
                 }
                 Step::Boot(b) => {
                     check_boot(b).map_err(|(f, m)| (at(&f), m))?;
-                    if !deployed {
+                    // A board is always there to boot (power-cycle, watch its console);
+                    // a VM needs what a deploy fetched.
+                    if !deployed && !on_board {
                         return Err((
                             at(""),
                             "a boot step starts what a deploy step before it deployed: add a `deploy` step first".into(),
                         ));
                     }
                     booted = true;
+                }
+                other if via_of(other) == Some(Via::Console) && !on_board => {
+                    return Err((
+                        at(".via"),
+                        "`via: console` types into a board's serial console: set `requires.kind: board`".into(),
+                    ));
                 }
                 other if via_of(other) == Some(Via::Guest) && !booted => {
                     return Err((
@@ -448,6 +466,24 @@ mod tests {
         // An unknown kind is refused while reading, with the choices.
         let e = parse("  - deploy: { artifacts: { build: B, kinds: [kernal] } }\n").unwrap_err();
         assert!(e.message.contains("kernel"), "{e}");
+    }
+
+    #[test]
+    fn board_jobs_take_any_kinds_boot_without_deploy_and_use_the_console() {
+        let board = |steps: &str| {
+            JobSpec::parse(&format!(
+                "name: b\nrequires: {{ kind: board }}\nsteps:\n{steps}"
+            ))
+        };
+        board("  - deploy: { artifacts: { build: B, kinds: [firmware] } }\n  - boot: { expect: 'login:' }\n  - test: { run: run-tap 3, via: console }\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        board("  - boot: {}\n  - shell: { run: uname -a, via: console }\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        refused(
+            "  - shell: { run: uname, via: console }\n",
+            "steps[0].shell.via",
+            "requires.kind: board",
+        );
     }
 
     #[test]
