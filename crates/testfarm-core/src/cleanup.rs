@@ -56,8 +56,27 @@ pub fn held_for_cleanup(resource: &Resource) -> bool {
             .is_some_and(|m| m.reason.starts_with(CLEANUP_HOLD))
 }
 
+/// Takes the resource out of the pool while a lease's cleanup runs. One already out of
+/// it for another reason (an operator's maintenance, a quarantine, a board that needs a
+/// person) keeps that reason: the cleanup still runs, but its success must not bring the
+/// resource back.
+pub fn hold_for_cleanup(resource: &mut Resource, lease_id: &str, how: &str, now: DateTime<Utc>) {
+    if resource.state == crate::resource::ResourceState::Maintenance && !held_for_cleanup(resource)
+    {
+        return;
+    }
+    resource.maintenance = Some(MaintenanceWindow {
+        start: None,
+        end: None,
+        reason: hold_reason(lease_id, how),
+    });
+    resource.state = crate::resource::ResourceState::Maintenance;
+    resource.updated_at = now;
+}
+
 /// Applies a cleanup's outcome: on failure the resource goes to maintenance with the
-/// reason (returns true: the caller records the event and alerts). Work still running on
+/// reason (returns true: the caller records the event and alerts); a resource already in
+/// maintenance for another reason keeps it, with the failure added. Work still running on
 /// a shared host keeps running (maintenance drains, it does not kill).
 pub fn after_cleanup(
     resource: &mut Resource,
@@ -68,15 +87,25 @@ pub fn after_cleanup(
     let Err(why) = outcome else {
         return Ok(false);
     };
+    let failure = format!(
+        "cleanup ({:?}) after lease {} failed: {why}",
+        cleanup_for(resource, lease),
+        lease.id
+    );
+    let reason = match &resource.maintenance {
+        Some(m)
+            if resource.state == crate::resource::ResourceState::Maintenance
+                && !held_for_cleanup(resource) =>
+        {
+            format!("{}; then {failure}", m.reason)
+        }
+        _ => failure,
+    };
     resource.maintenance_on(
         MaintenanceWindow {
             start: None,
             end: None,
-            reason: format!(
-                "cleanup ({:?}) after lease {} failed: {why}",
-                cleanup_for(resource, lease),
-                lease.id
-            ),
+            reason,
         },
         now,
     )?;
@@ -86,6 +115,30 @@ pub fn after_cleanup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resource_already_out_of_the_pool_keeps_its_reason_through_a_cleanup() {
+        let now = Utc::now();
+        let mut r = Resource::new(ulid::Ulid::nil(), "b".into(), ResourceKind::Board, now);
+        hold_for_cleanup(&mut r, "01A", "expired", now);
+        assert!(held_for_cleanup(&r));
+        r.maintenance_on(
+            MaintenanceWindow {
+                start: None,
+                end: None,
+                reason: "needs manual intervention: 1 power cycle did not recover the board".into(),
+            },
+            now,
+        )
+        .unwrap_or_default();
+        hold_for_cleanup(&mut r, "01B", "released", now);
+        assert!(!held_for_cleanup(&r), "the person's reason stays");
+        assert!(
+            r.maintenance
+                .as_ref()
+                .is_some_and(|m| m.reason.starts_with("needs manual intervention"))
+        );
+    }
 
     #[test]
     fn only_the_cleanups_own_hold_counts_as_held_for_cleanup() {

@@ -9,7 +9,7 @@ use serde_json::json;
 use testfarm_api::job::JobState;
 use testfarm_core::job::{JobEvent, LabError, on_lab_error};
 use testfarm_core::lease::{EndReason, Holder, Lease, LeaseState};
-use testfarm_core::resource::{MaintenanceWindow, ResourceState};
+use testfarm_core::resource::ResourceState;
 use testfarm_store::jobs::JobRow;
 use testfarm_store::{NewEvent, StoreError, Tx};
 
@@ -204,13 +204,12 @@ pub async fn finish_lease(
         let mut resource = tx
             .get_resource_by_id(&ended.resource_id.to_string())
             .await?;
-        resource.maintenance = Some(MaintenanceWindow {
-            start: None,
-            end: None,
-            reason: testfarm_core::cleanup::hold_reason(&ended.id.to_string(), &describe(ended)),
-        });
-        resource.state = ResourceState::Maintenance;
-        resource.updated_at = now;
+        testfarm_core::cleanup::hold_for_cleanup(
+            &mut resource,
+            &ended.id.to_string(),
+            &describe(ended),
+            now,
+        );
         tx.update_resource(&resource).await?;
         after.cleanup.push((on.name.clone(), ended.id.to_string()));
         resource.state

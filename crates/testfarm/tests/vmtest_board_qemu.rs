@@ -111,7 +111,7 @@ arch = "x86_64"
 power = {{ driver = "qemu", qmp = "{q}", timeout = "10s" }}
 console = {{ driver = "tcp", address = "127.0.0.1:{port}", connect_timeout = "5s" }}
 flash = {{ driver = "qemu", qmp = "{q}", image = "{d}", artifact = "firmware", timeout = "60s" }}
-boot = {{ expect = "qemu-board login: $", timeout = "3m" }}
+boot = {{ expect = "qemu-board login: $", login = "root", timeout = "3m" }}
 "#,
         q = qmp.display(),
         d = disk.display()

@@ -109,7 +109,7 @@ labels = {{ team = "bsp" }}
 power = {{ driver = "command", on = "{on}", off = "{off}", status = "{status}", cycle_delay = "100ms", timeout = "10s" }}
 console = {{ driver = "tcp", address = "127.0.0.1:{port}", connect_timeout = "2s" }}
 flash = {{ driver = "command", run = "cp {{{{ artifacts.firmware }}}} '{dir}/flashed.bin'", timeout = "20s" }}
-boot = {{ expect = "login: $", timeout = "15s", silence = "10s" }}
+boot = {{ expect = "login: $", login = "root", timeout = "15s", silence = "10s" }}
 {extra}
 "#,
             on = power("on"),
