@@ -101,6 +101,14 @@ async fn handle_inner<B: BoardReports>(
     }
     match action.action {
         BoardActionKind::Release => {
+            if let (Some(ended), Some(held)) = (&action.lease_id, board.holder_lease())
+                && *ended != held
+            {
+                return ok(format!(
+                    "lease {ended} ended, but board {} is held under lease {held} now: left as it is",
+                    board.name()
+                ));
+            }
             let said = super::job::release(board, None, reports).await;
             if super::job::release_failed(&said) {
                 failed(said)
