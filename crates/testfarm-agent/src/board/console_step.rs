@@ -113,6 +113,12 @@ pub async fn run<R: Reporter>(
     deadline: Option<Instant>,
 ) -> Option<End> {
     let b = jb.board();
+    if cmd.command.trim().contains(['\n', '\r']) {
+        // Each typed line would get its own prompt and `$?` only the last one's status.
+        return Some(End::error(
+            "a `via: console` command is one line (join commands with `;` or `&&`)",
+        ));
+    }
     let mut attached = match b.hub.attach().await {
         Ok(a) => a,
         Err(e) => return Some(End::error(e)),
