@@ -222,9 +222,9 @@ pub async fn execute<R: Reporter>(
         Target::Ssh(h) => WorkDir::Remote(h.job_dir(&job.job_id)),
     };
     let board = match target {
-        Target::Board(b) => {
-            Some(crate::board::job::JobBoard::begin(b.clone(), &job.job_id, log).await)
-        }
+        Target::Board(b) => Some(
+            crate::board::job::JobBoard::begin(b.clone(), &job.job_id, &job.lease_id, log).await,
+        ),
         _ => None,
     };
     let run = Run {

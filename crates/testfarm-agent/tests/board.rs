@@ -640,3 +640,45 @@ async fn probe_all_registers_a_verified_board_and_the_idle_probe_reports_health(
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_console_that_answers_with_binary_garbage_is_a_named_error() {
+    bounded(30, async {
+        // A "board" whose shell prompts, then answers every command with line noise.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let mut buf = [0u8; 1024];
+            let mut seen = Vec::new();
+            loop {
+                let n = match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                seen.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&seen).contains("__TF_") {
+                    for _ in 0..50 {
+                        if s.write_all(b"\xff\xfe\x01\x02\x03\x9c\x80\xff\xfe\xfd\n").await.is_err() {
+                            return;
+                        }
+                    }
+                    seen.clear();
+                } else if seen.contains(&b'\r') {
+                    let _ = s.write_all(b"# ").await;
+                    seen.clear();
+                }
+            }
+        });
+        let toml = format!(
+            "[[board]]\nname = \"noisy-1\"\nboard_type = \"t\"\narch = \"arm\"\npower = {{ driver = \"command\", on = \"true\", off = \"true\" }}\nconsole = {{ driver = \"tcp\", address = \"{addr}\" }}\nboot = {{ max_garbage_lines = 5 }}\nrecovery = {{ hang_after = \"5s\" }}\n"
+        );
+        let b = Arc::new(BoardHandle::new(testfarm_board::parse_boards(&toml).unwrap().remove(0)));
+        let yaml = "name: noise\nrequires: { kind: board }\nsteps:\n  - shell: { run: cat /proc/version, via: console }\n";
+        let r = run_job(&b, yaml, None).await;
+        assert_eq!(outcome(&r), Outcome::Error, "{}", r.log);
+        let why = reason(&r);
+        assert!(why.contains("unreadable lines in a row"), "{why}");
+    })
+    .await;
+}

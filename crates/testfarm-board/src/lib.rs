@@ -10,7 +10,7 @@
 //! - [`sim`]: the simulated board (`testfarm sim-board`).
 //! - [`bench`]: console throughput against `cat` of the same pty.
 //!
-//! Standalone for now: the agent, server and CLI do not use it yet (docs/boards.md).
+//! The agent drives boards through it (`testfarm_agent::board`, docs/agent.md).
 
 pub mod bench;
 pub mod boot;

@@ -101,6 +101,14 @@ async fn handle_inner<B: BoardReports>(
     }
     match action.action {
         BoardActionKind::Release => {
+            if let (Some(ended), Some(held)) = (&action.lease_id, board.holder_lease())
+                && *ended != held
+            {
+                return ok(format!(
+                    "lease {ended} ended, but board {} is held under lease {held} now: left as it is",
+                    board.name()
+                ));
+            }
             let said = super::job::release(board, None, reports).await;
             if super::job::release_failed(&said) {
                 failed(said)
@@ -230,5 +238,48 @@ pub async fn health_check<B: BoardReports>(board: &BoardHandle, reports: &B) -> 
         power: None,
         detail: findings.join("; "),
         operator_action_needed: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Quiet;
+    impl BoardReports for Quiet {
+        async fn board_report(&self, _: &str, _: BoardReport) {}
+    }
+
+    #[tokio::test]
+    async fn a_late_release_leaves_a_board_held_under_a_newer_lease_alone() {
+        let toml = "[[board]]\nname = \"b1\"\nboard_type = \"t\"\narch = \"arm\"\npower = { driver = \"command\", on = \"exit 1\", off = \"exit 1\" }\nconsole = { driver = \"tcp\", address = \"127.0.0.1:1\" }\n";
+        let b = BoardHandle::new(testfarm_board::parse_boards(toml).unwrap().remove(0));
+        b.set_holder(Some(("job-2".into(), "lease-2".into())));
+        let action = BoardAction {
+            id: "a1".into(),
+            board: "b1".into(),
+            action: BoardActionKind::Release,
+            requested_by: "reaper".into(),
+            reason: None,
+            lease_id: Some("lease-1".into()),
+            session: None,
+        };
+        let r = handle(&b, &action, &Quiet, None).await;
+        assert!(
+            r.ok && r.detail.contains("held under lease lease-2"),
+            "{r:?}"
+        );
+        // For the lease that holds it (or none named), release runs: here the power fails.
+        let r = handle(
+            &b,
+            &BoardAction {
+                lease_id: Some("lease-2".into()),
+                ..action
+            },
+            &Quiet,
+            None,
+        )
+        .await;
+        assert!(!r.ok && r.detail.contains("power off failed"), "{r:?}");
     }
 }

@@ -29,6 +29,35 @@ use crate::vm_steps::{Ctx, End};
 
 /// Lines that mean the board started over (bootloader, kernel start).
 const REBOOT_BANNER: &str = r"U-Boot|Starting kernel|Booting Linux";
+/// A console step's limit when neither it nor its job sets one.
+pub const DEFAULT_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Counts unreadable lines in a row: a console that only sends binary garbage (wrong baud
+/// rate, a broken cable) never prints the sentinel, and must not run until the deadline.
+struct Garbled {
+    limit: u32,
+    run: u32,
+}
+
+impl Garbled {
+    fn new(limit: u32) -> Garbled {
+        Garbled {
+            limit: limit.max(1),
+            run: 0,
+        }
+    }
+
+    fn see(&mut self, garbage: bool) -> Option<End> {
+        self.run = if garbage { self.run + 1 } else { 0 };
+        (self.run >= self.limit).then(|| {
+            End::error(format!(
+                "the console sent {} unreadable lines in a row (wrong baud rate or a broken cable?)",
+                self.run
+            ))
+        })
+    }
+}
+
 /// Logins typed before a console step gives up on getting a shell.
 const MAX_LOGINS: u32 = 3;
 
@@ -40,7 +69,8 @@ pub struct ConsoleCommand<'a> {
 }
 
 enum Read {
-    Line(String),
+    /// A line, and whether it was unreadable (garbage: wrong baud rate, noise).
+    Line(String, bool),
     Hung(Duration),
     DeadlinePassed,
     Closed(String),
@@ -59,7 +89,7 @@ async fn read(
     let until = deadline.map_or(silence, |d| d.min(silence));
     tokio::select! {
         ev = console.next() => match ev {
-            ConsoleEvent::Line(l) => Read::Line(l.text.replace('\r', "")),
+            ConsoleEvent::Line(l) => Read::Line(l.text.replace('\r', ""), l.garbage),
             ConsoleEvent::Closed { reason } => Read::Closed(reason),
         },
         _ = tokio::time::sleep_until(until) => {
@@ -83,12 +113,21 @@ pub async fn run<R: Reporter>(
     deadline: Option<Instant>,
 ) -> Option<End> {
     let b = jb.board();
+    if cmd.command.trim().contains(['\n', '\r']) {
+        // Each typed line would get its own prompt and `$?` only the last one's status.
+        return Some(End::error(
+            "a `via: console` command is one line (join commands with `;` or `&&`)",
+        ));
+    }
     let mut attached = match b.hub.attach().await {
         Ok(a) => a,
         Err(e) => return Some(End::error(e)),
     };
     let console = &mut attached.console;
     let hang_after = b.config.recovery.hang_after;
+    // A step with no limit of its own (nor the job's) still ends.
+    let deadline = deadline.or_else(|| Some(Instant::now() + DEFAULT_LIMIT));
+    let mut garbled = Garbled::new(b.config.boot.max_garbage_lines);
     let boot = &b.config.boot;
     let banner = Regex::new(REBOOT_BANNER).ok();
     let rebooted =
@@ -102,8 +141,8 @@ pub async fn run<R: Reporter>(
     let mut logins = 0;
     loop {
         match read(console, ctx.control, hang_after, deadline).await {
-            Read::Line(l) if boot.prompt.is_match(&l) => break,
-            Read::Line(l) if boot.expect.is_match(&l) => match &boot.login {
+            Read::Line(l, _) if boot.prompt.is_match(&l) => break,
+            Read::Line(l, _) if boot.expect.is_match(&l) => match &boot.login {
                 Some(user) if logins < MAX_LOGINS => {
                     logins += 1;
                     if console.write(format!("{user}\n").as_bytes()).await.is_err() {
@@ -124,7 +163,11 @@ pub async fn run<R: Reporter>(
                     )));
                 }
             },
-            Read::Line(_) => {}
+            Read::Line(_, garbage) => {
+                if let Some(e) = garbled.see(garbage) {
+                    return Some(e);
+                }
+            }
             Read::Hung(after) => {
                 return Some(hung(ctx, jb, console, after, "waiting for a shell prompt").await);
             }
@@ -155,7 +198,10 @@ pub async fn run<R: Reporter>(
     }
     let code = loop {
         match read(console, ctx.control, hang_after, deadline).await {
-            Read::Line(l) => {
+            Read::Line(l, garbage) => {
+                if let Some(e) = garbled.see(garbage) {
+                    return Some(e);
+                }
                 if let Some(c) = done.captures(&l) {
                     break c
                         .get(1)

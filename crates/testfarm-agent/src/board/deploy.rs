@@ -105,11 +105,19 @@ pub async fn deploy<R: Reporter>(ctx: &Ctx<'_, R>, jb: &JobBoard, d: &DeployStep
         Ok(f) => f,
         Err(e) => return End::error(e.to_string()),
     };
+    // Each file by its kind (`{{ artifacts.firmware }}`) and by its name in the build (what
+    // the qemu flash driver's `artifact` names, e.g. `disk`); a kind wins a clash.
+    let mut by_name: BTreeMap<String, std::path::PathBuf> = chosen
+        .artifacts
+        .iter()
+        .zip(&files)
+        .map(|(a, (_, p))| (a.name.clone(), p.clone()))
+        .collect();
+    for (k, p) in &files {
+        by_name.insert(k.as_str().to_string(), p.clone());
+    }
     let request = FlashRequest {
-        artifacts: files
-            .iter()
-            .map(|(k, p)| (k.as_str().to_string(), p.clone()))
-            .collect::<BTreeMap<_, _>>(),
+        artifacts: by_name,
         config: ctx
             .job
             .vars

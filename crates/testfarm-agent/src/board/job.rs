@@ -42,9 +42,14 @@ pub struct JobBoard {
 impl JobBoard {
     /// The job takes the board: capture starts and the console opens (a console that
     /// cannot open now is tried again by the steps that need it, and fails them).
-    pub async fn begin(target: BoardTarget, job_id: &str, log: &LogWriter) -> JobBoard {
+    pub async fn begin(
+        target: BoardTarget,
+        job_id: &str,
+        lease_id: &str,
+        log: &LogWriter,
+    ) -> JobBoard {
         let b = &target.0;
-        b.set_holder(Some(job_id.to_string()));
+        b.set_holder(Some((job_id.to_string(), lease_id.to_string())));
         b.hub.start_capture();
         let hold = match b.hub.hold().await {
             Ok(u) => Some(u),
@@ -77,13 +82,23 @@ impl JobBoard {
     /// The job's end: `console.log`, detach, `on_release`, activity idle.
     pub async fn end<R: Reporter>(&self, reporter: &R, log: &LogWriter) {
         let b = self.board();
+        drop(self.hold.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if b.holder().as_deref() != Some(self.job_id.as_str()) {
+            // The lease moved on and another job holds the board now: its capture, its
+            // console and its power are not this job's to touch.
+            log.note(&format!(
+                "board {}: held by another job now; left as it is",
+                b.name()
+            ))
+            .await;
+            return;
+        }
         if let Some(text) = b.hub.take_capture()
             && !text.is_empty()
             && let Err(e) = reporter.output(CONSOLE_OUTPUT, Bytes::from(text)).await
         {
             tracing::warn!(board = %b.name(), error = %e, "console.log not stored");
         }
-        drop(self.hold.lock().unwrap_or_else(|e| e.into_inner()).take());
         let r = ViaReporter(reporter);
         let said = release(b, Some(&self.job_id), &r).await;
         log.note(&format!("board {}: {said}", b.name())).await;

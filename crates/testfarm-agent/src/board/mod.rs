@@ -45,8 +45,9 @@ pub struct BoardHandle {
     pub power: Box<dyn PowerDriver>,
     pub flash: Option<Box<dyn FlashDriver>>,
     pub hub: hub::Hub,
-    /// The job holding the board now (idle probes and health checks leave it alone).
-    holder: Mutex<Option<String>>,
+    /// The job (and its lease) holding the board now: idle probes and health checks leave
+    /// it alone, and a late `release` for another lease does not touch it.
+    holder: Mutex<Option<(String, String)>>,
 }
 
 impl BoardHandle {
@@ -70,11 +71,21 @@ impl BoardHandle {
         self.holder
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_ref()
+            .map(|(job, _)| job.clone())
     }
 
-    pub(crate) fn set_holder(&self, job: Option<String>) {
-        *self.holder.lock().unwrap_or_else(|e| e.into_inner()) = job;
+    /// The lease of the job holding the board, if any.
+    pub fn holder_lease(&self) -> Option<String> {
+        self.holder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, lease)| lease.clone())
+    }
+
+    pub(crate) fn set_holder(&self, job_and_lease: Option<(String, String)>) {
+        *self.holder.lock().unwrap_or_else(|e| e.into_inner()) = job_and_lease;
     }
 
     /// The power driver's name, as registered (`board.power_method`).
