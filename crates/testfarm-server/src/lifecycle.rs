@@ -204,14 +204,22 @@ pub async fn finish_lease(
         let mut resource = tx
             .get_resource_by_id(&ended.resource_id.to_string())
             .await?;
-        resource.maintenance = Some(MaintenanceWindow {
-            start: None,
-            end: None,
-            reason: testfarm_core::cleanup::hold_reason(&ended.id.to_string(), &describe(ended)),
-        });
-        resource.state = ResourceState::Maintenance;
-        resource.updated_at = now;
-        tx.update_resource(&resource).await?;
+        // Already out of the pool (an operator's maintenance, a quarantine set while the
+        // lease ran): the cleanup runs, but that hold stays; the cleanup's success does
+        // not lift it.
+        if resource.state != ResourceState::Maintenance {
+            resource.maintenance = Some(MaintenanceWindow {
+                start: None,
+                end: None,
+                reason: testfarm_core::cleanup::hold_reason(
+                    &ended.id.to_string(),
+                    &describe(ended),
+                ),
+            });
+            resource.state = ResourceState::Maintenance;
+            resource.updated_at = now;
+            tx.update_resource(&resource).await?;
+        }
         after.cleanup.push((on.name.clone(), ended.id.to_string()));
         resource.state
     } else {

@@ -724,3 +724,57 @@ mod console {
         agent_side.join().unwrap();
     }
 }
+
+#[test]
+fn a_board_quarantined_while_leased_stays_out_after_its_release() {
+    let lab = lab();
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    let agent = Agent::new(&server.url, t, "agent-w");
+    let mut b = board("ql-1");
+    b["quarantine"] = json!({"health_failures": 1, "lab_errors": 3, "window_ms": 3600000});
+    agent.register(json!([b]));
+    let l = http.post(
+        "/api/v1/leases",
+        t,
+        json!({"selector": "name=ql-1", "duration": "1h"}),
+    );
+    assert_eq!(l.status, 201, "{}", l.text);
+    let v = agent
+        .report(
+            "ql-1",
+            json!({"kind": "health", "passed": false, "level": "degraded", "findings": ["hung"]}),
+        )
+        .body;
+    assert_eq!(v["resource"]["state"], "maintenance", "{v}");
+    let (id, epoch) = (
+        l.body["id"].as_str().unwrap(),
+        l.body["epoch"].as_u64().unwrap(),
+    );
+    let r = http.call(
+        "DELETE",
+        &format!("/api/v1/leases/{id}?epoch={epoch}"),
+        Some(t),
+        None,
+    );
+    assert!(r.status < 300, "{}", r.text);
+    // The release still runs, and its success does not lift the quarantine.
+    let a = agent.next_action("release", Duration::from_secs(10));
+    assert_eq!(
+        agent.answer(a["id"].as_str().unwrap(), true, "off").status,
+        200
+    );
+    wait_for("cleaned", Duration::from_secs(10), || {
+        events_of(&http, t, "resource.cleaned").pop()
+    });
+    let v = board_view(&http, t, "ql-1");
+    assert_eq!(v["resource"]["state"], "maintenance", "{v}");
+    assert!(
+        v["quarantine_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("quarantined:"),
+        "{v}"
+    );
+}
