@@ -640,7 +640,10 @@ pub async fn registered(
     status.verification = ar.verification.clone();
     status.quarantine = ar.quarantine;
     status.offline_reason = ar.offline_reason.clone();
-    status.driven = ar.board.is_some();
+    // A `[[board]]` table (drivers for power, console, flash) always carries its
+    // quarantine policy; a `[[resource]] kind = "board"` the agent only runs shell work
+    // on does not.
+    status.driven = ar.quarantine.is_some();
     if let Some(reason) = &ar.offline_reason
         && matches!(
             r.state,

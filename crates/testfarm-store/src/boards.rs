@@ -44,9 +44,10 @@ pub struct BoardStatus {
     pub verification: Vec<String>,
     /// The board's own quarantine policy (its `[[board]]` table).
     pub quarantine: Option<QuarantineSettings>,
-    /// The agent drives the board (it registered it with board details: drivers for
-    /// power, console, flash), so every lease end on it is cleaned up by a `release`
-    /// action to that agent. A board an agent only runs shell work on does not.
+    /// The agent drives the board (it registered it with its quarantine settings, as
+    /// every `[[board]]` table with power, console and flash drivers is), so every lease
+    /// end on it is cleaned up by a `release` action to that agent. A board an agent only
+    /// runs shell work on is not.
     pub driven: bool,
     /// When its jobs ended with a lab error, newest last (trimmed to the policy's window).
     pub lab_errors: Vec<DateTime<Utc>>,

@@ -121,8 +121,10 @@ fn lab() -> Lab {
 }
 
 fn board(name: &str) -> Value {
-    // Board details: the agent drives it (power, console), so lease ends are its to clean.
-    json!({"name": name, "kind": "board", "labels": {"board_type": "sim"}, "board": {"board_type": "sim"}})
+    // Quarantine settings: a `[[board]]` the agent drives, so lease ends are its to clean.
+    json!({"name": name, "kind": "board", "labels": {"board_type": "sim"},
+           "board": {"board_type": "sim"},
+           "quarantine": {"health_failures": 3, "lab_errors": 3, "window_ms": 3600000}})
 }
 
 fn board_view(http: &Http, t: &str, name: &str) -> Value {
@@ -777,4 +779,35 @@ fn a_board_quarantined_while_leased_stays_out_after_its_release() {
             .starts_with("quarantined:"),
         "{v}"
     );
+}
+
+#[test]
+fn a_board_the_agent_only_runs_shell_work_on_gets_no_release() {
+    let lab = lab();
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    let agent = Agent::new(&server.url, t, "agent-n");
+    // `[[resource]] kind = "board"`: no quarantine settings, no drivers.
+    agent.register(json!([{"name": "sh-1", "kind": "board", "board": {"board_type": "rpi4"}}]));
+    let l = http.post(
+        "/api/v1/leases",
+        t,
+        json!({"selector": "name=sh-1", "duration": "1h"}),
+    );
+    assert_eq!(l.status, 201, "{}", l.text);
+    let (id, epoch) = (
+        l.body["id"].as_str().unwrap(),
+        l.body["epoch"].as_u64().unwrap(),
+    );
+    let r = http.call(
+        "DELETE",
+        &format!("/api/v1/leases/{id}?epoch={epoch}"),
+        Some(t),
+        None,
+    );
+    assert!(r.status < 300, "{}", r.text);
+    assert_eq!(state_of(&http, t, "sh-1"), "available");
+    let w = agent.work(0);
+    assert!(w.get("board_actions").is_none(), "{w}");
 }
