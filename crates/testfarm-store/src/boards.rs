@@ -306,7 +306,8 @@ impl Tx {
     }
 
     /// Open actions that waited too long: sent before `sent_before`, or never taken and
-    /// queued before `pending_before`.
+    /// queued before `pending_before`. A console action the agent took is not: it answers
+    /// when the session ends, which is the person's to decide.
     pub async fn overdue_board_actions(
         &mut self,
         sent_before: DateTime<Utc>,
@@ -316,7 +317,8 @@ impl Tx {
             self.conn(),
             &format!(
                 "SELECT {ACTION_COLUMNS} FROM board_actions WHERE state IN ('pending', 'sent')
-                 AND ((state = 'sent' AND sent_at < ?1) OR (state = 'pending' AND created_at < ?2))"
+                 AND ((state = 'sent' AND sent_at < ?1 AND action <> 'console')
+                      OR (state = 'pending' AND created_at < ?2))"
             ),
             params![ts(sent_before), ts(pending_before)],
             action_from_row,
