@@ -811,3 +811,26 @@ fn a_board_the_agent_only_runs_shell_work_on_gets_no_release() {
     let w = agent.work(0);
     assert!(w.get("board_actions").is_none(), "{w}");
 }
+
+#[test]
+fn the_submitter_of_the_job_holding_a_board_may_drive_it_and_others_may_not() {
+    let lab = lab();
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    let agent = Agent::new(&server.url, t, "agent-j");
+    agent.register(json!([board("jh-1")]));
+    let ann = http.create_token(t, "ann", "user");
+    let bob = http.create_token(t, "bob", "user");
+    let job = submit(&http, &ann, &on_board("jh-1"));
+    let a = agent.next_assignment(Duration::from_secs(10));
+    assert_eq!(a["job_id"], job.as_str());
+    let cycle = json!({"action": "cycle", "wait_ms": 0});
+    let r = http.post("/api/v1/boards/jh-1/power", &bob, cycle.clone());
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = http.post("/api/v1/boards/jh-1/power", &ann, cycle);
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body["action"], "power_cycle");
+    let r = http.post("/api/v1/boards/jh-1/restore", &bob, json!({}));
+    assert_eq!(r.status, 403, "{}", r.text);
+}
