@@ -362,6 +362,20 @@ fn health_failures_in_a_row_quarantine_and_only_a_passing_check_returns() {
     assert!(reason.starts_with("quarantined:"), "{reason}");
     assert_eq!(v["consecutive_health_failures"], 2);
     assert_eq!(events_of(&http, t, "board.quarantined").len(), 1);
+    let out = http.get("/api/v1/boards?state=maintenance&limit=5", t);
+    assert_eq!(out.status, 200, "{}", out.text);
+    assert_eq!(
+        out.body["items"][0]["resource"]["name"], "hq-1",
+        "{}",
+        out.text
+    );
+    let none = http.get("/api/v1/boards?state=available", t);
+    assert_eq!(
+        none.body["items"].as_array().unwrap().len(),
+        0,
+        "{}",
+        none.text
+    );
     // An idle probe passing does not bring it back; a full health check does.
     agent.report("hq-1", pass_probe);
     assert_eq!(state_of(&http, t, "hq-1"), "maintenance");
