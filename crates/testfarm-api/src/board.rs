@@ -340,6 +340,18 @@ pub struct BoardHistoryEntry {
     pub detail: String,
 }
 
+/// `GET /api/v1/boards` filters (as for resources).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BoardListQuery {
+    /// `available`, `leased`, `maintenance`, `offline` or `retired`.
+    pub state: Option<String>,
+    /// A label selector, e.g. `board_type=rpi4`.
+    pub selector: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
 /// `GET /api/v1/boards/{name}/history` filters.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -286,7 +286,7 @@ pub async fn take_out(
     status: &mut BoardStatus,
     reason: String,
     now: DateTime<Utc>,
-) -> ApiResult<bool> {
+) -> Result<bool, StoreError> {
     let ours = held_by_us(r, status) || testfarm_core::cleanup::held_for_cleanup(r);
     let free = matches!(
         r.state,
@@ -295,15 +295,15 @@ pub async fn take_out(
     if !(ours || free) {
         return Ok(false);
     }
-    r.maintenance_on(
-        MaintenanceWindow {
-            start: None,
-            end: None,
-            reason: reason.clone(),
-        },
-        now,
-    )
-    .map_err(ApiError::conflict)?;
+    let window = MaintenanceWindow {
+        start: None,
+        end: None,
+        reason: reason.clone(),
+    };
+    // Refused only for a retired board, which the state check above already left alone.
+    if r.maintenance_on(window, now).is_err() {
+        return Ok(false);
+    }
     status.quarantine_reason = Some(reason);
     tx.update_resource(r).await?;
     Ok(true)
@@ -550,7 +550,7 @@ async fn quarantined(
     reason: &str,
     actor: &str,
     now: DateTime<Utc>,
-) -> ApiResult<()> {
+) -> Result<(), StoreError> {
     let mut h = history(
         BoardHistoryKind::Quarantine,
         "quarantined",
@@ -570,7 +570,11 @@ async fn quarantined(
 /// A job on a board ended with a lab error: counts it in the board's window and takes
 /// the board out of the pool when the count reaches the board's limit
 /// (`core::board::quarantine::failure_rate`). Returns whether the pool changed.
-pub async fn lab_error(tx: &mut Tx, resource_id: &str, now: DateTime<Utc>) -> ApiResult<bool> {
+pub async fn lab_error(
+    tx: &mut Tx,
+    resource_id: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
     let Ok(id) = ulid::Ulid::from_string(resource_id) else {
         return Ok(false);
     };
@@ -636,7 +640,10 @@ pub async fn registered(
     status.verification = ar.verification.clone();
     status.quarantine = ar.quarantine;
     status.offline_reason = ar.offline_reason.clone();
-    status.driven = ar.board.is_some();
+    // A `[[board]]` table (drivers for power, console, flash) always carries its
+    // quarantine policy; a `[[resource]] kind = "board"` the agent only runs shell work
+    // on does not.
+    status.driven = ar.quarantine.is_some();
     if let Some(reason) = &ar.offline_reason
         && matches!(
             r.state,

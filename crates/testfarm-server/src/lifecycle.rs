@@ -264,6 +264,12 @@ pub async fn end_lease(
                         .map_or_else(|| "expired".to_string(), |r| r.to_string()),
                 },
             };
+            // A job whose lease expired under it is the lab's failure: it counts
+            // against its board (quarantine by failure rate). A revoked one does not.
+            if ended.state == LeaseState::Expired {
+                end.after.wake_scheduler |=
+                    crate::boards::lab_error(tx, &ended.resource_id.to_string(), now).await?;
+            }
             let retry = retry_on_error(&job);
             let event = on_lab_error(job.job.state, job.job.attempt, retry, reason);
             // The lease is already written as ended; detach it so the job event does not

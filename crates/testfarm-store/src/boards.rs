@@ -44,9 +44,10 @@ pub struct BoardStatus {
     pub verification: Vec<String>,
     /// The board's own quarantine policy (its `[[board]]` table).
     pub quarantine: Option<QuarantineSettings>,
-    /// The agent drives the board (it registered it with board details: drivers for
-    /// power, console, flash), so every lease end on it is cleaned up by a `release`
-    /// action to that agent. A board an agent only runs shell work on does not.
+    /// The agent drives the board (it registered it with its quarantine settings, as
+    /// every `[[board]]` table with power, console and flash drivers is), so every lease
+    /// end on it is cleaned up by a `release` action to that agent. A board an agent only
+    /// runs shell work on is not.
     pub driven: bool,
     /// When its jobs ended with a lab error, newest last (trimmed to the policy's window).
     pub lab_errors: Vec<DateTime<Utc>>,
@@ -305,7 +306,8 @@ impl Tx {
     }
 
     /// Open actions that waited too long: sent before `sent_before`, or never taken and
-    /// queued before `pending_before`.
+    /// queued before `pending_before`. A console action the agent took is not: it answers
+    /// when the session ends, which is the person's to decide.
     pub async fn overdue_board_actions(
         &mut self,
         sent_before: DateTime<Utc>,
@@ -315,7 +317,8 @@ impl Tx {
             self.conn(),
             &format!(
                 "SELECT {ACTION_COLUMNS} FROM board_actions WHERE state IN ('pending', 'sent')
-                 AND ((state = 'sent' AND sent_at < ?1) OR (state = 'pending' AND created_at < ?2))"
+                 AND ((state = 'sent' AND sent_at < ?1 AND action <> 'console')
+                      OR (state = 'pending' AND created_at < ?2))"
             ),
             params![ts(sent_before), ts(pending_before)],
             action_from_row,

@@ -121,8 +121,10 @@ fn lab() -> Lab {
 }
 
 fn board(name: &str) -> Value {
-    // Board details: the agent drives it (power, console), so lease ends are its to clean.
-    json!({"name": name, "kind": "board", "labels": {"board_type": "sim"}, "board": {"board_type": "sim"}})
+    // Quarantine settings: a `[[board]]` the agent drives, so lease ends are its to clean.
+    json!({"name": name, "kind": "board", "labels": {"board_type": "sim"},
+           "board": {"board_type": "sim"},
+           "quarantine": {"health_failures": 3, "lab_errors": 3, "window_ms": 3600000}})
 }
 
 fn board_view(http: &Http, t: &str, name: &str) -> Value {
@@ -360,6 +362,20 @@ fn health_failures_in_a_row_quarantine_and_only_a_passing_check_returns() {
     assert!(reason.starts_with("quarantined:"), "{reason}");
     assert_eq!(v["consecutive_health_failures"], 2);
     assert_eq!(events_of(&http, t, "board.quarantined").len(), 1);
+    let out = http.get("/api/v1/boards?state=maintenance&limit=5", t);
+    assert_eq!(out.status, 200, "{}", out.text);
+    assert_eq!(
+        out.body["items"][0]["resource"]["name"], "hq-1",
+        "{}",
+        out.text
+    );
+    let none = http.get("/api/v1/boards?state=available", t);
+    assert_eq!(
+        none.body["items"].as_array().unwrap().len(),
+        0,
+        "{}",
+        none.text
+    );
     // An idle probe passing does not bring it back; a full health check does.
     agent.report("hq-1", pass_probe);
     assert_eq!(state_of(&http, t, "hq-1"), "maintenance");
@@ -723,4 +739,112 @@ mod console {
         });
         agent_side.join().unwrap();
     }
+}
+
+#[test]
+fn a_board_quarantined_while_leased_stays_out_after_its_release() {
+    let lab = lab();
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    let agent = Agent::new(&server.url, t, "agent-w");
+    let mut b = board("ql-1");
+    b["quarantine"] = json!({"health_failures": 1, "lab_errors": 3, "window_ms": 3600000});
+    agent.register(json!([b]));
+    let l = http.post(
+        "/api/v1/leases",
+        t,
+        json!({"selector": "name=ql-1", "duration": "1h"}),
+    );
+    assert_eq!(l.status, 201, "{}", l.text);
+    let v = agent
+        .report(
+            "ql-1",
+            json!({"kind": "health", "passed": false, "level": "degraded", "findings": ["hung"]}),
+        )
+        .body;
+    assert_eq!(v["resource"]["state"], "maintenance", "{v}");
+    let (id, epoch) = (
+        l.body["id"].as_str().unwrap(),
+        l.body["epoch"].as_u64().unwrap(),
+    );
+    let r = http.call(
+        "DELETE",
+        &format!("/api/v1/leases/{id}?epoch={epoch}"),
+        Some(t),
+        None,
+    );
+    assert!(r.status < 300, "{}", r.text);
+    // The release still runs, and its success does not lift the quarantine.
+    let a = agent.next_action("release", Duration::from_secs(10));
+    assert_eq!(
+        agent.answer(a["id"].as_str().unwrap(), true, "off").status,
+        200
+    );
+    wait_for("cleaned", Duration::from_secs(10), || {
+        events_of(&http, t, "resource.cleaned").pop()
+    });
+    let v = board_view(&http, t, "ql-1");
+    assert_eq!(v["resource"]["state"], "maintenance", "{v}");
+    assert!(
+        v["quarantine_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("quarantined:"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_board_the_agent_only_runs_shell_work_on_gets_no_release() {
+    let lab = lab();
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    let agent = Agent::new(&server.url, t, "agent-n");
+    // `[[resource]] kind = "board"`: no quarantine settings, no drivers.
+    agent.register(json!([{"name": "sh-1", "kind": "board", "board": {"board_type": "rpi4"}}]));
+    let l = http.post(
+        "/api/v1/leases",
+        t,
+        json!({"selector": "name=sh-1", "duration": "1h"}),
+    );
+    assert_eq!(l.status, 201, "{}", l.text);
+    let (id, epoch) = (
+        l.body["id"].as_str().unwrap(),
+        l.body["epoch"].as_u64().unwrap(),
+    );
+    let r = http.call(
+        "DELETE",
+        &format!("/api/v1/leases/{id}?epoch={epoch}"),
+        Some(t),
+        None,
+    );
+    assert!(r.status < 300, "{}", r.text);
+    assert_eq!(state_of(&http, t, "sh-1"), "available");
+    let w = agent.work(0);
+    assert!(w.get("board_actions").is_none(), "{w}");
+}
+
+#[test]
+fn the_submitter_of_the_job_holding_a_board_may_drive_it_and_others_may_not() {
+    let lab = lab();
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    let agent = Agent::new(&server.url, t, "agent-j");
+    agent.register(json!([board("jh-1")]));
+    let ann = http.create_token(t, "ann", "user");
+    let bob = http.create_token(t, "bob", "user");
+    let job = submit(&http, &ann, &on_board("jh-1"));
+    let a = agent.next_assignment(Duration::from_secs(10));
+    assert_eq!(a["job_id"], job.as_str());
+    let cycle = json!({"action": "cycle", "wait_ms": 0});
+    let r = http.post("/api/v1/boards/jh-1/power", &bob, cycle.clone());
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = http.post("/api/v1/boards/jh-1/power", &ann, cycle);
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body["action"], "power_cycle");
+    let r = http.post("/api/v1/boards/jh-1/restore", &bob, json!({}));
+    assert_eq!(r.status, 403, "{}", r.text);
 }

@@ -148,16 +148,20 @@ boot = {{ expect = "qemu-board login: $", login = "root", timeout = "3m" }}
     assert_eq!(r.status, 201, "{}", r.text);
 
     let spec = format!(
-        "name: qemu-board\nrequires: {{ kind: board, resource: qemu-board-1 }}\ntimeout: 8m\nsteps:\n  - deploy: {{ artifacts: {{ build: {build}, kinds: [firmware] }} }}\n  - test: {{ run: 'head -c 64 /dev/vda | head -n 1; echo 1..1; echo ok 1 - the board runs', via: console, timeout: 2m }}\n"
+        "name: qemu-board\nrequires: {{ kind: board, resource: qemu-board-1 }}\ntimeout: 8m\nsteps:\n  - deploy: {{ artifacts: {{ build: {build}, kinds: [firmware] }} }}\n  - test: {{ run: 'head -c 64 /dev/vda | head -n 1; echo 1..1; echo ok 1 - the board runs', via: console, timeout: 1m }}\n"
     );
     let id = submit(&http, t, &spec);
     let j = support::wait_job(&http, t, &id, Duration::from_secs(480));
     let log = log(&http, t, &id);
-    assert_eq!(j["state"], "passed", "{j}\n{log}\n{}", agent.log());
-    // The flash took effect: the machine booted and named the new firmware.
     let console = http
         .get(&format!("/api/v1/jobs/{id}/outputs/console.log"), t)
         .text;
+    assert_eq!(
+        j["state"], "passed",
+        "{j}\n{log}\nconsole:\n{console}\n{}",
+        agent.log()
+    );
+    // The flash took effect: the machine booted and named the new firmware.
     assert!(
         console.contains(&format!("firmware firmware-of-{build}")),
         "{console}"

@@ -12,13 +12,13 @@ use chrono::Utc;
 use testfarm_api::Page;
 use testfarm_api::board::{
     BoardActionKind, BoardActionResult, BoardActionView, BoardHistoryEntry, BoardHistoryKind,
-    BoardHistoryQuery, BoardReport, BoardView, PowerRequest,
+    BoardHistoryQuery, BoardListQuery, BoardReport, BoardView, PowerRequest,
 };
 use testfarm_api::job::Job;
 use testfarm_api::problem::Problem;
-use testfarm_api::resource::ResourceKind;
-use testfarm_core::Action;
+use testfarm_api::resource::{ResourceKind, ResourceState};
 use testfarm_core::jobspec::JobSpec;
+use testfarm_core::{Action, Selector};
 use testfarm_store::resources::ResourceFilter;
 
 use crate::auth::{Caller, Require, perm};
@@ -45,24 +45,61 @@ fn answer(view: BoardActionView) -> (StatusCode, Json<BoardActionView>) {
     (status, Json(view))
 }
 
-/// List the boards with what they are doing.
-#[utoipa::path(get, path = "/api/v1/boards", tag = "boards",
-    responses((status = 200, body = Vec<BoardView>)))]
+/// List the boards with what they are doing, filtered by state and label selector, in
+/// pages.
+#[utoipa::path(get, path = "/api/v1/boards", tag = "boards", params(BoardListQuery),
+    responses((status = 200, body = Page<BoardView>), (status = 400, body = Problem)))]
 pub async fn list_boards(
     State(state): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<Vec<BoardView>>> {
+    ApiQuery(q): ApiQuery<BoardListQuery>,
+) -> ApiResult<Json<Page<BoardView>>> {
     caller.require(Action::Read)?;
+    let rstate = q
+        .state
+        .as_deref()
+        .map(str::parse::<ResourceState>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("state", e))?;
+    let selector = Selector::parse(q.selector.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request("selector", e))?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(ulid::Ulid::from_string)
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request(
+                "cursor",
+                "invalid cursor; use next_cursor from the previous page",
+            )
+        })?;
+    let limit = super::page_limit(q.limit)?;
     let filter = ResourceFilter {
         kind: Some(ResourceKind::Board),
-        ..ResourceFilter::default()
+        state: rstate,
+        after,
     };
-    let mut out = Vec::new();
-    for r in state.store.list_resources(&filter).await? {
+    let mut found: Vec<_> = state
+        .store
+        .list_resources(&filter)
+        .await?
+        .into_iter()
+        .filter(|r| selector.matches(&r.selector_labels()))
+        .take(limit + 1)
+        .collect();
+    let next_cursor = if found.len() > limit {
+        found.truncate(limit);
+        found.last().map(|r| r.id.to_string())
+    } else {
+        None
+    };
+    let mut items = Vec::with_capacity(found.len());
+    for r in found {
         let status = state.store.board_status(r.id).await?;
-        out.push(boards::view(r, status));
+        items.push(boards::view(r, status));
     }
-    Ok(Json(out))
+    Ok(Json(Page { items, next_cursor }))
 }
 
 /// Show a board: its resource, activity, power, deployments, health and quarantine.

@@ -84,7 +84,7 @@ pub async fn board_console(
     let session = crate::ids::next().to_string();
     let (hand, take) = oneshot::channel();
     state.consoles.insert(&session, agent, hand);
-    boards::enqueue(
+    let action = boards::enqueue(
         &mut tx,
         &r,
         BoardActionKind::Console,
@@ -98,13 +98,15 @@ pub async fn board_console(
     .await?;
     tx.commit().await?;
     state.work_changed();
-    let consoles = state.consoles.clone();
     Ok(ws.on_upgrade(move |person| async move {
         let agent = tokio::time::timeout(AGENT_CONNECT, take).await;
-        consoles.lock().remove(&session);
+        state.consoles.lock().remove(&session);
         match agent {
             Ok(Ok(agent)) => relay(person, agent, &name).await,
             _ => {
+                if let Err(e) = never_connected(&state, &action.action.id).await {
+                    tracing::warn!(error = %e, %session, "could not fail the console action");
+                }
                 let mut person = person;
                 let _ = person
                     .send(Message::Text(
@@ -119,6 +121,29 @@ pub async fn board_console(
             }
         }
     }))
+}
+
+/// The agent never connected: its console action fails (if the agent did not answer it
+/// meanwhile), so the board's actions show it.
+async fn never_connected(state: &AppState, id: &str) -> ApiResult<()> {
+    let mut tx = state.store.begin().await?;
+    let row = tx.get_board_action(id).await?;
+    if row.is_finished() {
+        return Ok(());
+    }
+    let result = testfarm_api::board::BoardActionResult {
+        ok: false,
+        power: None,
+        detail: format!(
+            "the agent did not connect to the console session within {} s",
+            AGENT_CONNECT.as_secs()
+        ),
+        operator_action_needed: false,
+    };
+    boards::finish_action(&mut tx, &row, &result, "server", Utc::now()).await?;
+    tx.commit().await?;
+    state.board_action_done();
+    Ok(())
 }
 
 /// The agent's side of a console session it was asked for (`console` action).

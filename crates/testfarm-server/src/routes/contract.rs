@@ -234,7 +234,7 @@ fn parameter_rule(path: &str, at: &str, name: &str) -> Option<Value> {
         ("query", "kind") if path == "/api/v1/resources" => {
             json!({ "enum": enum_of(ResourceKind::ALL) })
         }
-        ("query", "state") if path == "/api/v1/resources" => {
+        ("query", "state") if path == "/api/v1/resources" || path == "/api/v1/boards" => {
             json!({ "enum": enum_of(ResourceState::ALL) })
         }
         ("query", "state") if path == "/api/v1/leases" => json!({
