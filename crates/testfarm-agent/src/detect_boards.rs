@@ -12,7 +12,7 @@ use std::time::Duration;
 const UHUBCTL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SERIAL_BY_ID: &str = "/dev/serial/by-id";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SerialDevice {
     /// The stable path (`/dev/serial/by-id/usb-FTDI_…-if00-port0`).
     pub path: PathBuf,
@@ -20,7 +20,7 @@ pub struct SerialDevice {
     pub target: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HubPort {
     pub port: u32,
     /// uhubctl's status word and flags (`0103 power enable connect`).
@@ -29,7 +29,7 @@ pub struct HubPort {
     pub device: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UsbHub {
     /// uhubctl's location (`1-1`), what `-l` takes.
     pub location: String,
@@ -38,7 +38,7 @@ pub struct UsbHub {
 }
 
 /// What detection found, printable as it is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DetectedBoards {
     pub serial: Vec<SerialDevice>,
     pub hubs: Vec<UsbHub>,

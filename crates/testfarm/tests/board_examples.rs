@@ -30,3 +30,59 @@ fn the_sp_testbed_example_parses_with_its_drivers() {
         testfarm_board::config::PowerConfig::Http(_)
     ));
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_testfarm");
+
+#[test]
+fn detect_boards_reports_what_it_found_and_why_not() {
+    let out = std::process::Command::new(BIN)
+        .args(["agent", "detect-boards", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["serial", "hubs", "notes"] {
+        assert!(v[key].is_array(), "{key} in {v}");
+    }
+    // On a machine without serial adapters or uhubctl, it says so instead of nothing.
+    if v["serial"].as_array().unwrap().is_empty() {
+        assert!(v["notes"].to_string().contains("/dev/serial/by-id"), "{v}");
+    }
+}
+
+#[test]
+fn check_registers_an_unreachable_testbed_offline_with_the_reason() {
+    // The grapefruit testbed of the example, on a host without its hub or FTDI cable.
+    let text = example("agent-sp-testbed.toml");
+    let first = text.split("\n[[board]]\nname = \"gimlet").next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        first
+            .replace(
+                "/srv/testfarm-agent",
+                &dir.path().join("work").display().to_string(),
+            )
+            .replace(
+                "/etc/testfarm/agent.token",
+                &dir.path().join("t").display().to_string(),
+            ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("t"), "x").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["agent", "--check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("grapefruit-7f495641"), "{stdout}");
+    assert!(stdout.contains("OFFLINE"), "{stdout}");
+    assert!(stdout.contains("found: power"), "{stdout}");
+}

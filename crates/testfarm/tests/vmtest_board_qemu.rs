@@ -157,7 +157,8 @@ boot = {{ expect = "qemu-board login: $", login = "root", timeout = "3m" }}
         .get(&format!("/api/v1/jobs/{id}/outputs/console.log"), t)
         .text;
     assert_eq!(
-        j["state"], "passed",
+        j["state"],
+        "passed",
         "{j}\n{log}\nconsole:\n{console}\n{}",
         agent.log()
     );

@@ -10,8 +10,22 @@ use testfarm_agent::AgentConfig;
 use testfarm_agent::agent::probe_all;
 use testfarm_server::config::LogFormat;
 
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    /// List serial devices (/dev/serial/by-id) and USB hubs uhubctl can switch, and
+    /// propose `[[board]]` tables for them (to paste into agent.toml and complete).
+    DetectBoards {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub sub: Option<Sub>,
     /// The agent's configuration file (see docs/agent.md).
     #[arg(short = 'c', long, value_name = "FILE", conflicts_with_all = ["url", "name"])]
     pub config: Option<PathBuf>,
@@ -37,6 +51,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(Sub::DetectBoards { json }) = &args.sub {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let found = rt.block_on(testfarm_agent::detect_boards::detect_boards());
+        if *json {
+            crate::output::json(&found)?;
+        } else {
+            print!("{found}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut config = match (&args.config, &args.url, &args.name) {
         (Some(path), _, _) => AgentConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         (None, Some(url), Some(name)) => AgentConfig::minimal(url, args.token_file.clone(), name),
@@ -98,6 +124,14 @@ async fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
                     let labels: Vec<String> =
                         r.labels.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     println!("      labels: {}", labels.join(","));
+                }
+                for v in &r.verification {
+                    println!("      found: {v}");
+                }
+                if let Some(why) = &r.offline_reason {
+                    // Registered, but offline until it answers: say so, and fail the check.
+                    failed += 1;
+                    println!("      OFFLINE: {why}");
                 }
             }
             Err(e) => {
