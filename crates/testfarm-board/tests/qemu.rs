@@ -103,8 +103,13 @@ flash = {{ driver = "qemu", qmp = "{q}", image = "{d}", timeout = "10s" }}
         let data = std::fs::read(&disk).unwrap();
         assert!(data.starts_with(b"new firmware image"));
         assert_eq!(data.len(), 64 * 1024, "the image was rewritten in place");
+        // Left off, as a board under a flasher is; the deploy's power cycle starts it.
         assert_eq!(
             power.status().await.unwrap(),
+            PowerOutcome::Done(PowerState::Off)
+        );
+        assert_eq!(
+            power.cycle().await.unwrap(),
             PowerOutcome::Done(PowerState::On)
         );
         let e = flash_driver(&board)

@@ -32,30 +32,32 @@ fn a_board_image_names_its_disk_firmware_and_gives_a_shell() {
     let mut bytes = b"firmware-v7 built by the test\n".to_vec();
     bytes.resize(1 << 20, 0);
     std::fs::write(&disk, bytes).unwrap();
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine",
-            "q35",
-            "-m",
-            "256",
-            "-nodefaults",
-            "-display",
-            "none",
-        ])
-        .args(["-serial", "stdio", "-kernel"])
-        .arg(&img.kernel)
-        .arg("-initrd")
-        .arg(&img.initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1", "-no-reboot"])
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", disk.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = qemu.stdin.take().unwrap();
-    let stdout = qemu.stdout.take().unwrap();
+    let mut qemu = Machine(
+        Command::new("qemu-system-x86_64")
+            .args([
+                "-machine",
+                "q35",
+                "-m",
+                "256",
+                "-nodefaults",
+                "-display",
+                "none",
+            ])
+            .args(["-serial", "stdio", "-kernel"])
+            .arg(&img.kernel)
+            .arg("-initrd")
+            .arg(&img.initrd)
+            .args(["-append", "console=ttyS0 quiet panic=-1", "-no-reboot"])
+            .arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", disk.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = qemu.0.stdin.take().unwrap();
+    let stdout = qemu.0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         let mut r = std::io::BufReader::new(stdout);
@@ -93,6 +95,14 @@ fn a_board_image_names_its_disk_firmware_and_gives_a_shell() {
     expect("root@qemu-board:~# ", 30);
     stdin.write_all(b"false; echo status=$?\n").unwrap();
     expect("status=1", 30);
-    let _ = qemu.kill();
-    let _ = qemu.wait();
+}
+
+/// Kills the machine however the test ends (a failed expectation panics).
+struct Machine(std::process::Child);
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

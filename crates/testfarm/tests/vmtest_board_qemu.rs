@@ -1,7 +1,7 @@
 //! A QEMU-backed board through the same deploy → boot → test flow as a simulated one: a
 //! real server, a real agent with a `[[board]]` whose power, console and flash drivers are
-//! the `qemu` ones (QMP `cont`/`stop`/`system_reset`, the machine's serial port on
-//! loopback TCP, the raw disk image rewritten in place), and a real QEMU machine booted
+//! the `qemu` ones (QMP `cont`/`stop`/`system_reset`, the raw disk image rewritten in
+//! place) and the `serial` console on the machine's pty, and a real QEMU machine booted
 //! from `image::build_board` — it prints the firmware its disk holds, so the test sees the
 //! flash take effect.
 //!
@@ -65,12 +65,8 @@ fn vmtest_a_qemu_board_is_flashed_booted_and_tested_like_a_simulated_one() {
     bytes.resize(1 << 20, 0);
     std::fs::write(&disk, bytes).unwrap();
     let qmp = dir.path().join("qmp.sock");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     // Started paused (-S): to the qemu power driver, that is "off".
-    let _machine = Machine(
+    let mut _machine = Machine(
         Command::new("qemu-system-x86_64")
             .args([
                 "-S",
@@ -82,8 +78,9 @@ fn vmtest_a_qemu_board_is_flashed_booted_and_tested_like_a_simulated_one() {
                 "-display",
                 "none",
             ])
-            .arg("-serial")
-            .arg(format!("tcp:127.0.0.1:{port},server=on,wait=off"))
+            // The serial port on a pty, read through the `serial` console driver as a
+            // real USB-serial adapter would be.
+            .args(["-serial", "pty"])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp.display()))
             .arg("-kernel")
@@ -94,11 +91,29 @@ fn vmtest_a_qemu_board_is_flashed_booted_and_tested_like_a_simulated_one() {
             .arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", disk.display()))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
+    // "char device redirected to /dev/pts/N (label serial0)", on its standard output.
+    let stderr = _machine.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(at) = line.find("/dev/pts/") {
+                let pty: String = line[at..].split_whitespace().next().unwrap_or("").into();
+                let _ = tx.send(pty);
+            }
+        }
+    });
+    let pty = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("QEMU names the serial port's pty");
     support::wait_for("the QMP socket", Duration::from_secs(20), || {
         qmp.exists().then_some(())
     });
@@ -109,7 +124,7 @@ name = "qemu-board-1"
 board_type = "qemu"
 arch = "x86_64"
 power = {{ driver = "qemu", qmp = "{q}", timeout = "10s" }}
-console = {{ driver = "tcp", address = "127.0.0.1:{port}", connect_timeout = "5s" }}
+console = {{ driver = "serial", device = "{pty}", baud = 115200 }}
 flash = {{ driver = "qemu", qmp = "{q}", image = "{d}", artifact = "firmware", timeout = "60s" }}
 boot = {{ expect = "qemu-board login: $", login = "root", timeout = "3m" }}
 "#,

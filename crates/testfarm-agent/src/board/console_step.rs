@@ -89,7 +89,10 @@ async fn read(
     let until = deadline.map_or(silence, |d| d.min(silence));
     tokio::select! {
         ev = console.next() => match ev {
-            ConsoleEvent::Line(l) => Read::Line(l.text.replace('\r', ""), l.garbage),
+            ConsoleEvent::Line(l) => Read::Line(
+            testfarm_board::console::lines::strip_escapes(&l.text).replace('\r', ""),
+            l.garbage,
+        ),
             ConsoleEvent::Closed { reason } => Read::Closed(reason),
         },
         _ = tokio::time::sleep_until(until) => {

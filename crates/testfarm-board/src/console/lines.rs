@@ -131,3 +131,54 @@ mod tests {
         }
     }
 }
+
+/// The text without terminal escape sequences (`ESC [ … final`, `ESC x`): what a shell's
+/// line editor sends around its prompt (busybox asks for the cursor position with
+/// `ESC [ 6 n` right after printing it) is not part of what a pattern should see.
+pub fn strip_escapes(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\u{1b}') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            // CSI: parameters and intermediates, then one final byte in @..~.
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            // OSC: up to BEL or ESC \.
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::strip_escapes;
+
+    #[test]
+    fn prompts_lose_their_escape_sequences() {
+        assert_eq!(strip_escapes("root@b:~# \u{1b}[6n"), "root@b:~# ");
+        assert_eq!(strip_escapes("\u{1b}[1;32mOK\u{1b}[0m done"), "OK done");
+        assert_eq!(strip_escapes("\u{1b}]0;title\u{7}$ "), "$ ");
+        assert_eq!(strip_escapes("plain"), "plain");
+        assert_eq!(strip_escapes("cut \u{1b}["), "cut ");
+    }
+}

@@ -1,5 +1,8 @@
 //! Flashing a QEMU board: pause the machine, write the new raw image over the disk file it
-//! runs from (in place, so QEMU's open file sees it), reset and resume. Raw images only: a
+//! runs from (in place, so QEMU's open file sees it), and reset it, leaving it paused —
+//! off, as a board is while a flasher holds it. The deploy's power cycle then starts it.
+//! (Resuming here and cycling right after resets the guest again while its firmware is
+//! loading the kernel, which under TCG can leave it hung in the BIOS.) Raw images only: a
 //! qcow2 file has metadata QEMU caches, and rewriting it under a running QEMU corrupts it.
 
 use std::path::PathBuf;
@@ -60,10 +63,9 @@ impl QemuFlashDriver {
             .await
             .map_err(|e| BoardError::io(format!("{what}: syncing {}", self.image.display()), e))?;
         qmp.execute("system_reset", None).await.map_err(qmp_err)?;
-        qmp.cont().await.map_err(qmp_err)?;
         Ok(FlashReport {
             output: format!(
-                "wrote {} bytes of {} over {}; machine reset",
+                "wrote {} bytes of {} over {}; machine reset, left off",
                 data.len(),
                 src.display(),
                 self.image.display()
