@@ -164,22 +164,31 @@ pub async fn enqueue(
 
 /// Waits up to `wait` for action `id` to finish; returns it as it then stands.
 pub async fn wait_action(state: &AppState, id: &str, wait: Duration) -> ApiResult<BoardActionRow> {
-    let deadline = tokio::time::Instant::now() + wait;
+    let start = tokio::time::Instant::now();
+    let deadline = start + wait;
+    // An agent in its work poll takes an action within milliseconds of its queueing; one
+    // not taken by then has no agent listening (busy, gone, or never polling), so waiting
+    // longer only holds the caller's request open. It stays queued either way.
+    let pickup = start + PICKUP.min(wait);
     let mut done = state.board_actions.subscribe();
     loop {
         done.borrow_and_update();
         let row = state.store.get_board_action(id).await?;
-        if row.is_finished() || tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        let untaken = row.view().state == testfarm_api::board::BoardActionState::Pending;
+        if row.is_finished() || now >= deadline || (untaken && now >= pickup) {
             return Ok(row);
         }
-        if tokio::time::timeout_at(deadline, done.changed())
-            .await
-            .is_err()
-        {
+        let until = if untaken { pickup } else { deadline };
+        if tokio::time::timeout_at(until, done.changed()).await.is_err() && until == deadline {
             return Ok(state.store.get_board_action(id).await?);
         }
     }
 }
+
+/// How long an action may stay untaken before a caller waiting for it is answered
+/// `pending` (see [`wait_action`]).
+const PICKUP: Duration = Duration::from_secs(5);
 
 /// The history kind of an action's result, for the actions that have one.
 fn history_kind(kind: BoardActionKind) -> Option<(BoardHistoryKind, &'static str)> {
