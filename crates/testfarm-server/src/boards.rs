@@ -180,7 +180,11 @@ pub async fn wait_action(state: &AppState, id: &str, wait: Duration) -> ApiResul
             return Ok(row);
         }
         let until = if untaken { pickup } else { deadline };
-        if tokio::time::timeout_at(until, done.changed()).await.is_err() && until == deadline {
+        if tokio::time::timeout_at(until, done.changed())
+            .await
+            .is_err()
+            && until == deadline
+        {
             return Ok(state.store.get_board_action(id).await?);
         }
     }

@@ -1,6 +1,7 @@
 //! `testfarm demo`: a whole lab on this machine in one command. A server with its SQLite
 //! database in a temporary base directory, the built-in agent registering this host as a
-//! build server (and a QEMU host when QEMU is installed) and two simulated boards, two
+//! build server (and a QEMU host when QEMU is installed) and two simulated boards with
+//! real drivers (command power, TCP console), two
 //! example jobs run through it, and pointers to where to look.
 
 use std::path::PathBuf;
@@ -17,24 +18,69 @@ use testfarm_server::{Paths, Server};
 use crate::client::Client;
 use crate::cmd::init;
 
-/// The simulated boards the demo's agent manages.
-const SIM_BOARDS: &str = r#"
-[[resource]]
-kind = "board"
-name = "sim-board-1"
+/// The demo's two simulated boards: each a `testfarm sim-board` running in this process
+/// (a boot banner, `login:` and a small shell on a loopback TCP console), and a
+/// `[[board]]` table that drives it exactly as a real board is driven — power through
+/// this binary's `sim-board power` command (as a relay CLI would be), the console over
+/// TCP (as ser2net serves one), flashing by a command. Returns the tables for the built-in
+/// agent; the boards run as long as the runtime does.
+async fn start_sim_boards(base: &std::path::Path) -> anyhow::Result<String> {
+    use testfarm_board::sim::{self, Behaviour, ConsoleSpec, SimOptions};
+    let exe = std::env::current_exe().context("cannot find the testfarm executable")?;
+    let mut tables = String::new();
+    for i in 1..=2 {
+        let name = format!("sim-board-{i}");
+        let dir = base.join("boards").join(&name);
+        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+        let opts = SimOptions {
+            console: ConsoleSpec::Tcp("127.0.0.1:0".into()),
+            state_dir: dir.clone(),
+            behaviour: Behaviour {
+                line_delay: Duration::from_millis(10),
+                ..Behaviour::default()
+            },
+        };
+        tokio::spawn(async move {
+            if let Err(e) = sim::run(opts, |addr| {
+                let _ = tx.send(addr.to_string());
+            })
+            .await
+            {
+                tracing::error!(error = %e, "a simulated board stopped");
+            }
+        });
+        let console = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .context("a simulated board did not start")?
+            .context("a simulated board did not start")?;
+        let power = |a: &str| {
+            format!(
+                "'{}' sim-board power {a} --state-dir '{}'",
+                exe.display(),
+                dir.display()
+            )
+        };
+        tables.push_str(&format!(
+            r#"
+[[board]]
+name = "{name}"
+board_type = "sim"
 arch = "arm64"
 peripherals = ["serial", "ethernet"]
-labels = { site = "local", board_type = "sim", team = "demo" }
-board = { board_type = "sim", serial_number = "SIM-0001", power_method = "process", flash_station = "local-build" }
-
-[[resource]]
-kind = "board"
-name = "sim-board-2"
-arch = "arm64"
-peripherals = ["serial", "ethernet"]
-labels = { site = "local", board_type = "sim", team = "demo" }
-board = { board_type = "sim", serial_number = "SIM-0002", power_method = "process", flash_station = "local-build" }
-"#;
+labels = {{ site = "local", team = "demo" }}
+power = {{ driver = "command", on = "{on}", off = "{off}", status = "{status}", cycle_delay = "200ms" }}
+console = {{ driver = "tcp", address = "{console}" }}
+flash = {{ driver = "command", run = "cp {{{{ artifacts.firmware }}}} '{flashed}'" }}
+boot = {{ expect = "login: $", login = "root", timeout = "30s" }}
+"#,
+            on = power("on"),
+            off = power("off"),
+            status = power("status"),
+            flashed = dir.join("flashed.bin").display(),
+        ));
+    }
+    Ok(tables)
+}
 
 const JOBS: [(&str, &str); 2] = [
     (
@@ -104,9 +150,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e.into()),
         };
         let url = format!("http://{}", server.local_addr()?);
+        let boards = start_sim_boards(&base).await?;
         let agent =
-            crate::local_agent::start(&server, &url, &paths.data_dir.join("work"), SIM_BOARDS)
-                .await?;
+            crate::local_agent::start(&server, &url, &paths.data_dir.join("work"), &boards).await?;
         let skipped = agent.skipped.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(server.run(async move {
@@ -232,6 +278,11 @@ async fn tour(
     println!("  testfarm jobs");
     println!("  testfarm logs <job id>");
     println!("  testfarm submit examples/demo/hello-board.yaml --wait");
+    println!("  testfarm board list; testfarm board history sim-board-1");
+    println!(
+        "  testfarm board power sim-board-1 on; testfarm console sim-board-1   (Ctrl-] leaves)"
+    );
+    println!("  testfarm logs <demo-hello-board id> --console");
     println!("  testfarm pipeline list; testfarm pipeline show <pipeline id>");
     println!(
         "  testfarm pipeline run {} --follow",
