@@ -172,6 +172,9 @@ fn a_sim_board_is_flashed_booted_and_tested_over_its_console() {
     let out = s.cli(&["board", "history", "sim-1", "--kind", "power"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("admin"), "{}", stdout(&out));
+    let out = s.cli(&["board", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("sim-1"), "{}", stdout(&out));
     let out = s.cli(&["board", "show", "sim-1"]);
     assert!(stdout(&out).contains(&build), "{}", stdout(&out));
 }

@@ -90,7 +90,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let json = args.format.json;
     match args.cmd {
         Cmd::List => {
-            let boards: Vec<BoardView> = client.get("/api/v1/boards").await?;
+            // Every page: a lab's boards fit in a few.
+            let mut boards: Vec<BoardView> = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = "/api/v1/boards?limit=500".to_string();
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={}", enc(c)));
+                }
+                let page: Page<BoardView> = client.get(&path).await?;
+                boards.extend(page.items);
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
             if json {
                 output::json(&boards)?;
                 return Ok(ExitCode::SUCCESS);
