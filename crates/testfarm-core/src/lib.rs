@@ -29,8 +29,10 @@
 //! - [`artifact_retention`]: which builds the artifact repository deletes (age, size, pins).
 //! - [`cleanup`]: what an ended lease's resource needs, and a failed cleanup's consequence.
 //! - [`deploy`]: which build's artifacts a deploy step takes, from a listing.
+//! - [`alert`]: alert rules over a lab snapshot, raise/touch/resolve, delivery backoff.
 //! - [`boot`]: when a VM boot counts or has failed, retries, and the final reason.
 
+pub mod alert;
 pub mod artifact;
 pub mod artifact_retention;
 pub mod board;
