@@ -6,6 +6,7 @@
 //! the same definitions the code uses.
 
 pub mod agent;
+pub mod alert;
 pub mod artifact;
 pub mod board;
 pub mod build;

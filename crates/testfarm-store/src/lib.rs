@@ -15,6 +15,7 @@
 //! take one of a few idle connections (WAL: readers never wait for the writer).
 
 pub mod agents;
+pub mod alerts;
 pub mod artifacts;
 pub mod boards;
 pub mod build_runs;

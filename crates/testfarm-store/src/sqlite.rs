@@ -52,6 +52,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0009_pipelines.sql"),
     ),
     ("0010_boards", include_str!("../migrations/0010_boards.sql")),
+    ("0011_alerts", include_str!("../migrations/0011_alerts.sql")),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {
