@@ -56,6 +56,17 @@ pub fn held_for_cleanup(resource: &Resource) -> bool {
             .is_some_and(|m| m.reason.starts_with(CLEANUP_HOLD))
 }
 
+/// Whether the resource sits in maintenance because a lease-end cleanup failed (as
+/// [`after_cleanup`] leaves it); the maintenance reason if so. The `cleanup_failed` alert
+/// holds while this does.
+pub fn failed_cleanup(resource: &Resource) -> Option<&str> {
+    let m = resource.maintenance.as_ref()?;
+    (resource.state == crate::resource::ResourceState::Maintenance
+        && m.reason.contains("cleanup (")
+        && m.reason.contains(" failed: "))
+    .then_some(m.reason.as_str())
+}
+
 /// Takes the resource out of the pool while a lease's cleanup runs. One already out of
 /// it for another reason (an operator's maintenance, a quarantine, a board that needs a
 /// person) keeps that reason: the cleanup still runs, but its success must not bring the

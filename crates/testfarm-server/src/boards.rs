@@ -5,6 +5,7 @@
 //! Routes (`routes::boards`) and background tasks (lease-end cleanup, overdue actions)
 //! all go through here, so a board changes the same way whoever triggers it.
 
+use testfarm_api::alert::{RecoveryAttempt, Rule};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -368,6 +369,7 @@ pub async fn apply_report(
     r: &mut Resource,
     report: &BoardReport,
     agent: &str,
+    alerts: &crate::config::AlertsSection,
     now: DateTime<Utc>,
 ) -> ApiResult<Applied> {
     let actor = format!("agent:{agent}");
@@ -544,16 +546,65 @@ pub async fn apply_report(
                 if take_out(tx, r, &mut status, reason.clone(), now).await? {
                     applied.pool_changed = true;
                 }
-                tx.record(event(
-                    "alert.raised",
-                    json!({ "severity": "critical", "board": r.name, "reason": reason,
-                            "attempts": attempts, "job_id": job_id }),
-                ));
+                // The board_health alert (the evaluator keeps it open while the board is
+                // out, and resolves it when it is back), with the power cycles tried.
+                if let Some(c) = crate::alerts::condition(
+                    alerts,
+                    Rule::BoardHealth,
+                    &r.name,
+                    format!("board {}: {reason}", r.name),
+                    json!({ "reason": reason, "job_id": job_id }),
+                ) {
+                    let (a, _) = crate::alerts::raise(
+                        tx,
+                        &c,
+                        &actor,
+                        json!({ "board": r.name, "reason": reason, "attempts": attempts, "job_id": job_id }),
+                        now,
+                    )
+                    .await?;
+                    record_recovery(tx, &a, attempts, detail, *recovered, &actor, now).await?;
+                }
+            } else if let Some(a) = tx.open_alert_for(Rule::BoardHealth.as_str(), &r.name).await? {
+                record_recovery(tx, &a, attempts, detail, *recovered, &actor, now).await?;
             }
         }
     }
     tx.put_board_status(r.id, &status, now).await?;
     Ok(applied)
+}
+
+/// The power cycles a recovery tried, on the board's alert.
+async fn record_recovery(
+    tx: &mut Tx,
+    a: &testfarm_api::alert::Alert,
+    attempts: &[String],
+    detail: &str,
+    recovered: bool,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut tried: Vec<RecoveryAttempt> = attempts
+        .iter()
+        .map(|t| RecoveryAttempt {
+            at: now,
+            action: "power cycle".into(),
+            result: t.clone(),
+        })
+        .collect();
+    tried.push(RecoveryAttempt {
+        at: now,
+        action: "recovery".into(),
+        result: format!(
+            "{}{}",
+            if recovered { "recovered" } else { "not recovered" },
+            if detail.is_empty() { String::new() } else { format!(": {detail}") }
+        ),
+    });
+    for t in &tried {
+        crate::alerts::recovery_attempt(tx, a, t, actor).await?;
+    }
+    Ok(())
 }
 
 /// Records a quarantine that just happened: history and the `board.quarantined` event.

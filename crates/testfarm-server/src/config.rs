@@ -119,6 +119,50 @@ interval = "1h"
 # it) fails with "the agent did not answer".
 action_timeout = "60s"
 
+[alerts]
+# Evaluate the alert rules and deliver alerts. false: no alerts are raised or sent.
+enabled = true
+# How often the rules look at the lab (an alert is raised within about this plus the
+# rule's own bound, e.g. health.offline_after for an unreachable agent).
+interval = "5s"
+# disk_low: a build server with less free disk than this (GiB) raises an alert.
+min_disk_gb = 10
+# host_resources: a host above this CPU or memory use (percent) raises an alert.
+max_cpu_pct = 95
+max_memory_pct = 95
+# Failed deliveries are retried after retry_initial, doubling up to retry_max, for
+# retry_attempts attempts in all; then the delivery is `undelivered` with the last error.
+retry_initial = "1s"
+retry_max = "5m"
+retry_attempts = 8
+# Longest one webhook POST or SMTP conversation may take.
+delivery_timeout = "10s"
+
+# Each rule may be turned off or given another severity (info, warning, critical):
+#   [alerts.rules.unreachable]      # an agent's resource is offline (critical)
+#   enabled = true
+#   severity = "critical"
+# Rules: unreachable, disk_low (critical), host_resources (warning), board_health
+# (critical), build_failed (warning), deploy_failed (warning), cleanup_failed (critical).
+
+# Webhooks get a JSON POST for every raised and resolved alert, signed with
+# X-Testfarm-Signature: sha256=<hex HMAC-SHA256 of the body> when `secret` names a
+# [secrets] entry. One table per receiver:
+#   [[alerts.webhook]]
+#   name = "ops"
+#   url = "https://hooks.example.com/testfarm"
+#   secret = "ops_hook"          # a name in [secrets], never the value itself
+
+# Email through an SMTP server (lettre). tls: "none", "starttls" or "tls".
+#   [alerts.email]
+#   host = "smtp.example.com"
+#   port = 587
+#   tls = "starttls"
+#   username = "testfarm"
+#   password = "smtp_password"   # a name in [secrets]
+#   from = "testfarm <testfarm@example.com>"
+#   to = ["lab-ops@example.com"]
+
 [agent.local]
 # Run the built-in agent in the server process, registering this machine's resources.
 enabled = true
@@ -139,7 +183,221 @@ pub struct Config {
     pub artifacts: ArtifactsSection,
     pub secrets: BTreeMap<String, SecretSource>,
     pub boards: BoardsSection,
+    pub alerts: AlertsSection,
     pub agent: AgentSection,
+}
+
+/// `[alerts]`: the alert rules' thresholds and where alerts are delivered.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    pub enabled: bool,
+    pub interval: HumanDuration,
+    pub min_disk_gb: u64,
+    pub max_cpu_pct: u32,
+    pub max_memory_pct: u32,
+    pub retry_initial: HumanDuration,
+    pub retry_max: HumanDuration,
+    pub retry_attempts: u32,
+    pub delivery_timeout: HumanDuration,
+    pub rules: AlertRules,
+    pub webhook: Vec<WebhookConfig>,
+    pub email: Option<EmailConfig>,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            enabled: true,
+            interval: HumanDuration(Duration::from_secs(5)),
+            min_disk_gb: 10,
+            max_cpu_pct: 95,
+            max_memory_pct: 95,
+            retry_initial: HumanDuration(Duration::from_secs(1)),
+            retry_max: HumanDuration(Duration::from_secs(300)),
+            retry_attempts: 8,
+            delivery_timeout: HumanDuration(Duration::from_secs(10)),
+            rules: AlertRules::default(),
+            webhook: Vec::new(),
+            email: None,
+        }
+    }
+}
+
+/// `[alerts.rules.NAME]`, one per built-in rule.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertRules {
+    pub unreachable: AlertRule,
+    pub disk_low: AlertRule,
+    pub host_resources: AlertRule,
+    pub board_health: AlertRule,
+    pub build_failed: AlertRule,
+    pub deploy_failed: AlertRule,
+    pub cleanup_failed: AlertRule,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertRule {
+    pub enabled: bool,
+    /// None: the rule's own default (`core::alert::default_severity`).
+    pub severity: Option<testfarm_core::alert::Severity>,
+}
+
+impl Default for AlertRule {
+    fn default() -> Self {
+        AlertRule {
+            enabled: true,
+            severity: None,
+        }
+    }
+}
+
+/// `[[alerts.webhook]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: String,
+    /// A name in `[secrets]`: the HMAC key of `X-Testfarm-Signature`.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    None,
+    #[default]
+    Starttls,
+    Tls,
+}
+
+/// `[alerts.email]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A name in `[secrets]`.
+    #[serde(default)]
+    pub password: Option<String>,
+    pub from: String,
+    pub to: Vec<String>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+impl AlertsSection {
+    /// The core's view of the rules and thresholds.
+    pub fn thresholds(&self) -> testfarm_core::alert::Thresholds {
+        use testfarm_core::alert::{Rule, RuleSettings, default_severity};
+        let r = &self.rules;
+        let rules = [
+            (Rule::Unreachable, &r.unreachable),
+            (Rule::DiskLow, &r.disk_low),
+            (Rule::HostResources, &r.host_resources),
+            (Rule::BoardHealth, &r.board_health),
+            (Rule::BuildFailed, &r.build_failed),
+            (Rule::DeployFailed, &r.deploy_failed),
+            (Rule::CleanupFailed, &r.cleanup_failed),
+        ]
+        .into_iter()
+        .map(|(rule, c)| {
+            (
+                rule,
+                RuleSettings {
+                    enabled: c.enabled,
+                    severity: c.severity.unwrap_or_else(|| default_severity(rule)),
+                },
+            )
+        })
+        .collect();
+        testfarm_core::alert::Thresholds {
+            rules,
+            min_disk_gb: self.min_disk_gb as f64,
+            max_cpu_pct: f64::from(self.max_cpu_pct),
+            max_memory_pct: f64::from(self.max_memory_pct),
+        }
+    }
+
+    pub fn backoff(&self) -> testfarm_core::alert::Backoff {
+        testfarm_core::alert::Backoff {
+            initial: self.retry_initial.0,
+            max: self.retry_max.0,
+            attempts: self.retry_attempts,
+        }
+    }
+
+    fn validate(&self, secrets: &BTreeMap<String, SecretSource>) -> Result<(), String> {
+        if self.interval.0.is_zero() {
+            return Err("alerts.interval must be more than zero".into());
+        }
+        if self.retry_attempts == 0 {
+            return Err("alerts.retry_attempts must be at least 1".into());
+        }
+        if self.retry_initial.0.is_zero() || self.delivery_timeout.0.is_zero() {
+            return Err("alerts.retry_initial and alerts.delivery_timeout must be more than zero".into());
+        }
+        for (key, v) in [("max_cpu_pct", self.max_cpu_pct), ("max_memory_pct", self.max_memory_pct)] {
+            if v == 0 || v > 100 {
+                return Err(format!("alerts.{key} must be between 1 and 100, not {v}"));
+            }
+        }
+        let secret = |field: String, name: &Option<String>| match name {
+            Some(n) if !secrets.contains_key(n) => Err(format!(
+                "{field}: {n:?} is not a name in [secrets] (give the secret's name, not its value)"
+            )),
+            _ => Ok(()),
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for (i, w) in self.webhook.iter().enumerate() {
+            if w.name.trim().is_empty() {
+                return Err(format!("alerts.webhook[{i}].name must not be empty"));
+            }
+            if !names.insert(w.name.as_str()) {
+                return Err(format!("alerts.webhook[{i}].name {:?} is used twice", w.name));
+            }
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://"))
+                || reqwest::Url::parse(&w.url).is_err()
+            {
+                return Err(format!(
+                    "alerts.webhook[{i}].url {:?} must be an http:// or https:// URL",
+                    w.url
+                ));
+            }
+            secret(format!("alerts.webhook[{i}].secret"), &w.secret)?;
+        }
+        if let Some(e) = &self.email {
+            if e.host.trim().is_empty() {
+                return Err("alerts.email.host must not be empty".into());
+            }
+            if e.from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(format!("alerts.email.from {:?} is not an email address", e.from));
+            }
+            if e.to.is_empty() {
+                return Err("alerts.email.to must list at least one address".into());
+            }
+            for (i, to) in e.to.iter().enumerate() {
+                if to.parse::<lettre::message::Mailbox>().is_err() {
+                    return Err(format!("alerts.email.to[{i}] {to:?} is not an email address"));
+                }
+            }
+            if e.password.is_some() && e.username.is_none() {
+                return Err("alerts.email.password needs alerts.email.username".into());
+            }
+            secret("alerts.email.password".into(), &e.password)?;
+        }
+        Ok(())
+    }
 }
 
 /// `[boards]`: how long the server waits for a board's agent.
@@ -479,6 +737,7 @@ impl Config {
                 return Err(bad(format!("secrets.{name} is empty")));
             }
         }
+        self.alerts.validate(&self.secrets).map_err(bad)?;
         if self.log.level.trim().is_empty() {
             return Err(bad("log.level must not be empty (e.g. \"info\")".into()));
         }
@@ -524,6 +783,35 @@ mod tests {
                 .unwrap_err()
                 .contains("TESTFARM_SURELY_UNSET_VAR")
         );
+    }
+
+    #[test]
+    fn alerts_section_names_the_field_at_fault() {
+        let e = Config::parse(Path::new("c"), "[alerts]\nintervall = \"5s\"\n").unwrap_err();
+        assert!(e.message.contains("did you mean `interval`"), "{e}");
+        let e = Config::parse(Path::new("c"), "[alerts.rules.unreachable]\nseverity = \"loud\"\n").unwrap_err();
+        assert!(e.message.contains("critical"), "{e}");
+        let e = Config::parse(
+            Path::new("c"),
+            "[[alerts.webhook]]\nname = \"a\"\nurl = \"http://x/\"\nsecret = \"nope\"\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("alerts.webhook[0].secret"), "{e}");
+        let e = Config::parse(
+            Path::new("c"),
+            "[alerts.email]\nhost = \"h\"\nfrom = \"a@b\"\nto = []\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("alerts.email.to"), "{e}");
+        let e = Config::parse(Path::new("c"), "[alerts.email]\nhost = \"h\"\ntls = \"ssl\"\nfrom = \"a@b\"\nto = [\"c@d\"]\n").unwrap_err();
+        assert!(e.message.contains("starttls"), "{e}");
+        let ok = Config::parse(
+            Path::new("c"),
+            "[secrets]\nk = \"v\"\n[[alerts.webhook]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/\"\nsecret = \"k\"\n[alerts.email]\nhost = \"h\"\nport = 25\ntls = \"none\"\nfrom = \"a@b.c\"\nto = [\"c@d.e\"]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.alerts.webhook.len(), 1);
+        assert_eq!(ok.alerts.email.as_ref().map(|e| e.tls), Some(SmtpTls::None));
     }
 
     #[test]

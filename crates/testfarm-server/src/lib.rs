@@ -5,6 +5,7 @@
 //! Errors become problem+json in one place ([`error`]). Configuration, with its defaults
 //! and validation, is [`config`].
 
+pub mod alerts;
 pub mod artifacts;
 pub mod auth;
 pub mod awake;

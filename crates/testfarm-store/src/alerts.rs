@@ -205,6 +205,39 @@ impl Store {
         })
     }
 
+    /// The deliveries alerts lack on `channels`: (alert id, channel, `raised` or
+    /// `resolved`). Every unresolved alert is sent as raised once per channel; an alert
+    /// resolved since `since` that was sent as raised is sent as resolved.
+    pub async fn missing_deliveries(
+        &self,
+        channels: &[String],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, String)>> {
+        self.read(|c| {
+            let mut out = Vec::new();
+            for ch in channels {
+                out.extend(query_all(
+                    c,
+                    "SELECT a.id FROM alerts a WHERE a.state <> 'resolved' AND NOT EXISTS
+                       (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = a.id AND d.channel = ?1 AND d.event = 'raised')
+                     ORDER BY a.id",
+                    [ch],
+                    |r| Ok((r.get::<_, String>("id")?, ch.clone(), "raised".to_string())),
+                )?);
+                out.extend(query_all(
+                    c,
+                    "SELECT a.id FROM alerts a WHERE a.state = 'resolved' AND a.resolved_at >= ?2
+                       AND EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = a.id AND d.channel = ?1 AND d.event = 'raised')
+                       AND NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = a.id AND d.channel = ?1 AND d.event = 'resolved')
+                     ORDER BY a.id",
+                    params![ch, ts(since)],
+                    |r| Ok((r.get::<_, String>("id")?, ch.clone(), "resolved".to_string())),
+                )?);
+            }
+            Ok(out)
+        })
+    }
+
     /// Pending deliveries whose next attempt is due by `now`, oldest first.
     pub async fn due_deliveries(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DeliveryRow>> {
         self.read(|c| {

@@ -3,6 +3,7 @@
 //! miss a route.
 
 pub mod agents;
+pub mod alerts;
 pub mod artifacts;
 pub mod boards;
 pub mod builds;
@@ -54,6 +55,7 @@ use crate::state::AppState;
         (name = "agents", description = "The agent protocol"),
         (name = "pipelines", description = "Pipelines: stages of jobs run in order, with their history"),
         (name = "artifacts", description = "Builds and their artifacts: upload, find, download, pin, retention"),
+        (name = "alerts", description = "Alerts: raised by the rules, acknowledged and resolved by people, delivered by webhook and email"),
         (name = "meta", description = "Health, metrics and this document"),
     )
 )]
@@ -144,6 +146,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(artifacts::latest_artifact))
         .routes(routes!(artifacts::gc))
         .routes(routes!(artifacts::download_blob))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::get_alert))
+        .routes(routes!(alerts::acknowledge_alert))
+        .routes(routes!(alerts::resolve_alert))
 }
 
 /// The OpenAPI document of every route, completed by [`contract::complete`], built once.

@@ -1,6 +1,7 @@
 //! Background tasks. Each loops on a tick (or a wake-up) until the stop signal, and does
 //! its work as store transactions, so a crash between ticks loses nothing.
 
+pub mod alerts;
 pub mod artifact_retention;
 pub mod board_actions;
 pub mod cleanup;
@@ -26,6 +27,8 @@ pub(crate) fn spawn_all(state: AppState, stop: watch::Receiver<bool>) -> Vec<Joi
         tokio::spawn(retention::run(state.clone(), stop.clone())),
         tokio::spawn(artifact_retention::run(state.clone(), stop.clone())),
         tokio::spawn(crate::awake::watchdog(state.awake.clone(), stop.clone())),
+        tokio::spawn(alerts::run(state.clone(), stop.clone())),
+        tokio::spawn(crate::alerts::run(state.clone(), stop.clone())),
         tokio::spawn(health::run(state, stop)),
     ]
 }
