@@ -51,6 +51,8 @@ enum Command {
     Resource(cmd::resource::Args),
     /// Boards: power, history, restore the known-good build, health check.
     Board(cmd::board::Args),
+    /// Alerts: list, show, acknowledge, resolve.
+    Alerts(cmd::alerts::Args),
     /// A board's serial console in this terminal (Ctrl-] leaves).
     Console(cmd::console::Args),
     /// Manage resource groups (named label selectors).
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => cmd::agent::run(args),
         Command::Resource(args) => block_on(cmd::resource::run(args)),
         Command::Board(args) => block_on(cmd::board::run(args)),
+        Command::Alerts(args) => block_on(cmd::alerts::run(args)),
         Command::Console(args) => block_on(cmd::console::run(args)),
         Command::Group(args) => block_on(cmd::group::run(args)),
         Command::Token(args) => block_on(cmd::token::run(args)),

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each exposes `Args` (clap) and a `run` returning the exit code.
 
 pub mod agent;
+pub mod alerts;
 pub mod artifacts;
 pub mod bench;
 pub mod board;
