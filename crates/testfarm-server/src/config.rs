@@ -353,8 +353,9 @@ impl AlertsSection {
             }
         }
         let secret = |field: String, name: &Option<String>| match name {
+            // The value is not repeated: it may be the secret itself, typed in the wrong place.
             Some(n) if !secrets.contains_key(n) => Err(format!(
-                "{field}: {n:?} is not a name in [secrets] (give the secret's name, not its value)"
+                "{field} is not a name in [secrets] (give the name of a [secrets] entry, not the value)"
             )),
             _ => Ok(()),
         };
