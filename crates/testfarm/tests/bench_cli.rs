@@ -1,4 +1,4 @@
-//! Smoke tests of `testfarm bench placement|lease|fleet|logs|pipeline|artifacts|recovery`: each runs tiny and the JSON
+//! Smoke tests of `testfarm bench placement|lease|fleet|logs|pipeline|artifacts|recovery|alerts`: each runs tiny and the JSON
 //! it prints has the expected shape and sane counts. Benchmarks, not timed tests: no
 //! assertion here is about speed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -198,4 +198,17 @@ fn recovery_brings_a_hung_simulated_board_back_through_its_drivers() {
     // The recovery cannot beat the limits it waits out.
     assert!(non_negative(&v, &["recovery_s"]) >= limits, "{v}");
     non_negative(&v, &["baseline_s"]);
+}
+
+#[test]
+fn alerts_times_an_offline_agent_to_its_webhook() {
+    let v = bench(
+        &["alerts", "--runs", "1", "--offline-after", "2s", "--interval", "500ms"],
+        Duration::from_secs(90),
+    );
+    assert_eq!(v["bench"], "alerts");
+    assert_eq!(non_negative(&v, &["target_s"]), 7.0, "{v}");
+    // Nothing is alerted before the agent could be called silent.
+    assert!(non_negative(&v, &["worst_s"]) >= 2.0, "{v}");
+    non_negative(&v, &["ratio_to_target"]);
 }

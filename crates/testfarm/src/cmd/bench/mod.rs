@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+pub mod alerts;
 pub mod artifacts;
 mod conn;
 pub mod console;
@@ -36,6 +37,8 @@ pub enum Bench {
     Console(console::Args),
     /// A hung simulated board back at its prompt after an automatic power cycle: seconds beyond the configured limits.
     Recovery(recovery::Args),
+    /// Alert latency: an agent's last heartbeat to the webhook's delivery, vs offline_after + 5 s.
+    Alerts(alerts::Args),
     /// Log ingest of one job through the agent's shipper: MB/s vs a local file write.
     Logs(logs::Args),
 }
@@ -52,5 +55,6 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         Bench::Recovery(args) => recovery::run(args),
         Bench::Pipeline(args) => pipeline::run(args),
         Bench::Artifacts(args) => artifacts::run(args),
+        Bench::Alerts(args) => alerts::run(args),
     }
 }

@@ -20,6 +20,11 @@ impl Spawned {
     /// `testfarm init` in a temporary directory, the built-in agent off, then `testfarm
     /// server` on an ephemeral loopback port; waits for its "listening on" line.
     pub fn start() -> anyhow::Result<Spawned> {
+        Spawned::start_configured(str::to_string)
+    }
+
+    /// Like [`Spawned::start`], with `edit` applied to config.toml's text first.
+    pub fn start_configured(edit: impl FnOnce(&str) -> String) -> anyhow::Result<Spawned> {
         let exe = std::env::current_exe().context("cannot find the testfarm executable")?;
         let dir = tempfile::Builder::new()
             .prefix("tf-bench-")
@@ -49,6 +54,8 @@ impl Spawned {
             .to_string();
         let config = dir.path().join("config.toml");
         disable_local_agent(&config)?;
+        let text = std::fs::read_to_string(&config).context("reading config.toml")?;
+        std::fs::write(&config, edit(&text)).context("writing config.toml")?;
         let mut child = Command::new(&exe)
             .arg("server")
             .arg("-f")
