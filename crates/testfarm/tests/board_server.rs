@@ -426,6 +426,15 @@ fn a_board_that_does_not_recover_needs_intervention_and_is_placed_again_after_a_
     assert_eq!(alerts[0]["data"]["severity"], "critical");
     assert_eq!(alerts[0]["data"]["board"], "rc-1");
     assert_eq!(alerts[0]["data"]["attempts"].as_array().unwrap().len(), 2);
+    // A real alert record, with the power cycles tried as its recovery attempts.
+    let id = alerts[0]["subject"].as_str().unwrap();
+    let a = http.get(&format!("/api/v1/alerts/{id}"), t).body;
+    assert_eq!(a["rule"], "board_health", "{a}");
+    assert_eq!(a["subject"], "rc-1", "{a}");
+    assert_eq!(a["state"], "open", "{a}");
+    let tried = a["recovery_attempts"].as_array().unwrap();
+    assert_eq!(tried.len(), 3, "{a}");
+    assert_eq!(tried[0]["action"], "power cycle", "{a}");
     // Not placed while out (a pinned job would be refused at submit: it asks for any board).
     let job = submit(
         &http,
