@@ -445,7 +445,9 @@ fn job_conditions(jobs: &[JobFacts], t: &Thresholds) -> Vec<Condition> {
                 format!(
                     "deploy or boot on {resource} failed (job {}): {}",
                     j.name,
-                    j.reason.as_deref().unwrap_or("a deploy/boot step ended error")
+                    j.reason
+                        .as_deref()
+                        .unwrap_or("a deploy/boot step ended error")
                 ),
                 serde_json::json!({ "job_id": j.id, "job": j.name }),
             ));
@@ -648,7 +650,13 @@ mod tests {
     #[test]
     fn deploy_failure_by_board_clears_with_next_boot() {
         let t = Thresholds::default();
-        let a = job("1", "x", "error", 10, &[("deploy", "passed"), ("boot", "error")]);
+        let a = job(
+            "1",
+            "x",
+            "error",
+            10,
+            &[("deploy", "passed"), ("boot", "error")],
+        );
         let snap = Snapshot {
             resources: vec![],
             jobs: vec![a.clone()],
@@ -657,7 +665,13 @@ mod tests {
             rules(&evaluate(&snap, &t)),
             vec![(Rule::DeployFailed, "b1")]
         );
-        let b = job("2", "y", "failed", 20, &[("deploy", "passed"), ("test", "failed")]);
+        let b = job(
+            "2",
+            "y",
+            "failed",
+            20,
+            &[("deploy", "passed"), ("test", "failed")],
+        );
         let snap = Snapshot {
             resources: vec![],
             jobs: vec![a, b],
@@ -718,7 +732,10 @@ mod tests {
         };
         let got: Vec<_> = (1..=5).map(|a| b.after(a)).collect();
         let s = Duration::from_secs;
-        assert_eq!(got, vec![Some(s(1)), Some(s(2)), Some(s(4)), Some(s(5)), None]);
+        assert_eq!(
+            got,
+            vec![Some(s(1)), Some(s(2)), Some(s(4)), Some(s(5)), None]
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! Routes (`routes::boards`) and background tasks (lease-end cleanup, overdue actions)
 //! all go through here, so a board changes the same way whoever triggers it.
 
-use testfarm_api::alert::{RecoveryAttempt, Rule};
 use std::time::Duration;
+use testfarm_api::alert::{RecoveryAttempt, Rule};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -565,7 +565,10 @@ pub async fn apply_report(
                     .await?;
                     record_recovery(tx, &a, attempts, detail, *recovered, &actor, now).await?;
                 }
-            } else if let Some(a) = tx.open_alert_for(Rule::BoardHealth.as_str(), &r.name).await? {
+            } else if let Some(a) = tx
+                .open_alert_for(Rule::BoardHealth.as_str(), &r.name)
+                .await?
+            {
                 record_recovery(tx, &a, attempts, detail, *recovered, &actor, now).await?;
             }
         }
@@ -597,8 +600,16 @@ async fn record_recovery(
         action: "recovery".into(),
         result: format!(
             "{}{}",
-            if recovered { "recovered" } else { "not recovered" },
-            if detail.is_empty() { String::new() } else { format!(": {detail}") }
+            if recovered {
+                "recovered"
+            } else {
+                "not recovered"
+            },
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            }
         ),
     });
     for t in &tried {

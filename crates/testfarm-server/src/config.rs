@@ -345,9 +345,14 @@ impl AlertsSection {
             return Err("alerts.retry_attempts must be at least 1".into());
         }
         if self.retry_initial.0.is_zero() || self.delivery_timeout.0.is_zero() {
-            return Err("alerts.retry_initial and alerts.delivery_timeout must be more than zero".into());
+            return Err(
+                "alerts.retry_initial and alerts.delivery_timeout must be more than zero".into(),
+            );
         }
-        for (key, v) in [("max_cpu_pct", self.max_cpu_pct), ("max_memory_pct", self.max_memory_pct)] {
+        for (key, v) in [
+            ("max_cpu_pct", self.max_cpu_pct),
+            ("max_memory_pct", self.max_memory_pct),
+        ] {
             if v == 0 || v > 100 {
                 return Err(format!("alerts.{key} must be between 1 and 100, not {v}"));
             }
@@ -365,7 +370,10 @@ impl AlertsSection {
                 return Err(format!("alerts.webhook[{i}].name must not be empty"));
             }
             if !names.insert(w.name.as_str()) {
-                return Err(format!("alerts.webhook[{i}].name {:?} is used twice", w.name));
+                return Err(format!(
+                    "alerts.webhook[{i}].name {:?} is used twice",
+                    w.name
+                ));
             }
             if !(w.url.starts_with("http://") || w.url.starts_with("https://"))
                 || reqwest::Url::parse(&w.url).is_err()
@@ -382,14 +390,19 @@ impl AlertsSection {
                 return Err("alerts.email.host must not be empty".into());
             }
             if e.from.parse::<lettre::message::Mailbox>().is_err() {
-                return Err(format!("alerts.email.from {:?} is not an email address", e.from));
+                return Err(format!(
+                    "alerts.email.from {:?} is not an email address",
+                    e.from
+                ));
             }
             if e.to.is_empty() {
                 return Err("alerts.email.to must list at least one address".into());
             }
             for (i, to) in e.to.iter().enumerate() {
                 if to.parse::<lettre::message::Mailbox>().is_err() {
-                    return Err(format!("alerts.email.to[{i}] {to:?} is not an email address"));
+                    return Err(format!(
+                        "alerts.email.to[{i}] {to:?} is not an email address"
+                    ));
                 }
             }
             if e.password.is_some() && e.username.is_none() {
@@ -790,7 +803,11 @@ mod tests {
     fn alerts_section_names_the_field_at_fault() {
         let e = Config::parse(Path::new("c"), "[alerts]\nintervall = \"5s\"\n").unwrap_err();
         assert!(e.message.contains("did you mean `interval`"), "{e}");
-        let e = Config::parse(Path::new("c"), "[alerts.rules.unreachable]\nseverity = \"loud\"\n").unwrap_err();
+        let e = Config::parse(
+            Path::new("c"),
+            "[alerts.rules.unreachable]\nseverity = \"loud\"\n",
+        )
+        .unwrap_err();
         assert!(e.message.contains("critical"), "{e}");
         let e = Config::parse(
             Path::new("c"),
@@ -804,7 +821,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("alerts.email.to"), "{e}");
-        let e = Config::parse(Path::new("c"), "[alerts.email]\nhost = \"h\"\ntls = \"ssl\"\nfrom = \"a@b\"\nto = [\"c@d\"]\n").unwrap_err();
+        let e = Config::parse(
+            Path::new("c"),
+            "[alerts.email]\nhost = \"h\"\ntls = \"ssl\"\nfrom = \"a@b\"\nto = [\"c@d\"]\n",
+        )
+        .unwrap_err();
         assert!(e.message.contains("starttls"), "{e}");
         let ok = Config::parse(
             Path::new("c"),

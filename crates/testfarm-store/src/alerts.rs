@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Row, params};
 use testfarm_api::alert::{Alert, AlertState, Delivery, RecoveryAttempt, Severity};
 
-use crate::sql::{exec, get_json, get_ts, get_ts_opt, get_u64, int, query_all, query_opt, to_json, ts, ts_opt};
+use crate::sql::{
+    exec, get_json, get_ts, get_ts_opt, get_u64, int, query_all, query_opt, to_json, ts, ts_opt,
+};
 use crate::{Result, Store, StoreError, Tx};
 
 /// Filters for [`Store::list_alerts`]; newest first.
@@ -130,7 +132,14 @@ impl Store {
                        AND (?4 IS NULL OR subject = ?4) AND (?5 IS NULL OR id < ?5)
                      ORDER BY id DESC LIMIT ?6"
                 ),
-                params![states, severity, f.rule, f.subject, f.before, i64::from(f.limit)],
+                params![
+                    states,
+                    severity,
+                    f.rule,
+                    f.subject,
+                    f.before,
+                    i64::from(f.limit)
+                ],
                 alert_from_row,
             )
         })
@@ -195,7 +204,9 @@ impl Store {
         self.read(|c| {
             Ok(query_all(
                 c,
-                &format!("SELECT {DELIVERY_COLUMNS} FROM alert_deliveries WHERE alert_id = ? ORDER BY id"),
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries WHERE alert_id = ? ORDER BY id"
+                ),
                 [id],
                 delivery_from_row,
             )?
@@ -268,7 +279,9 @@ impl Tx {
     pub async fn open_alert_for(&mut self, rule: &str, subject: &str) -> Result<Option<Alert>> {
         query_opt(
             self.conn(),
-            &format!("SELECT {COLUMNS} FROM alerts WHERE rule = ? AND subject = ? AND state <> 'resolved'"),
+            &format!(
+                "SELECT {COLUMNS} FROM alerts WHERE rule = ? AND subject = ? AND state <> 'resolved'"
+            ),
             [rule, subject],
             alert_from_row,
         )
@@ -277,7 +290,9 @@ impl Tx {
     pub async fn insert_alert(&mut self, a: &Alert) -> Result<()> {
         let res = exec(
             self.conn(),
-            &format!("INSERT INTO alerts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+            &format!(
+                "INSERT INTO alerts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ),
             params![
                 a.id,
                 a.rule.as_str(),
@@ -333,7 +348,9 @@ impl Tx {
     pub async fn insert_delivery(&mut self, alert: &str, d: &Delivery) -> Result<()> {
         exec(
             self.conn(),
-            &format!("INSERT INTO alert_deliveries ({DELIVERY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            &format!(
+                "INSERT INTO alert_deliveries ({DELIVERY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
             params![
                 d.id,
                 alert,

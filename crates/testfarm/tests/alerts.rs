@@ -67,7 +67,11 @@ fn webhook_receiver(fail_first: usize) -> (String, Received) {
                             if n < fail_first {
                                 return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
                             }
-                            state.accepted.lock().unwrap().push((headers, body.to_vec()));
+                            state
+                                .accepted
+                                .lock()
+                                .unwrap()
+                                .push((headers, body.to_vec()));
                             axum::http::StatusCode::OK
                         }
                     },
@@ -224,12 +228,15 @@ fn an_unreachable_agent_is_alerted_by_webhook_and_email_and_resolves_when_it_ret
     agent.kill9();
     let stopped = Instant::now();
     let raised = wait_for("the webhook's alert", Duration::from_secs(30), || {
-        got.notes()
-            .into_iter()
-            .find(|(e, a)| e == "raised" && a["rule"] == "unreachable" && a["subject"] == res.as_str())
+        got.notes().into_iter().find(|(e, a)| {
+            e == "raised" && a["rule"] == "unreachable" && a["subject"] == res.as_str()
+        })
     });
     let latency = stopped.elapsed();
-    eprintln!("alert delivered {latency:?} after the agent stopped: {}", raised.1);
+    eprintln!(
+        "alert delivered {latency:?} after the agent stopped: {}",
+        raised.1
+    );
     assert!(latency < Duration::from_secs(30));
     assert_eq!(raised.1["severity"], "critical");
     let id = raised.1["id"].as_str().unwrap().to_string();
@@ -242,7 +249,11 @@ fn an_unreachable_agent_is_alerted_by_webhook_and_email_and_resolves_when_it_ret
     });
     // One open alert for the resource, however many evaluations saw it.
     std::thread::sleep(Duration::from_millis(1500));
-    let open = alerts(&http, &t, &format!("state=active&rule=unreachable&subject={res}"));
+    let open = alerts(
+        &http,
+        &t,
+        &format!("state=active&rule=unreachable&subject={res}"),
+    );
     assert_eq!(open.len(), 1, "{open:?}");
     assert!(open[0]["count"].as_u64().unwrap() > 1, "{:?}", open[0]);
     // The dashboard's live feed has it.
@@ -255,7 +266,11 @@ fn an_unreachable_agent_is_alerted_by_webhook_and_email_and_resolves_when_it_ret
         "{ev}"
     );
     // Acknowledged through the API: still open, until the agent returns.
-    let r = http.post(&format!("/api/v1/alerts/{id}/acknowledge"), &t, json!({"note": "looking"}));
+    let r = http.post(
+        &format!("/api/v1/alerts/{id}/acknowledge"),
+        &t,
+        json!({"note": "looking"}),
+    );
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["state"], "acknowledged");
 
@@ -353,7 +368,10 @@ fn an_unreachable_smtp_server_leaves_the_delivery_undelivered_and_people_ack_and
     eprintln!("{email}");
     assert_eq!(email["attempts"], 2);
     assert!(
-        email["last_error"].as_str().unwrap_or_default().contains("smtp 127.0.0.1"),
+        email["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("smtp 127.0.0.1"),
         "{email}"
     );
     assert_eq!(http.get("/healthz", "").status, 200);
@@ -361,9 +379,17 @@ fn an_unreachable_smtp_server_leaves_the_delivery_undelivered_and_people_ack_and
     // The CLI lists, shows, acknowledges.
     let out = support::cli(&server.url, &t, &["alerts", "list"]);
     assert!(out.status.success(), "{}", support::stderr(&out));
-    assert!(support::stdout(&out).contains(&id), "{}", support::stdout(&out));
+    assert!(
+        support::stdout(&out).contains(&id),
+        "{}",
+        support::stdout(&out)
+    );
     let out = support::cli(&server.url, &t, &["alerts", "show", &id]);
-    assert!(support::stdout(&out).contains("undelivered"), "{}", support::stdout(&out));
+    assert!(
+        support::stdout(&out).contains("undelivered"),
+        "{}",
+        support::stdout(&out)
+    );
     let out = support::cli(&server.url, &t, &["alerts", "ack", &id, "--note", "on it"]);
     assert!(out.status.success(), "{}", support::stderr(&out));
     assert!(support::stdout(&out).contains("acknowledged"));
@@ -389,7 +415,11 @@ fn an_unreachable_smtp_server_leaves_the_delivery_undelivered_and_people_ack_and
     assert_ne!(again["id"], id.as_str());
     // Resolved through the API.
     let id2 = again["id"].as_str().unwrap();
-    let r = http.post(&format!("/api/v1/alerts/{id2}/resolve"), &t, json!({"note": "known"}));
+    let r = http.post(
+        &format!("/api/v1/alerts/{id2}/resolve"),
+        &t,
+        json!({"note": "known"}),
+    );
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["state"], "resolved");
 }
@@ -407,9 +437,17 @@ fn unknown_alerts_and_bad_filters_are_problems() {
     ] {
         let r = http.get(path, &t);
         assert_eq!(r.status, 404, "{}", r.text);
-        assert!(r.body["detail"].as_str().unwrap().contains("not found"), "{}", r.text);
+        assert!(
+            r.body["detail"].as_str().unwrap().contains("not found"),
+            "{}",
+            r.text
+        );
     }
-    let r = http.post("/api/v1/alerts/01J00000000000000000000000/acknowledge", &t, json!({}));
+    let r = http.post(
+        "/api/v1/alerts/01J00000000000000000000000/acknowledge",
+        &t,
+        json!({}),
+    );
     assert_eq!(r.status, 404, "{}", r.text);
     let r = http.get("/api/v1/alerts?severity=loud", &t);
     assert_eq!(r.status, 400, "{}", r.text);
@@ -418,7 +456,11 @@ fn unknown_alerts_and_bad_filters_are_problems() {
     assert_eq!(r.status, 400, "{}", r.text);
     let r = http.get("/api/v1/alerts?state=active", &t);
     assert_eq!(r.status, 200, "{}", r.text);
-    let out = support::cli(&server.url, &t, &["alerts", "show", "01J00000000000000000000000"]);
+    let out = support::cli(
+        &server.url,
+        &t,
+        &["alerts", "show", "01J00000000000000000000000"],
+    );
     assert!(!out.status.success());
 }
 
@@ -426,8 +468,14 @@ fn unknown_alerts_and_bad_filters_are_problems() {
 #[test]
 fn bad_alert_config_names_the_field() {
     for (extra, want) in [
-        ("\n[alerts.email]\nhost = \"h\"\nfrom = \"a@b.c\"\nto = [\"c@d.e\"]\nprot = 25\n", "port"),
-        ("\n[[alerts.webhook]]\nname = \"x\"\nurl = \"http://127.0.0.1:9/\"\nsecret = \"s3cr3t-value\"\n", "alerts.webhook[0].secret"),
+        (
+            "\n[alerts.email]\nhost = \"h\"\nfrom = \"a@b.c\"\nto = [\"c@d.e\"]\nprot = 25\n",
+            "port",
+        ),
+        (
+            "\n[[alerts.webhook]]\nname = \"x\"\nurl = \"http://127.0.0.1:9/\"\nsecret = \"s3cr3t-value\"\n",
+            "alerts.webhook[0].secret",
+        ),
     ] {
         let lab = support::Lab::new();
         let mut text = std::fs::read_to_string(lab.config()).unwrap();
@@ -441,6 +489,9 @@ fn bad_alert_config_names_the_field() {
         assert!(!out.status.success());
         let err = support::stderr(&out);
         assert!(err.contains(want), "{err}");
-        assert!(!err.contains("s3cr3t-value"), "a secret typed in place must not be echoed: {err}");
+        assert!(
+            !err.contains("s3cr3t-value"),
+            "a secret typed in place must not be echoed: {err}"
+        );
     }
 }

@@ -203,7 +203,15 @@ fn recovery_brings_a_hung_simulated_board_back_through_its_drivers() {
 #[test]
 fn alerts_times_an_offline_agent_to_its_webhook() {
     let v = bench(
-        &["alerts", "--runs", "1", "--offline-after", "2s", "--interval", "500ms"],
+        &[
+            "alerts",
+            "--runs",
+            "1",
+            "--offline-after",
+            "2s",
+            "--interval",
+            "500ms",
+        ],
         Duration::from_secs(90),
     );
     assert_eq!(v["bench"], "alerts");

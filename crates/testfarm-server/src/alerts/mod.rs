@@ -69,7 +69,9 @@ pub async fn raise(
         resolved_by: None,
     };
     tx.insert_alert(&a).await?;
-    tx.record(NewEvent::new("alert.raised", "alert", &a.id, actor).with_data(event_data(&a, extra)));
+    tx.record(
+        NewEvent::new("alert.raised", "alert", &a.id, actor).with_data(event_data(&a, extra)),
+    );
     Ok((a, true))
 }
 
@@ -134,10 +136,10 @@ pub async fn recovery_attempt(
     actor: &str,
 ) -> Result<(), StoreError> {
     tx.add_recovery_attempt(&a.id, attempt).await?;
-    tx.record(NewEvent::new("alert.updated", "alert", &a.id, actor).with_data(event_data(
-        a,
-        json!({ "recovery_attempt": attempt }),
-    )));
+    tx.record(
+        NewEvent::new("alert.updated", "alert", &a.id, actor)
+            .with_data(event_data(a, json!({ "recovery_attempt": attempt }))),
+    );
     Ok(())
 }
 
@@ -257,7 +259,13 @@ async fn attempt(
         match &cfg.email {
             Some(e) => {
                 let password = e.password.as_ref().and_then(|p| state.secrets.get(p));
-                email::send(e, password.map(String::as_str), cfg.delivery_timeout.0, &note).await
+                email::send(
+                    e,
+                    password.map(String::as_str),
+                    cfg.delivery_timeout.0,
+                    &note,
+                )
+                .await
             }
             None => Err("email is no longer configured".into()),
         }
@@ -278,8 +286,9 @@ async fn attempt(
             d.last_error = Some(why);
             match cfg.backoff().after(d.attempts) {
                 Some(wait) => {
-                    d.next_attempt_at =
-                        Some(now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX));
+                    d.next_attempt_at = Some(
+                        now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
+                    );
                 }
                 None => {
                     d.state = DeliveryState::Undelivered;

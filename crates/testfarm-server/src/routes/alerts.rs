@@ -56,7 +56,10 @@ pub async fn list_alerts(
         .map_err(|e| ApiError::bad_request("rule", e))?;
     if let Some(c) = &q.cursor {
         ulid::Ulid::from_string(c).map_err(|_| {
-            ApiError::bad_request("cursor", "invalid cursor; use next_cursor from the previous page")
+            ApiError::bad_request(
+                "cursor",
+                "invalid cursor; use next_cursor from the previous page",
+            )
         })?;
     }
     let limit = super::page_limit(q.limit)?;
@@ -122,11 +125,12 @@ pub async fn acknowledge_alert(
     let mut tx = state.store.begin().await?;
     let mut a = tx.get_alert(&id).await?;
     if a.state == AlertState::Resolved {
-        return Err(ApiError::conflict(format!("alert {id} is already resolved")));
+        return Err(ApiError::conflict(format!(
+            "alert {id} is already resolved"
+        )));
     }
     if a.state == AlertState::Open {
-        crate::alerts::acknowledge(&mut tx, &mut a, &caller.name, req.note.as_deref(), now)
-            .await?;
+        crate::alerts::acknowledge(&mut tx, &mut a, &caller.name, req.note.as_deref(), now).await?;
         tx.commit().await?;
     }
     Ok(Json(detail(&state, a).await?))
@@ -149,7 +153,9 @@ pub async fn resolve_alert(
     let mut tx = state.store.begin().await?;
     let mut a = tx.get_alert(&id).await?;
     if a.state == AlertState::Resolved {
-        return Err(ApiError::conflict(format!("alert {id} is already resolved")));
+        return Err(ApiError::conflict(format!(
+            "alert {id} is already resolved"
+        )));
     }
     crate::alerts::resolve(&mut tx, &mut a, &caller.name, req.note.as_deref(), now).await?;
     tx.commit().await?;

@@ -347,7 +347,15 @@ pub async fn report(
             caller.name
         )));
     }
-    let applied = boards::apply_report(&mut tx, &mut r, &report, &caller.name, &state.config.alerts, now).await?;
+    let applied = boards::apply_report(
+        &mut tx,
+        &mut r,
+        &report,
+        &caller.name,
+        &state.config.alerts,
+        now,
+    )
+    .await?;
     let status = tx.board_status(r.id).await?;
     tx.commit().await?;
     if applied.pool_changed {

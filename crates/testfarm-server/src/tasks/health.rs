@@ -112,7 +112,11 @@ async fn mark_offline(
         format!("{} {} is unreachable: {reason}", r.kind.as_str(), r.name),
         json!({ "kind": r.kind.as_str(), "reason": reason }),
     ) {
-        Some(c) => Some(crate::alerts::raise(&mut tx, &c, "health", json!({}), now).await?.0),
+        Some(c) => Some(
+            crate::alerts::raise(&mut tx, &c, "health", json!({}), now)
+                .await?
+                .0,
+        ),
         None => None,
     };
     for (id, event) in plan.jobs {

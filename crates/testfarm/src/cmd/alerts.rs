@@ -72,7 +72,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if state != "all" {
                 path.push_str(&format!("&state={}", enc(&state)));
             }
-            for (k, v) in [("severity", &severity), ("rule", &rule), ("subject", &subject)] {
+            for (k, v) in [
+                ("severity", &severity),
+                ("rule", &rule),
+                ("subject", &subject),
+            ] {
                 if let Some(v) = v {
                     path.push_str(&format!("&{k}={}", enc(v)));
                 }
@@ -105,8 +109,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .collect();
             output::table(
                 &[
-                    "id", "severity", "state", "rule", "subject", "first seen", "last seen",
-                    "count", "summary",
+                    "id",
+                    "severity",
+                    "state",
+                    "rule",
+                    "subject",
+                    "first seen",
+                    "last seen",
+                    "count",
+                    "summary",
                 ],
                 rows,
             );
@@ -187,7 +198,14 @@ fn show(d: &AlertDetail) {
     if !d.deliveries.is_empty() {
         println!("\ndeliveries:");
         output::table(
-            &["channel", "event", "state", "attempts", "next attempt", "last error"],
+            &[
+                "channel",
+                "event",
+                "state",
+                "attempts",
+                "next attempt",
+                "last error",
+            ],
             d.deliveries
                 .iter()
                 .map(|x| {

@@ -67,7 +67,10 @@ async fn receiver(seen: Seen) -> anyhow::Result<String> {
             let seen = seen.clone();
             async move {
                 let at = Instant::now();
-                let subject = body["alert"]["subject"].as_str().unwrap_or_default().to_string();
+                let subject = body["alert"]["subject"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let event = body["event"].as_str().unwrap_or_default().to_string();
                 if body["alert"]["rule"] == "unreachable" {
                     seen.lock()
@@ -100,8 +103,12 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
                 section = line.trim().to_string();
             }
             let replaced = match (section.as_str(), line.split(" =").next()) {
-                ("[health]", Some("offline_after")) => Some(format!("offline_after = {}", secs(offline))),
-                ("[health]", Some("heartbeat_interval")) => Some("heartbeat_interval = \"1s\"".into()),
+                ("[health]", Some("offline_after")) => {
+                    Some(format!("offline_after = {}", secs(offline)))
+                }
+                ("[health]", Some("heartbeat_interval")) => {
+                    Some("heartbeat_interval = \"1s\"".into())
+                }
                 ("[alerts]", Some("interval")) => Some(format!("interval = {}", secs(interval))),
                 ("[alerts]", Some("min_disk_gb")) => Some("min_disk_gb = 0".into()),
                 ("[alerts]", Some("max_cpu_pct")) => Some("max_cpu_pct = 100".into()),
@@ -111,7 +118,9 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
             out.push_str(&replaced.unwrap_or_else(|| line.to_string()));
             out.push('\n');
         }
-        out.push_str(&format!("\n[[alerts.webhook]]\nname = \"bench\"\nurl = {hook:?}\n"));
+        out.push_str(&format!(
+            "\n[[alerts.webhook]]\nname = \"bench\"\nurl = {hook:?}\n"
+        ));
         out
     })?;
     let http = client(2)?;
@@ -190,7 +199,10 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
                 break at;
             }
             if Instant::now() > deadline {
-                bail!("no alert for {resource} within {:?} of its last heartbeat", deadline - last);
+                bail!(
+                    "no alert for {resource} within {:?} of its last heartbeat",
+                    deadline - last
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
