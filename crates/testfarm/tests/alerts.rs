@@ -37,10 +37,13 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> String {
     outer.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// What the webhook receiver got: (headers, body) of every accepted POST.
+/// One accepted POST: its headers and body.
+type Post = (axum::http::HeaderMap, Vec<u8>);
+
+/// What the webhook receiver got: every accepted POST.
 #[derive(Clone, Default)]
 struct Received {
-    accepted: Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>,
+    accepted: Arc<Mutex<Vec<Post>>>,
     calls: Arc<AtomicUsize>,
 }
 
