@@ -32,6 +32,8 @@ fn the_role_is_checked_before_the_body_is_read() {
         "/api/v1/agents/heartbeat",
         "/api/v1/resources",
         "/api/v1/tokens",
+        "/api/v1/alerts/01J00000000000000000000000/acknowledge",
+        "/api/v1/alerts/01J00000000000000000000000/resolve",
     ] {
         for (ct, body) in [
             ("application/json", "{\"nonsense\": ["),
