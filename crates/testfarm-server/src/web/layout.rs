@@ -16,7 +16,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Html<String
                 title { (title) " · testfarm" }
                 link rel="stylesheet" href="/ui/assets/app.css";
             }
-            body {
+            body data-after=[session.map(|s| s.last_event)] {
                 nav class="nav" {
                     a href="/ui" class="brand" { "testfarm" }
                     a href="/ui/resources" { "Resources" }
@@ -30,6 +30,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Html<String
                     }
                 }
                 main id="main" { (body) }
+                @if session.is_some() { script src="/ui/assets/live.js" defer {} }
             }
         }
     };

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod csrf;
 pub mod layout;
+pub mod live;
 pub mod overview;
 pub mod resources;
 pub mod session;
@@ -31,6 +32,8 @@ pub fn router() -> Router<AppState> {
         )
         .route("/ui/alerts", get(alerts::page))
         .route("/ui/assets/app.css", get(css))
+        .route("/ui/assets/live.js", get(live::js))
+        .route("/ui/events", get(live::events))
         .route("/ui/{*rest}", get(not_found))
 }
 

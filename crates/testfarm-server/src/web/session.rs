@@ -22,6 +22,8 @@ pub struct Session {
     pub caller: Caller,
     /// The CSRF token state-changing forms must carry.
     pub csrf: String,
+    /// The newest event id when the page was rendered: the live stream starts after it.
+    pub last_event: i64,
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
@@ -43,7 +45,12 @@ impl FromRequestParts<AppState> for Session {
         let token = cookie_token(&parts.headers).ok_or_else(login)?;
         let caller = authenticate(state, &token).await.map_err(|_| login())?;
         let csrf = super::csrf::token_for(&caller.token_id);
-        Ok(Session { caller, csrf })
+        let last_event = state.store.last_event_id().await.unwrap_or(0);
+        Ok(Session {
+            caller,
+            csrf,
+            last_event,
+        })
     }
 }
 
