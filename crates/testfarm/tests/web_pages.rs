@@ -101,7 +101,14 @@ fn csrf_of(page: &str) -> String {
     page[at..at + 64].to_string()
 }
 
-const PAGES: &[&str] = &["/ui", "/ui/resources", "/ui/resources/bs-1", "/ui/alerts"];
+const PAGES: &[&str] = &[
+    "/ui",
+    "/ui/resources",
+    "/ui/resources/bs-1",
+    "/ui/jobs",
+    "/ui/jobs?state=queued&name=x",
+    "/ui/alerts",
+];
 
 #[test]
 fn pages_need_a_session_and_render_for_a_viewer() {
@@ -145,6 +152,16 @@ fn pages_need_a_session_and_render_for_a_viewer() {
     let missing = web.get("/ui/resources/nope", Some(&viewer));
     assert_eq!(missing.status, 404);
     assert!(missing.text.contains("Not found"), "{}", missing.text);
+    let job = web.get("/ui/jobs/01nosuchjob", Some(&viewer));
+    assert_eq!(job.status, 404);
+    assert!(job.text.contains("Not found"));
+    let bad_filter = web.get("/ui/jobs?state=bogus", Some(&viewer));
+    assert_eq!(bad_filter.status, 200);
+    assert!(
+        bad_filter.text.contains("field-error"),
+        "{}",
+        bad_filter.text
+    );
     let unknown = web.get("/ui/no/such/page", Some(&viewer));
     assert_eq!(unknown.status, 404);
     assert!(unknown.text.contains("Not found"));

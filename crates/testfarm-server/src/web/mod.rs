@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod csrf;
+pub mod jobs;
 pub mod layout;
 pub mod live;
 pub mod overview;
@@ -30,6 +31,8 @@ pub fn router() -> Router<AppState> {
             "/ui/resources/{name}/maintenance",
             post(resources::maintenance),
         )
+        .route("/ui/jobs", get(jobs::list))
+        .route("/ui/jobs/{id}", get(jobs::detail))
         .route("/ui/alerts", get(alerts::page))
         .route("/ui/assets/app.css", get(css))
         .route("/ui/assets/live.js", get(live::js))
