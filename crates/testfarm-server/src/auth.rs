@@ -113,6 +113,14 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::Unauthorized("Authorization must use the Bearer scheme".into())
             })?;
+        authenticate(state, presented).await
+    }
+}
+
+/// Verifies a presented token string (`tf_<id>_<secret>`): the bearer header and the web
+/// UI's session cookie both come through here, so revocation ends both at once.
+pub async fn authenticate(state: &AppState, presented: &str) -> Result<Caller, ApiError> {
+    {
         let parts = token::parse(presented).map_err(|_| {
             ApiError::Unauthorized("malformed token (expected tf_<id>_<secret>)".into())
         })?;

@@ -25,6 +25,7 @@ mod server_jobs;
 pub mod state;
 pub mod submit;
 mod tasks;
+pub mod web;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -121,4 +121,18 @@ impl Store {
             )
         })
     }
+
+    /// The newest event's id (0 when there is none): where a live view that has just
+    /// rendered the current state starts its stream.
+    pub async fn last_event_id(&self) -> Result<i64> {
+        self.read(|c| {
+            Ok(
+                crate::sql::query_opt(c, "SELECT MAX(id) AS id FROM events", [], |r| {
+                    Ok(r.get::<_, Option<i64>>("id")?)
+                })?
+                .flatten()
+                .unwrap_or(0),
+            )
+        })
+    }
 }

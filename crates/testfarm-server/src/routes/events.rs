@@ -82,6 +82,15 @@ pub async fn stream_events(
         subject: q.subject,
         limit,
     };
+    Ok(event_stream(&state, filter))
+}
+
+/// The live SSE stream of events matching `filter`, from `filter.after` on; the API's
+/// stream and the dashboard's `/ui/events` both serve this.
+pub fn event_stream(
+    state: &AppState,
+    filter: EventFilter,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>> + use<>> {
     let rx = state.store.subscribe_events();
     let store = state.store.clone();
     let stream = futures::stream::unfold(
@@ -123,5 +132,5 @@ pub async fn stream_events(
             }
         },
     );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -186,9 +186,20 @@ pub async fn set_maintenance(
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<MaintenanceRequest>,
 ) -> ApiResult<Json<Resource>> {
+    Ok(Json(apply_maintenance(&state, &caller, &name, &req).await?))
+}
+
+/// Switches maintenance on or off in one transaction with its event; the API and the
+/// dashboard's form both call this.
+pub async fn apply_maintenance(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    req: &MaintenanceRequest,
+) -> Result<Resource, ApiError> {
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
-    let mut r = tx.get_resource(&name).await?;
+    let mut r = tx.get_resource(name).await?;
     let kind = if req.enabled {
         r.maintenance_on(
             MaintenanceWindow {
@@ -205,11 +216,11 @@ pub async fn set_maintenance(
         "resource.maintenance_off"
     };
     tx.update_resource(&r).await?;
-    tx.record(event(kind, &r, &caller).with_data(json!({
+    tx.record(event(kind, &r, caller).with_data(json!({
         "state": r.state, "reason": req.reason, "start": req.start, "end": req.end,
     })));
     tx.commit().await?;
-    Ok(Json(r))
+    Ok(r)
 }
 
 /// Retire a resource: refused while work runs on it unless forced with a reason.
