@@ -30,6 +30,7 @@
 //! - [`cleanup`]: what an ended lease's resource needs, and a failed cleanup's consequence.
 //! - [`deploy`]: which build's artifacts a deploy step takes, from a listing.
 //! - [`boot`]: when a VM boot counts or has failed, retries, and the final reason.
+//! - [`factory`]: what the buildomat factory does with an instance on each pass.
 
 pub mod artifact;
 pub mod artifact_retention;
@@ -42,6 +43,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod estimate;
 pub mod expr;
+pub mod factory;
 pub mod job;
 pub mod jobspec;
 pub mod labels;
