@@ -26,10 +26,18 @@ pub enum ClientError {
     Unauthorized { call: &'static str, status: u16 },
     /// The server failed (5xx).
     #[error("buildomat-server {call}: server error {status}: {body}")]
-    Server { call: &'static str, status: u16, body: String },
+    Server {
+        call: &'static str,
+        status: u16,
+        body: String,
+    },
     /// The server refused the request (another 4xx).
     #[error("buildomat-server {call}: refused {status}: {body}")]
-    Refused { call: &'static str, status: u16, body: String },
+    Refused {
+        call: &'static str,
+        status: u16,
+        body: String,
+    },
     /// The answer was not what the protocol says.
     #[error("buildomat-server {call}: malformed answer: {detail}")]
     Malformed { call: &'static str, detail: String },
@@ -128,24 +136,35 @@ impl Client {
                 detail: "must start with http:// or https://".into(),
             });
         }
-        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| {
-            ClientError::BadUrl { url: base_url.to_string(), detail: e.to_string() }
-        })?;
-        Ok(Client { http, base, token: token.trim().to_string() })
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| ClientError::BadUrl {
+                url: base_url.to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(Client {
+            http,
+            base,
+            token: token.trim().to_string(),
+        })
     }
 
     /// `GET /0/factory/ping`: tells the server we are alive when not asking for work,
     /// and checks URL and token (setup uses it).
     pub async fn ping(&self) -> Result<(), ClientError> {
-        let _: serde_json::Value =
-            self.call("ping", Method::GET, "/0/factory/ping", None::<&()>).await?;
+        let _: serde_json::Value = self
+            .call("ping", Method::GET, "/0/factory/ping", None::<&()>)
+            .await?;
         Ok(())
     }
 
     /// `POST /0/factory/lease`: asks for a job for one of `targets` (ids). `None`: no work.
     pub async fn lease(&self, targets: &[String]) -> Result<Option<Lease>, ClientError> {
         let body = serde_json::json!({ "supported_targets": targets });
-        let a: LeaseAnswer = self.call("lease", Method::POST, "/0/factory/lease", Some(&body)).await?;
+        let a: LeaseAnswer = self
+            .call("lease", Method::POST, "/0/factory/lease", Some(&body))
+            .await?;
         Ok(a.lease)
     }
 
@@ -153,38 +172,55 @@ impl Client {
     /// server forgot it, e.g. after a restart, or the job went to another worker).
     pub async fn renew(&self, job: &str) -> Result<bool, ClientError> {
         let path = format!("/0/factory/lease/{}", seg(job));
-        self.call("renew lease", Method::POST, &path, None::<&()>).await
+        self.call("renew lease", Method::POST, &path, None::<&()>)
+            .await
     }
 
     /// `POST /0/factory/worker`: creates a worker for `target`, tied to `job`.
     pub async fn create_worker(&self, target: &str, job: &str) -> Result<Worker, ClientError> {
         let body = serde_json::json!({ "target": target, "job": job, "wait_for_flush": false });
-        self.call("create worker", Method::POST, "/0/factory/worker", Some(&body)).await
+        self.call(
+            "create worker",
+            Method::POST,
+            "/0/factory/worker",
+            Some(&body),
+        )
+        .await
     }
 
     /// `PATCH /0/factory/worker/{w}`: records our instance id on the worker.
     pub async fn associate(&self, worker: &str, private: &str) -> Result<(), ClientError> {
         let path = format!("/0/factory/worker/{}", seg(worker));
         let body = serde_json::json!({ "private": private });
-        self.call_empty("associate worker", Method::PATCH, &path, Some(&body)).await
+        self.call_empty("associate worker", Method::PATCH, &path, Some(&body))
+            .await
     }
 
     /// `GET /0/factory/worker/{w}`: `None` when the server does not know it (any more).
     pub async fn worker(&self, worker: &str) -> Result<Option<Worker>, ClientError> {
         let path = format!("/0/factory/worker/{}", seg(worker));
-        let a: WorkerAnswer = self.call("get worker", Method::GET, &path, None::<&()>).await?;
+        let a: WorkerAnswer = self
+            .call("get worker", Method::GET, &path, None::<&()>)
+            .await?;
         Ok(a.worker)
     }
 
     /// `GET /0/factory/workers`: every worker of this factory.
     pub async fn workers(&self) -> Result<Vec<Worker>, ClientError> {
-        self.call("list workers", Method::GET, "/0/factory/workers", None::<&()>).await
+        self.call(
+            "list workers",
+            Method::GET,
+            "/0/factory/workers",
+            None::<&()>,
+        )
+        .await
     }
 
     /// `DELETE /0/factory/worker/{w}`.
     pub async fn delete_worker(&self, worker: &str) -> Result<(), ClientError> {
         let path = format!("/0/factory/worker/{}", seg(worker));
-        self.call_empty("delete worker", Method::DELETE, &path, None::<&()>).await
+        self.call_empty("delete worker", Method::DELETE, &path, None::<&()>)
+            .await
     }
 
     /// `POST /0/factory/worker/{w}/append`: one console line into the job's log.
@@ -198,7 +234,9 @@ impl Client {
     ) -> Result<bool, ClientError> {
         let path = format!("/0/factory/worker/{}/append", seg(worker));
         let body = serde_json::json!({ "stream": stream, "time": time, "payload": payload });
-        let a: AppendAnswer = self.call("append", Method::POST, &path, Some(&body)).await?;
+        let a: AppendAnswer = self
+            .call("append", Method::POST, &path, Some(&body))
+            .await?;
         Ok(a.retry)
     }
 
@@ -210,8 +248,10 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T, ClientError> {
         let bytes = self.send(call, method, path, body).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Malformed { call, detail: format!("{e}: {}", excerpt(&bytes)) })
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Malformed {
+            call,
+            detail: format!("{e}: {}", excerpt(&bytes)),
+        })
     }
 
     async fn call_empty<B: Serialize + ?Sized>(
@@ -231,13 +271,22 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<Vec<u8>, ClientError> {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path)).bearer_auth(&self.token);
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(b);
         }
-        let res = req.send().await.map_err(|source| ClientError::Unreachable { call, source })?;
+        let res = req
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable { call, source })?;
         let status = res.status();
-        let bytes = res.bytes().await.map_err(|source| ClientError::Unreachable { call, source })?;
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Unreachable { call, source })?;
         if status.is_success() {
             return Ok(bytes.to_vec());
         }
@@ -247,19 +296,33 @@ impl Client {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 ClientError::Unauthorized { call, status: code }
             }
-            s if s.is_server_error() => ClientError::Server { call, status: code, body },
-            _ => ClientError::Refused { call, status: code, body },
+            s if s.is_server_error() => ClientError::Server {
+                call,
+                status: code,
+                body,
+            },
+            _ => ClientError::Refused {
+                call,
+                status: code,
+                body,
+            },
         })
     }
 }
 
 /// A path segment: ids are ULIDs, but a malformed one must not change the path.
 fn seg(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect()
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
 }
 
 fn excerpt(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(bytes);
     let s = s.trim();
-    if s.chars().count() > 200 { format!("{}…", s.chars().take(200).collect::<String>()) } else { s.to_string() }
+    if s.chars().count() > 200 {
+        format!("{}…", s.chars().take(200).collect::<String>())
+    } else {
+        s.to_string()
+    }
 }

@@ -23,7 +23,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use testfarm_core::factory::{Action, InstanceView, OrphanAction, StuckLimits, decide, decide_orphan};
+use testfarm_core::factory::{
+    Action, InstanceView, OrphanAction, StuckLimits, decide, decide_orphan,
+};
 use tokio::sync::watch;
 
 use crate::client::{Client, ClientError};
@@ -106,8 +108,13 @@ pub async fn pass<L: Lab>(
 
     for i in &live {
         if i.state == InstanceState::Destroying {
-            finish_destroy(client, lab, i, i.destroy_reason.as_deref().unwrap_or("resumed"))
-                .await?;
+            finish_destroy(
+                client,
+                lab,
+                i,
+                i.destroy_reason.as_deref().unwrap_or("resumed"),
+            )
+            .await?;
             report.destroyed.push((i.id.clone(), "resumed".into()));
             continue;
         }
@@ -129,7 +136,12 @@ pub async fn pass<L: Lab>(
             last_progress,
             lab_ended: status.ended,
         };
-        let action = decide(&view, worker.as_ref().map(|w| w.view()).as_ref(), config.limits, now);
+        let action = decide(
+            &view,
+            worker.as_ref().map(|w| w.view()).as_ref(),
+            config.limits,
+            now,
+        );
         let hold = worker.as_ref().is_some_and(|w| w.hold);
         if hold != i.hold || progress.is_some() {
             lab.note(i, hold, progress).await?;
@@ -140,7 +152,9 @@ pub async fn pass<L: Lab>(
                     reason = reason.as_str(), "destroying buildomat instance");
                 lab.destroy(i, reason.as_str()).await?;
                 finish_destroy(client, lab, i, reason.as_str()).await?;
-                report.destroyed.push((i.id.clone(), reason.as_str().into()));
+                report
+                    .destroyed
+                    .push((i.id.clone(), reason.as_str().into()));
             }
             Action::KeepHeld => {
                 if !i.hold {
@@ -179,11 +193,18 @@ pub async fn pass<L: Lab>(
     // New work, one target at a time, only where a board is free.
     let mut asked = false;
     for target in &config.targets {
-        let Some(board) = lab.free_board(target).await? else { continue };
+        let Some(board) = lab.free_board(target).await? else {
+            continue;
+        };
         asked = true;
-        let Some(lease) = client.lease(std::slice::from_ref(target)).await? else { continue };
+        let Some(lease) = client.lease(std::slice::from_ref(target)).await? else {
+            continue;
+        };
         if &lease.target != target {
-            tracing::error!(?lease, "server leased a target we did not ask for; leaving it");
+            tracing::error!(
+                ?lease,
+                "server leased a target we did not ask for; leaving it"
+            );
             continue;
         }
         let w = client.create_worker(&lease.target, &lease.job).await?;

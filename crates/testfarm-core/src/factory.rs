@@ -61,7 +61,10 @@ pub struct StuckLimits {
 impl Default for StuckLimits {
     /// Shorter than the server's own 30 minute limits: a board is worth more than a VM.
     fn default() -> Self {
-        StuckLimits { boot: Duration::from_secs(10 * 60), silent: Duration::from_secs(20 * 60) }
+        StuckLimits {
+            boot: Duration::from_secs(10 * 60),
+            silent: Duration::from_secs(20 * 60),
+        }
     }
 }
 
@@ -163,7 +166,11 @@ pub enum OrphanAction {
 /// Decides about a worker the server lists: held workers are always left alone; a worker
 /// whose `private` (or id) is not one of our live instances is detritus of a crash.
 pub fn decide_orphan(hold: bool, belongs_to_live_instance: bool) -> OrphanAction {
-    if hold || belongs_to_live_instance { OrphanAction::Leave } else { OrphanAction::Delete }
+    if hold || belongs_to_live_instance {
+        OrphanAction::Leave
+    } else {
+        OrphanAction::Delete
+    }
 }
 
 fn older_than(since: DateTime<Utc>, limit: Duration, now: DateTime<Utc>) -> bool {
@@ -180,23 +187,40 @@ mod tests {
     use chrono::TimeZone;
 
     fn t(secs: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_800_000_000 + secs, 0).single().unwrap_or_default()
+        Utc.timestamp_opt(1_800_000_000 + secs, 0)
+            .single()
+            .unwrap_or_default()
     }
 
     fn inst() -> InstanceView {
-        InstanceView { id: "i1".into(), created_at: t(0), last_progress: t(0), lab_ended: false }
+        InstanceView {
+            id: "i1".into(),
+            created_at: t(0),
+            last_progress: t(0),
+            lab_ended: false,
+        }
     }
 
     fn worker(private: Option<&str>, recycle: bool, online: bool, hold: bool) -> WorkerView {
-        WorkerView { private: private.map(str::to_string), recycle, online, hold }
+        WorkerView {
+            private: private.map(str::to_string),
+            recycle,
+            online,
+            hold,
+        }
     }
 
-    const L: StuckLimits =
-        StuckLimits { boot: Duration::from_secs(600), silent: Duration::from_secs(1200) };
+    const L: StuckLimits = StuckLimits {
+        boot: Duration::from_secs(600),
+        silent: Duration::from_secs(1200),
+    };
 
     #[test]
     fn gone_worker_destroys() {
-        assert_eq!(decide(&inst(), None, L, t(1)), Action::Destroy(DestroyReason::WorkerGone));
+        assert_eq!(
+            decide(&inst(), None, L, t(1)),
+            Action::Destroy(DestroyReason::WorkerGone)
+        );
     }
 
     #[test]
@@ -208,7 +232,10 @@ mod tests {
     #[test]
     fn recycle_destroys() {
         let w = worker(Some("i1"), true, true, false);
-        assert_eq!(decide(&inst(), Some(&w), L, t(1)), Action::Destroy(DestroyReason::Recycled));
+        assert_eq!(
+            decide(&inst(), Some(&w), L, t(1)),
+            Action::Destroy(DestroyReason::Recycled)
+        );
     }
 
     #[test]
@@ -220,7 +247,10 @@ mod tests {
     #[test]
     fn other_instance_destroys() {
         let w = worker(Some("i2"), false, false, false);
-        assert_eq!(decide(&inst(), Some(&w), L, t(1)), Action::Destroy(DestroyReason::Mismatch));
+        assert_eq!(
+            decide(&inst(), Some(&w), L, t(1)),
+            Action::Destroy(DestroyReason::Mismatch)
+        );
     }
 
     #[test]
@@ -237,7 +267,10 @@ mod tests {
     fn online_is_kept_until_silent() {
         let w = worker(Some("i1"), false, true, false);
         assert_eq!(decide(&inst(), Some(&w), L, t(1200)), Action::Keep);
-        assert_eq!(decide(&inst(), Some(&w), L, t(1201)), Action::Destroy(DestroyReason::Silent));
+        assert_eq!(
+            decide(&inst(), Some(&w), L, t(1201)),
+            Action::Destroy(DestroyReason::Silent)
+        );
         let mut i = inst();
         i.last_progress = t(1000);
         assert_eq!(decide(&i, Some(&w), L, t(1500)), Action::Keep);
@@ -254,7 +287,10 @@ mod tests {
         let mut i = inst();
         i.lab_ended = true;
         let w = worker(Some("i1"), false, true, false);
-        assert_eq!(decide(&i, Some(&w), L, t(1)), Action::Destroy(DestroyReason::LabEnded));
+        assert_eq!(
+            decide(&i, Some(&w), L, t(1)),
+            Action::Destroy(DestroyReason::LabEnded)
+        );
         let held = worker(Some("i1"), false, true, true);
         assert_eq!(decide(&i, Some(&held), L, t(1)), Action::KeepHeld);
     }
