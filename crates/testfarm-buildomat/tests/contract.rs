@@ -1,6 +1,7 @@
 //! The factory loop against a fake buildomat-server (tests/fake_buildomat) and an
 //! in-memory lab whose "agent" is a real shell script that bootstraps over HTTP, as
 //! `buildomat-agent install URL BOOTSTRAP` would. Every test bounds its own time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fake_buildomat;
 

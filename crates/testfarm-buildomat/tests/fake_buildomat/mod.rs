@@ -1,6 +1,7 @@
 //! A small fake buildomat-server: the factory calls of issue #18 plus the agent's
 //! bootstrap, over the same paths and JSON shapes, with leases kept in memory (as the real
 //! server does) so a "server restart" can forget them.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -121,17 +122,17 @@ impl Fake {
     }
 }
 
-fn authorized(f: &Fake, h: &HeaderMap) -> Result<(), Response> {
+fn authorized(f: &Fake, h: &HeaderMap) -> bool {
     let want = format!("Bearer {}", f.token);
-    if h.get("authorization").and_then(|v| v.to_str().ok()) == Some(want.as_str()) {
-        Ok(())
-    } else {
-        Err((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"message": "unauthorized"})),
-        )
-            .into_response())
-    }
+    h.get("authorization").and_then(|v| v.to_str().ok()) == Some(want.as_str())
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"message": "unauthorized"})),
+    )
+        .into_response()
 }
 
 fn view(w: &FakeWorker) -> Value {
@@ -142,16 +143,16 @@ fn view(w: &FakeWorker) -> Value {
 }
 
 async fn ping(State(f): State<Fake>, h: HeaderMap) -> Response {
-    if let Err(r) = authorized(&f, &h) {
-        return r;
+    if !authorized(&f, &h) {
+        return unauthorized();
     }
     f.inner.lock().unwrap().pings += 1;
     Json(json!({"ok": true})).into_response()
 }
 
 async fn lease(State(f): State<Fake>, h: HeaderMap, Json(b): Json<Value>) -> Response {
-    if let Err(r) = authorized(&f, &h) {
-        return r;
+    if !authorized(&f, &h) {
+        return unauthorized();
     }
     let targets: Vec<String> = serde_json::from_value(b["supported_targets"].clone()).unwrap();
     let mut i = f.inner.lock().unwrap();
@@ -171,8 +172,8 @@ async fn lease(State(f): State<Fake>, h: HeaderMap, Json(b): Json<Value>) -> Res
 }
 
 async fn renew(State(f): State<Fake>, h: HeaderMap, Path(job): Path<String>) -> Response {
-    if let Err(r) = authorized(&f, &h) {
-        return r;
+    if !authorized(&f, &h) {
+        return unauthorized();
     }
     let mut i = f.inner.lock().unwrap();
     let ok = i.leases.contains(&job);
@@ -183,8 +184,8 @@ async fn renew(State(f): State<Fake>, h: HeaderMap, Path(job): Path<String>) -> 
 }
 
 async fn create(State(f): State<Fake>, h: HeaderMap, Json(b): Json<Value>) -> Response {
-    if let Err(r) = authorized(&f, &h) {
-        return r;
+    if !authorized(&f, &h) {
+        return unauthorized();
     }
     let target = b["target"].as_str().unwrap_or_default().to_string();
     let job = b["job"].as_str().map(str::to_string);
@@ -206,8 +207,8 @@ async fn create(State(f): State<Fake>, h: HeaderMap, Json(b): Json<Value>) -> Re
 }
 
 async fn workers(State(f): State<Fake>, h: HeaderMap) -> Response {
-    if let Err(r) = authorized(&f, &h) {
-        return r;
+    if !authorized(&f, &h) {
+        return unauthorized();
     }
     let i = f.inner.lock().unwrap();
     Json(
@@ -221,8 +222,8 @@ async fn workers(State(f): State<Fake>, h: HeaderMap) -> Response {
 }
 
 async fn worker(State(f): State<Fake>, h: HeaderMap, Path(w): Path<String>) -> Response {
-    if let Err(r) = authorized(&f, &h) {
-        return r;
+    if !authorized(&f, &h) {
+        return unauthorized();
     }
     let i = f.inner.lock().unwrap();
     let w = i.workers.get(&w).filter(|w| !w.deleted).map(view);
@@ -235,8 +236,8 @@ async fn associate(
     Path(w): Path<String>,
     Json(b): Json<Value>,
 ) -> Response {
-    if let Err(r) = authorized(&f, &h) {
-        return r;
+    if !authorized(&f, &h) {
+        return unauthorized();
     }
     let mut i = f.inner.lock().unwrap();
     let Some(w) = i.workers.get_mut(&w) else {
@@ -251,8 +252,8 @@ async fn associate(
 }
 
 async fn destroy(State(f): State<Fake>, h: HeaderMap, Path(w): Path<String>) -> Response {
-    if let Err(r) = authorized(&f, &h) {
-        return r;
+    if !authorized(&f, &h) {
+        return unauthorized();
     }
     let mut i = f.inner.lock().unwrap();
     let Some(w) = i.workers.get_mut(&w) else {
@@ -268,8 +269,8 @@ async fn append(
     Path(w): Path<String>,
     Json(b): Json<Value>,
 ) -> Response {
-    if let Err(r) = authorized(&f, &h) {
-        return r;
+    if !authorized(&f, &h) {
+        return unauthorized();
     }
     let mut i = f.inner.lock().unwrap();
     let line = b["payload"].as_str().unwrap_or_default().to_string();
