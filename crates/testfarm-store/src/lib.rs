@@ -18,6 +18,7 @@ pub mod agents;
 pub mod artifacts;
 pub mod boards;
 pub mod build_runs;
+pub mod buildomat;
 pub mod events;
 pub mod groups;
 pub mod jobs;
