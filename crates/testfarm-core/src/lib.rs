@@ -31,6 +31,7 @@
 //! - [`deploy`]: which build's artifacts a deploy step takes, from a listing.
 //! - [`alert`]: alert rules over a lab snapshot, raise/touch/resolve, delivery backoff.
 //! - [`boot`]: when a VM boot counts or has failed, retries, and the final reason.
+//! - [`factory`]: what the buildomat factory does with an instance on each pass.
 
 pub mod alert;
 pub mod artifact;
@@ -44,6 +45,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod estimate;
 pub mod expr;
+pub mod factory;
 pub mod job;
 pub mod jobspec;
 pub mod labels;

@@ -19,6 +19,7 @@ pub mod alerts;
 pub mod artifacts;
 pub mod boards;
 pub mod build_runs;
+pub mod buildomat;
 pub mod events;
 pub mod groups;
 pub mod jobs;

@@ -53,6 +53,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     ("0010_boards", include_str!("../migrations/0010_boards.sql")),
     ("0011_alerts", include_str!("../migrations/0011_alerts.sql")),
+    (
+        "0012_buildomat",
+        include_str!("../migrations/0012_buildomat.sql"),
+    ),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {
