@@ -58,6 +58,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("secret `{name}` (config [secrets]): {why}")]
     Secret { name: String, why: String },
+    #[error("artifact store: {0}")]
+    Artifacts(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -140,12 +142,13 @@ impl Server {
             secrets.insert(name.clone(), value);
         }
         install_admin_token(&store, &paths.admin_token_file).await?;
-        let artifacts = artifacts::ArtifactRepo::local(&paths.data_dir).map_err(|source| {
-            ServerError::DataDir {
-                path: paths.data_dir.join("artifacts"),
-                source,
-            }
-        })?;
+        let location = config
+            .artifacts
+            .location(&config.secrets)
+            .map_err(ServerError::Artifacts)?;
+        let artifacts = artifacts::ArtifactRepo::open(&location, &paths.data_dir, &secrets)
+            .await
+            .map_err(ServerError::Artifacts)?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
