@@ -972,4 +972,41 @@ mod tests {
         let ok = Config::parse(Path::new("c"), "[server]\nworkers = 4\n").unwrap();
         assert_eq!(ok.server.workers, 4);
     }
+
+    #[test]
+    fn s3_artifact_stores_are_checked() {
+        let ok = "[secrets]\nk = \"id\"\ns = { env = \"PATH\" }\n[artifacts]\nstore = \"s3://lab-artifacts/tf\"\n[artifacts.s3]\nendpoint = \"http://127.0.0.1:9000\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n";
+        let c = Config::parse(Path::new("c"), ok).unwrap();
+        match c.artifacts.location(&c.secrets).unwrap() {
+            BlobLocation::S3 { bucket, prefix, s3 } => {
+                assert_eq!((bucket.as_str(), prefix.as_str()), ("lab-artifacts", "tf"));
+                assert_eq!(s3.region, "us-east-1");
+            }
+            other => panic!("{other:?}"),
+        }
+        for (text, says) in [
+            (
+                "[artifacts]\nstore = \"s3://lab-artifacts\"\n",
+                "no [artifacts.s3] table",
+            ),
+            ("[artifacts]\nstore = \"/srv/blobs\"\n", "artifacts.store"),
+            ("[artifacts]\nstore = \"s3://Bad_Bucket\"\n", "bucket name"),
+            (
+                "[artifacts]\nstore = \"s3://lab-artifacts\"\n[artifacts.s3]\naccess_key_id = \"AKIA123\"\nsecret_access_key = \"x\"\n",
+                "artifacts.s3.access_key_id is not a name in [secrets]",
+            ),
+            (
+                "[secrets]\nk = \"a\"\n[artifacts]\nstore = \"s3://lab-artifacts\"\n[artifacts.s3]\nendpoint = \"minio:9000\"\naccess_key_id = \"k\"\nsecret_access_key = \"k\"\n",
+                "artifacts.s3.endpoint",
+            ),
+            (
+                "[artifacts.s3]\naccess_key_id = \"k\"\nsecret_access_key = \"k\"\n",
+                "store is \"local\"",
+            ),
+        ] {
+            let e = Config::parse(Path::new("c"), text).unwrap_err().to_string();
+            assert!(e.contains(says), "{text:?}: {e}");
+            assert!(!e.contains("AKIA123"), "the value is not repeated: {e}");
+        }
+    }
 }
