@@ -110,9 +110,9 @@ interval = "1h"
 #   [artifacts.s3]
 #   endpoint = "https://minio.lab.example:9000"   # omit for AWS's endpoint of the region
 #   region = "us-east-1"
-#   access_key_id = "s3_key_id"                   # a name in [secrets]
-#   secret_access_key = "s3_secret"               # a name in [secrets]
-#   session_token = "s3_session"                  # optional, a name in [secrets]
+#   access_key_id = "s3_key_id"                   # these three name [secrets] entries
+#   secret_access_key = "s3_secret"
+#   session_token = "s3_session"                  # optional
 #   virtual_hosted = false                        # bucket.endpoint/key addressing
 store = "local"
 
