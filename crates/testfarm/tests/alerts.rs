@@ -545,9 +545,19 @@ fn work_sent_elsewhere_is_a_recovery_attempt_on_the_alert_and_alerts_are_counted
             .contains("another resource"),
         "{d}"
     );
-    // Its second attempt was queued (pinned to the lost resource, it may end `error`).
+    // Its second attempt waits: the silent agent's resource gets no new work, even
+    // before the health monitor calls it offline.
     let j = job(&http, &t, &id);
     assert_eq!(j["attempt"], 2, "{j}");
+    assert_eq!(
+        j["state"], "queued",
+        "not placed on the silent resource again: {j}"
+    );
+    let why = http.get(&format!("/api/v1/jobs/{id}/why"), &t).text;
+    assert!(
+        why.contains("offline") || why.contains("silent"),
+        "why pending says so: {why}"
+    );
     let m = http.get("/metrics", &t).text;
     assert!(
         m.lines()
