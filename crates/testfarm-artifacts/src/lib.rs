@@ -99,6 +99,21 @@ impl std::fmt::Debug for Blob {
     }
 }
 
+/// The byte range a get reads: the whole blob without one; a given range must lie
+/// within the blob and not be empty (but the empty range of an empty blob is fine).
+pub(crate) fn checked_range(range: Option<Range<u64>>, size: u64) -> Result<Range<u64>, BlobError> {
+    let range = range.unwrap_or(0..size);
+    if range.start > range.end || range.end > size || (range.start == range.end && range != (0..0))
+    {
+        return Err(BlobError::RangeNotSatisfiable {
+            start: range.start,
+            end: range.end,
+            size,
+        });
+    }
+    Ok(range)
+}
+
 /// A content-addressed blob store. Object safe, so the server holds an
 /// `Arc<dyn BlobStore>` whatever the backend.
 pub trait BlobStore: Send + Sync + 'static {

@@ -295,17 +295,7 @@ impl S3Store {
             .exists(&key)
             .await?
             .ok_or(BlobError::NotFound(digest))?;
-        let range = range.unwrap_or(0..size);
-        if range.start > range.end
-            || range.end > size
-            || (range.start == range.end && range != (0..0))
-        {
-            return Err(BlobError::RangeNotSatisfiable {
-                start: range.start,
-                end: range.end,
-                size,
-            });
-        }
+        let range = crate::checked_range(range, size)?;
         if range.start == range.end {
             return Ok(Blob {
                 size,
