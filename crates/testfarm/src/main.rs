@@ -3,11 +3,12 @@
 //!
 //! Exit codes: 0 success, 1 failure (a failed test, a refused request), 2 usage error.
 
+#[macro_use]
+mod output;
 mod client;
 mod cmd;
 mod local_agent;
 mod logging;
-mod output;
 
 use std::process::ExitCode;
 
@@ -136,6 +137,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of our output went away (`testfarm logs ID | head`): not an error.
+        Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // A refusal from the server prints its problem detail (and field).
             match err.downcast_ref::<client::Refused>() {

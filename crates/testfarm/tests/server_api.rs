@@ -833,3 +833,55 @@ fn a_server_with_several_workers_serves_concurrent_lease_round_trips() {
         .collect();
     assert_eq!(states, vec!["available"; 4], "{}", boards.text);
 }
+
+/// Output piped into a reader that stops early (`testfarm resource list --json | head -1`)
+/// ends the command quietly with success, not with a panic about a broken pipe.
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let lab = Lab::new();
+    let server = lab.start();
+    let http = server.http();
+    let t = &lab.token;
+    let long = "x".repeat(60);
+    for i in 0..200 {
+        let r = http.post(
+            "/api/v1/resources",
+            t,
+            json!({"name": format!("pipe-{i:03}"), "kind": "build-server",
+                   "labels": {"a": long, "b": long, "c": long, "d": long, "e": long}}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let mut child = std::process::Command::new(support::BIN)
+        .args(["resource", "list", "--json"])
+        .env("TESTFARM_URL", &server.url)
+        .env("TESTFARM_TOKEN", t)
+        .env_remove("TESTFARM_TOKEN_FILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "[");
+    // The read end is closed here, with more than a pipe's buffer still to write.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the CLI did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -152,3 +152,41 @@ fn summary_counts_a_large_stream() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("tests 20000, pass 20000"));
 }
+
+/// `testfarm tap --format json big.tap | head -1`: the closed pipe ends it quietly.
+#[test]
+fn a_closed_pipe_ends_the_json_report_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.tap");
+    let mut tap = String::from("TAP version 13\n1..3000\n");
+    for i in 1..=3000 {
+        tap.push_str(&format!(
+            "ok {i} - a test with a reasonably long description {i}\n"
+        ));
+    }
+    std::fs::write(&path, tap).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["tap", "--format", "json"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut child.stdout.take().unwrap(), &mut first).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "testfarm tap did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+}

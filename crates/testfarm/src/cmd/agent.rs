@@ -59,7 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if *json {
             crate::output::json(&found)?;
         } else {
-            print!("{found}");
+            out!("{found}");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -114,7 +114,7 @@ async fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
         match p.result {
             Ok(m) => {
                 let r = &m.resource;
-                println!(
+                outln!(
                     "ok    {} ({}): {}",
                     r.name,
                     r.kind.as_str(),
@@ -123,20 +123,20 @@ async fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
                 if !r.labels.0.is_empty() {
                     let labels: Vec<String> =
                         r.labels.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    println!("      labels: {}", labels.join(","));
+                    outln!("      labels: {}", labels.join(","));
                 }
                 for v in &r.verification {
-                    println!("      found: {v}");
+                    outln!("      found: {v}");
                 }
                 if let Some(why) = &r.offline_reason {
                     // Registered, but offline until it answers: say so, and fail the check.
                     failed += 1;
-                    println!("      OFFLINE: {why}");
+                    outln!("      OFFLINE: {why}");
                 }
             }
             Err(e) => {
                 failed += 1;
-                println!("FAIL  {}: {e}", p.name);
+                outln!("FAIL  {}: {e}", p.name);
             }
         }
     }

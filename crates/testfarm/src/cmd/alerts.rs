@@ -87,7 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if page.items.is_empty() {
-                println!("no alerts");
+                outln!("no alerts");
                 return Ok(ExitCode::SUCCESS);
             }
             let rows = page
@@ -153,7 +153,7 @@ async fn act(
     if json {
         output::json(&d)?;
     } else {
-        println!("alert {} is {}", d.alert.id, word(&d.alert.state));
+        outln!("alert {} is {}", d.alert.id, word(&d.alert.state));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -186,7 +186,7 @@ fn show(d: &AlertDetail) {
         ),
     ]);
     if !d.recovery_attempts.is_empty() {
-        println!("\nrecovery attempts:");
+        outln!("\nrecovery attempts:");
         output::table(
             &["when", "action", "result"],
             d.recovery_attempts
@@ -196,7 +196,7 @@ fn show(d: &AlertDetail) {
         );
     }
     if !d.deliveries.is_empty() {
-        println!("\ndeliveries:");
+        outln!("\ndeliveries:");
         output::table(
             &[
                 "channel",

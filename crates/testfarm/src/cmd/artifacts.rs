@@ -190,7 +190,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "path": output, "sha256": sha, "size": size,
                 }))?;
             } else {
-                println!("{} ({size} bytes, sha256 {sha})", output.display());
+                outln!("{} ({size} bytes, sha256 {sha})", output.display());
             }
         }
         Cmd::Upload {
@@ -211,9 +211,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if json {
                 output::json(&a)?;
             } else {
-                println!(
+                outln!(
                     "stored {} {} in build {} ({} bytes, sha256 {})",
-                    a.kind, a.name, a.build_id, a.size, a.sha256
+                    a.kind,
+                    a.name,
+                    a.build_id,
+                    a.size,
+                    a.sha256
                 );
             }
         }
@@ -239,7 +243,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if json {
                 output::json(&b)?;
             } else {
-                println!("{}", b.id);
+                outln!("{}", b.id);
             }
         }
         Cmd::Show { build } => {
@@ -295,7 +299,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 let verb = if r.dry_run { "would delete" } else { "deleted" };
                 for b in &r.builds {
-                    println!(
+                    outln!(
                         "{verb} build {} ({} {}, {}, {:?})",
                         b.id,
                         b.branch,
@@ -304,7 +308,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         b.reason
                     );
                 }
-                println!(
+                outln!(
                     "{verb} {} builds and {} blobs ({} bytes); {} blobs in use kept",
                     r.builds.len(),
                     r.blobs.len(),
@@ -354,7 +358,7 @@ fn print_build(b: &Build, json: bool) -> anyhow::Result<()> {
         ("job", b.source_job.clone().unwrap_or_else(|| "-".into())),
     ]);
     if !b.artifacts.is_empty() {
-        println!();
+        outln!();
         list(&b.artifacts);
     }
     Ok(())

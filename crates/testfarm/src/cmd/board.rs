@@ -146,7 +146,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if page.items.is_empty() {
-                println!("no history for {name} yet");
+                outln!("no history for {name} yet");
                 return Ok(ExitCode::SUCCESS);
             }
             let rows = page
@@ -184,7 +184,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 if json {
                     output::json(&job)?;
                 } else {
-                    println!("{}", job.id);
+                    outln!("{}", job.id);
                     eprintln!(
                         "restoring {name} with its known-good build: job {}; follow it with: testfarm logs -f {}",
                         job.id, job.id
@@ -218,7 +218,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if json {
                 output::json(&view)?;
             } else {
-                println!(
+                outln!(
                     "health check of {name} queued ({}); its result goes to `testfarm board history {name} --kind health`",
                     view.id
                 );
@@ -262,10 +262,10 @@ async fn power(
                 let state = result.and_then(|r| r.power).map(|p| word(&p));
                 match (result, state) {
                     (Some(r), _) if r.operator_action_needed => {
-                        println!("{name}: an operator must do this by hand: {}", r.detail);
+                        outln!("{name}: an operator must do this by hand: {}", r.detail);
                     }
-                    (_, Some(s)) => println!("{name}: power {s}"),
-                    _ => println!("{name}: done"),
+                    (_, Some(s)) => outln!("{name}: power {s}"),
+                    _ => outln!("{name}: done"),
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -46,7 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if h.servers.is_empty() {
-                println!("no finished builds yet");
+                outln!("no finished builds yet");
                 return Ok(ExitCode::SUCCESS);
             }
             let rows = h
@@ -67,7 +67,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 rows,
             );
             if !h.recent.is_empty() {
-                println!();
+                outln!();
                 let rows = h
                     .recent
                     .iter()
@@ -126,8 +126,8 @@ fn human_bytes(n: u64) -> String {
 
 /// A build step's summary as `job show` prints it under the steps.
 pub fn print_summary(index: u32, b: &BuildSummary) {
-    println!();
-    println!("build (step {index})");
+    outln!();
+    outln!("build (step {index})");
     output::fields(&[
         ("server", b.server.clone()),
         ("source", b.source.clone()),

@@ -173,14 +173,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
         match args.exit_after {
             Some(secs) => {
-                println!("(stopping after {secs} s)");
+                outln!("(stopping after {secs} s)");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
                     _ = crate::cmd::server::shutdown_signal() => {}
                 }
             }
             None => {
-                println!("Ctrl-C to stop.");
+                outln!("Ctrl-C to stop.");
                 crate::cmd::server::shutdown_signal().await;
             }
         }
@@ -216,24 +216,27 @@ async fn tour(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("testfarm demo is running");
-    println!();
-    println!("  server    {url}");
-    println!("  base dir  {}", base.display());
-    println!("  database  {}", database.display());
-    println!("  token     {}", token_path.display());
-    println!();
-    println!("resources (registered by the built-in agent):");
+    outln!("testfarm demo is running");
+    outln!();
+    outln!("  server    {url}");
+    outln!("  base dir  {}", base.display());
+    outln!("  database  {}", database.display());
+    outln!("  token     {}", token_path.display());
+    outln!();
+    outln!("resources (registered by the built-in agent):");
     for r in &resources {
-        println!(
+        outln!(
             "  {:<14} {:<13} {:<10} {}",
-            r.name, r.kind, r.state, r.labels
+            r.name,
+            r.kind,
+            r.state,
+            r.labels
         );
     }
     for why in skipped {
-        println!("  skipped: {why}");
+        outln!("  skipped: {why}");
     }
-    println!();
+    outln!();
     let mut all_passed = true;
     for (path, spec) in JOBS {
         let job: Job = client
@@ -252,10 +255,10 @@ async fn tour(
             // Say why instead of leaving the user with a job that never ended.
             let why: serde_json::Value =
                 client.get(&format!("/api/v1/jobs/{}/why", end.id)).await?;
-            println!("job {} did not end in time:", end.name);
-            println!("{}", why["text"].as_str().unwrap_or_default());
+            outln!("job {} did not end in time:", end.name);
+            outln!("{}", why["text"].as_str().unwrap_or_default());
         }
-        println!(
+        outln!(
             "job {:<18} {:<7} on {:<12} ({path}, id {})",
             end.name,
             end.state.to_string(),
@@ -263,34 +266,32 @@ async fn tour(
             end.id
         );
     }
-    println!();
+    outln!();
     let qemu = resources
         .iter()
         .any(|r| r.kind == testfarm_core::resource::ResourceKind::QemuHost);
     all_passed &= pipeline(client, url, base, token_path, qemu).await?;
-    println!();
-    println!("try, in another terminal:");
-    println!(
+    outln!();
+    outln!("try, in another terminal:");
+    outln!(
         "  export TESTFARM_URL={url} TESTFARM_TOKEN_FILE={}",
         token_path.display()
     );
-    println!("  testfarm resource list");
-    println!("  testfarm jobs");
-    println!("  testfarm logs <job id>");
-    println!("  testfarm submit examples/demo/hello-board.yaml --wait");
-    println!("  testfarm board list; testfarm board history sim-board-1");
-    println!(
-        "  testfarm board power sim-board-1 on; testfarm console sim-board-1   (Ctrl-] leaves)"
-    );
-    println!("  testfarm logs <demo-hello-board id> --console");
-    println!("  testfarm pipeline list; testfarm pipeline show <pipeline id>");
-    println!(
+    outln!("  testfarm resource list");
+    outln!("  testfarm jobs");
+    outln!("  testfarm logs <job id>");
+    outln!("  testfarm submit examples/demo/hello-board.yaml --wait");
+    outln!("  testfarm board list; testfarm board history sim-board-1");
+    outln!("  testfarm board power sim-board-1 on; testfarm console sim-board-1   (Ctrl-] leaves)");
+    outln!("  testfarm logs <demo-hello-board id> --console");
+    outln!("  testfarm pipeline list; testfarm pipeline show <pipeline id>");
+    outln!(
         "  testfarm pipeline run {} --follow",
         base.join("demo-pipeline.yaml").display()
     );
-    println!("  testfarm lease exec -s board_type=sim -- sh -c 'echo holding $TESTFARM_RESOURCE'");
-    println!("  testfarm events --follow");
-    println!();
+    outln!("  testfarm lease exec -s board_type=sim -- sh -c 'echo holding $TESTFARM_RESOURCE'");
+    outln!("  testfarm events --follow");
+    outln!();
     Ok(if all_passed {
         ExitCode::SUCCESS
     } else {
@@ -314,17 +315,17 @@ async fn pipeline(
     let file = base.join("demo-pipeline.yaml");
     std::fs::write(&file, &spec).with_context(|| format!("writing {}", file.display()))?;
     if qemu {
-        println!(
+        outln!(
             "pipeline demo-pipeline: build (program + guest image) on local-build, then deploy, boot and a TAP test in a QEMU VM on local-qemu"
         );
     } else {
-        println!(
+        outln!(
             "pipeline demo-pipeline: build on local-build, then the TAP test on local-build itself (no QEMU here, so no VM stage)"
         );
     }
     let end = demo_pipeline::run(client, spec, Duration::from_secs(900)).await?;
     for s in &end.stages {
-        println!(
+        outln!(
             "  stage {:<6} {:<9} job {}{}",
             s.name,
             s.state.as_str(),
@@ -335,7 +336,7 @@ async fn pipeline(
                 .unwrap_or_default()
         );
     }
-    println!(
+    outln!(
         "pipeline {} {} ({}); spec: {}",
         end.id,
         end.state.as_str(),
@@ -348,9 +349,9 @@ async fn pipeline(
         .find(|s| s.name == "test")
         .and_then(|s| s.job.as_ref())
     {
-        println!("  results: testfarm results {test}");
+        outln!("  results: testfarm results {test}");
         if qemu {
-            println!("  console: testfarm logs {test} --console");
+            outln!("  console: testfarm logs {test} --console");
         }
     }
     Ok(end.state == testfarm_api::pipeline::PipelineState::Passed)

@@ -30,9 +30,9 @@ pub struct Args {
 
 fn print(e: &Event, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(e)?);
+        outln!("{}", serde_json::to_string(e)?);
     } else {
-        println!(
+        outln!(
             "{:>6} {} {:<28} {}/{} by {} {}",
             e.id,
             e.at.format("%H:%M:%S%.3f"),

@@ -59,7 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if json {
                 output::json(&g)?;
             } else {
-                println!("added group {} ({})", g.name, g.selector);
+                outln!("added group {} ({})", g.name, g.selector);
             }
         }
         Cmd::List => {
@@ -86,7 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ("selector", d.group.selector.clone()),
                     ("description", d.group.description.clone()),
                 ]);
-                println!();
+                outln!();
                 let rows = d
                     .capacity
                     .iter()
@@ -118,7 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ],
                     rows,
                 );
-                println!();
+                outln!();
                 super::resource::list(&d.members);
             }
         }
@@ -126,7 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let _: serde_json::Value = client
                 .delete(&format!("/api/v1/groups/{}", enc(&name)))
                 .await?;
-            println!("deleted group {name}");
+            outln!("deleted group {name}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -60,7 +60,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         if args.format.json {
             output::json(&job)?;
         } else {
-            println!("{}", job.id);
+            outln!("{}", job.id);
             eprintln!(
                 "submitted {} ({}){}; follow it with: testfarm logs -f {}",
                 job.name,
@@ -270,7 +270,7 @@ pub async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
                     ("log", format!("{} bytes", j.log_bytes)),
                 ]);
                 if !j.steps.is_empty() {
-                    println!();
+                    outln!();
                     let rows = j
                         .steps
                         .iter()
@@ -310,12 +310,12 @@ pub async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
             if args.format.json {
                 output::json(&j)?;
             } else if j.state == JobState::Running {
-                println!(
+                outln!(
                     "job {} is being cancelled (its agent stops it and runs `always`)",
                     j.id
                 );
             } else {
-                println!("job {} {}", j.id, j.state);
+                outln!("job {} {}", j.id, j.state);
             }
         }
         JobCmd::Why { id } => {
@@ -325,7 +325,7 @@ pub async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
             if args.format.json {
                 output::json(&why)?;
             } else {
-                println!("{}", why["text"].as_str().unwrap_or_default());
+                outln!("{}", why["text"].as_str().unwrap_or_default());
             }
         }
     }
@@ -437,7 +437,7 @@ pub async fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
     } else {
         let runs = report["runs"].as_array().cloned().unwrap_or_default();
         if runs.is_empty() {
-            println!("no TAP results in job {}", args.id);
+            outln!("no TAP results in job {}", args.id);
         }
         let rows = runs
             .iter()

@@ -102,7 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 if json {
                     output::json(&p)?;
                 } else {
-                    println!("{}", p.id);
+                    outln!("{}", p.id);
                     eprintln!(
                         "submitted pipeline {} ({}); follow it with: testfarm pipeline show {}",
                         p.name, p.id, p.id

@@ -36,7 +36,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let p: Policy = serde_json::from_str(&json)
                 .map_err(|e| anyhow::anyhow!("invalid policy JSON: {e}"))?;
             let p: Policy = client.post("/api/v1/policies", &p).await?;
-            println!("added policy {}", p.name);
+            outln!("added policy {}", p.name);
         }
         Cmd::List => {
             let ps: Vec<Policy> = client.get("/api/v1/policies").await?;
@@ -60,7 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let _: serde_json::Value = client
                 .delete(&format!("/api/v1/policies/{}", enc(&name)))
                 .await?;
-            println!("deleted policy {name}");
+            outln!("deleted policy {name}");
         }
     }
     Ok(ExitCode::SUCCESS)

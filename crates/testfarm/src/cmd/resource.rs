@@ -161,7 +161,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if json {
                 output::json(&r)?;
             } else {
-                println!("added {} {} ({})", r.kind, r.name, r.id);
+                outln!("added {} {} ({})", r.kind, r.name, r.id);
             }
         }
         Cmd::List {
@@ -260,7 +260,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if json {
                 output::json(&r)?;
             } else {
-                println!("{}: {}", r.name, r.labels);
+                outln!("{}: {}", r.name, r.labels);
             }
         }
         Cmd::Maintenance {
@@ -285,7 +285,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if json {
                 output::json(&r)?;
             } else {
-                println!("{} is {}", r.name, r.state);
+                outln!("{} is {}", r.name, r.state);
             }
         }
         Cmd::Retire {
@@ -302,7 +302,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if json {
                 output::json(&r)?;
             } else {
-                println!("{} is {}", r.name, r.state);
+                outln!("{} is {}", r.name, r.state);
             }
         }
         Cmd::Delete { name } => {
@@ -312,7 +312,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if json {
                 output::json(&serde_json::json!({ "deleted": name }))?;
             } else {
-                println!("deleted {name}");
+                outln!("deleted {name}");
             }
         }
     }

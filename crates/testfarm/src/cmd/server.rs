@@ -71,7 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None
         };
         // Scripts (and tests) read the bound address from this line on stdout.
-        println!("listening on {url}");
+        outln!("listening on {url}");
         server
             .run(async move {
                 shutdown_signal().await;

@@ -49,7 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "created {} token {:?}; it is shown only this once:",
                     t.info.role, t.info.name
                 );
-                println!("{}", t.token);
+                outln!("{}", t.token);
             }
         }
         Cmd::List => {
@@ -83,7 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if json {
                 output::json(&t)?;
             } else {
-                println!("revoked token {:?}", t.name);
+                outln!("revoked token {:?}", t.name);
             }
         }
     }

@@ -45,9 +45,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     let r = rt.block_on(console_throughput(&opts))?;
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        outln!("{}", serde_json::to_string(&r)?);
     } else {
-        println!(
+        outln!(
             "console: {:.1} MB/s ({} lines, {} lost, {} reordered); {}: {:.1} MB/s; ratio {:.2}; target {} MB/s {}",
             r.console_mb_s,
             r.lines,

@@ -69,9 +69,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = rt.block_on(bench(&args, &target))?;
     drop(target);
     if args.json {
-        println!("{report}");
+        outln!("{report}");
     } else {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -89,9 +89,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "meets_target_cpu": mbps(cli.cpu) >= 500.0 && cli_rss_mb <= 16.0,
     });
     if args.json {
-        println!("{report}");
+        outln!("{report}");
     } else {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(ExitCode::SUCCESS)
 }

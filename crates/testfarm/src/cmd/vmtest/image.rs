@@ -27,7 +27,7 @@ pub async fn run(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
             let guest = guest_binary(guest, &cache)?;
             let inputs = image::host_inputs(guest)?;
             let img = image::build(&inputs, &cache)?;
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({ "id": img.id, "kernel": img.kernel, "initrd": img.initrd })
             );

@@ -141,7 +141,7 @@ async fn run_tests(args: RunArgs) -> anyhow::Result<ExitCode> {
             if tty {
                 eprint!("\r\x1b[K");
             }
-            println!("[{n}/{total}] {line}");
+            outln!("[{n}/{total}] {line}");
             if tty {
                 eprint!("[{n}/{total}] running…");
             }
@@ -195,8 +195,8 @@ fn report(
 ) -> anyhow::Result<ExitCode> {
     let mut sorted: Vec<SuiteRun> = runs.to_vec();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    println!();
-    print!(
+    outln!();
+    out!(
         "{}",
         testfarm_tap::summary::render_with_wall(&sorted, Some(wall))
     );
@@ -221,7 +221,7 @@ fn report(
         .filter(|p| !runs.iter().any(|r| &r.name == *p))
         .collect();
     if !not_run.is_empty() {
-        println!(
+        outln!(
             "{} tests not run: stopped after the first failure (use --keep-going to run all)",
             not_run.len()
         );
@@ -232,7 +232,7 @@ fn report(
         .map(|r| r.name.as_str())
         .collect();
     if !failed.is_empty() {
-        println!(
+        outln!(
             "Rerun the failed tests with:\n  testfarm vmtest {}",
             failed.join(" ")
         );

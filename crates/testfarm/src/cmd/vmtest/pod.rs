@@ -57,7 +57,7 @@ pub async fn run(cmd: PodCmd) -> anyhow::Result<ExitCode> {
             let current = current_spec(1, &vm).await.ok().map(|s| s.key());
             let pods = warm::list().await?;
             if pods.iter().all(|(_, s)| s.is_err()) {
-                println!("no warm pods");
+                outln!("no warm pods");
             }
             for (_, s) in pods {
                 if let Ok(i) = s {
@@ -66,7 +66,7 @@ pub async fn run(cmd: PodCmd) -> anyhow::Result<ExitCode> {
                     } else {
                         "other project or image"
                     };
-                    println!(
+                    outln!(
                         "pod {} pid {} vms {} accel {} image {} root {} ({mark})",
                         i.key,
                         i.pid,
@@ -96,7 +96,7 @@ pub async fn run(cmd: PodCmd) -> anyhow::Result<ExitCode> {
                     stopped += 1;
                 }
             }
-            println!("stopped {stopped} pod(s)");
+            outln!("stopped {stopped} pod(s)");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -106,7 +106,7 @@ async fn up(jobs: usize, flags: &VmFlags) -> anyhow::Result<ExitCode> {
     let spec = current_spec(jobs.max(1), flags).await?;
     let sock = warm::socket_path(&spec.key())?;
     if let Ok(info) = warm::status(&sock).await {
-        println!("pod {} already up (vms {})", info.key, info.vms.join(","));
+        outln!("pod {} already up (vms {})", info.key, info.vms.join(","));
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(dir) = sock.parent() {
@@ -126,7 +126,7 @@ async fn up(jobs: usize, flags: &VmFlags) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_millis(spec.boot_timeout_ms) * 2;
     loop {
         if let Ok(info) = warm::status(&sock).await {
-            println!(
+            outln!(
                 "pod {} up: {} VMs ({}), accel {}, pid {}",
                 info.key,
                 info.vms.len(),
