@@ -1,0 +1,238 @@
+//! testfarm as a buildomat factory, every part a real process except buildomat-server: a
+//! fake buildomat-server on loopback (the one the factory's own contract tests use), a
+//! real `testfarm server` with `[buildomat]`, real `testfarm agent`s owning simulated
+//! boards (`testfarm sim-board`), and a fake buildomat agent (a shell script) that
+//! bootstraps against the fake server the way `buildomat-agent install` does.
+//!
+//! lease → worker → associate → agent started (its output in the buildomat job) →
+//! testfarm restarted in the middle → recycle → destroy → DELETE, the board's job
+//! cancelled, its lease ended and the board powered off; and a board whose agent dies
+//! during the job: its instance is destroyed, the board leaves the pool (offline, the
+//! health rule), and the next buildomat job goes to the other board. Every wait is bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod agent_support;
+mod board_support;
+#[path = "../../testfarm-buildomat/tests/fake_buildomat/mod.rs"]
+mod fake_buildomat;
+mod support;
+
+use std::time::Duration;
+
+use agent_support::*;
+use board_support::*;
+use fake_buildomat::Fake;
+use support::{Http, cli, stderr, stdout};
+
+const FACTORY_TOKEN: &str = "bmat-factory-token";
+const WAIT: Duration = Duration::from_secs(90);
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The fake buildomat-server on its own runtime (the test itself is blocking).
+fn fake() -> (tokio::runtime::Runtime, Fake) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = rt.block_on(Fake::start(FACTORY_TOKEN));
+    (rt, fake)
+}
+
+/// A lab on a fixed port (so agents find a restarted server) with `[buildomat]` serving
+/// `target` on the sim boards, and the fake agent script.
+fn lab_for(fake: &Fake, target: &str) -> (support::Lab, u16) {
+    let lab = lab("3s", "30s");
+    let port = free_port();
+    lab.set("server", "listen", &format!("\"127.0.0.1:{port}\""));
+    // Agents' long polls must not hold up the restart in the middle.
+    lab.set("server", "shutdown_grace", "\"1s\"");
+    std::fs::write(lab.path().join("buildomat.token"), FACTORY_TOKEN).unwrap();
+    // The fake buildomat agent: bootstraps with the worker's string (as
+    // `buildomat-agent install` does), says so, then works until it is stopped.
+    let agent = lab.path().join("fake-buildomat-agent");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\nset -e\ncurl -sSf -X POST -H 'content-type: application/json' \
+         -d \"{\\\"bootstrap\\\":\\\"$2\\\",\\\"token\\\":\\\"t\\\"}\" \"$1/0/worker/bootstrap\"\n\
+         echo\necho \"fake agent: bootstrapped on $(hostname)\"\nexec sleep 600\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut text = std::fs::read_to_string(lab.config()).unwrap();
+    text.push_str(&format!(
+        "\n[buildomat]\nurl = {url:?}\ntoken_file = \"buildomat.token\"\npoll = \"300ms\"\n\
+         agent_command = \"'{agent}' '{{{{ url }}}}' '{{{{ bootstrap }}}}'\"\n\n\
+         [[buildomat.target]]\nid = {target:?}\nboards = \"board_type=sim\"\n",
+        url = fake.url,
+        agent = agent.display(),
+    ));
+    std::fs::write(lab.config(), text).unwrap();
+    (lab, port)
+}
+
+fn instances(http: &Http, token: &str, all: bool) -> Vec<serde_json::Value> {
+    let r = http.get(&format!("/api/v1/buildomat/instances?all={all}"), token);
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body.as_array().cloned().unwrap()
+}
+
+/// The one live instance, once it is running with its worker online on buildomat.
+fn running_instance(http: &Http, token: &str, fake: &Fake) -> serde_json::Value {
+    wait_for("a running instance with its worker online", WAIT, || {
+        let live = instances(http, token, false);
+        let i = live.iter().find(|i| i["state"] == "running")?.clone();
+        let w = fake
+            .live_workers()
+            .into_iter()
+            .find(|w| w.id == i["worker"].as_str().unwrap_or_default())?;
+        (w.online && w.private.as_deref() == i["id"].as_str()).then_some(i)
+    })
+}
+
+fn ulid() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+#[test]
+fn a_buildomat_job_runs_on_a_board_and_is_torn_down_on_recycle() {
+    let (_rt, fake) = fake();
+    let target = ulid();
+    let bjob = fake.add_job(&target);
+    let (lab, _port) = lab_for(&fake, &target);
+    let server = lab.start();
+    let http = server.http();
+    let t = lab.token.clone();
+    let at = agent_token(&http, &t, "bench-1");
+    let s1 = Sim::start(&[]);
+    let s2 = Sim::start(&[]);
+    let boards = format!(
+        "{}{}",
+        s1.board_toml("sim-1", ""),
+        s2.board_toml("sim-2", "")
+    );
+    let agent = Agent::start_tables(&server.url, &at, "bench-1", &boards);
+    for b in ["sim-1", "sim-2"] {
+        wait_board_state(&http, &t, b, "available", WAIT);
+    }
+
+    // Leased, worker created and associated, the agent started on the board's host.
+    let i = running_instance(&http, &t, &fake);
+    assert_eq!(i["buildomat_job"], bjob.as_str(), "{i}");
+    let board = i["board"].as_str().unwrap().to_string();
+    let job_id = i["job_id"].as_str().unwrap().to_string();
+    let worker = i["worker"].as_str().unwrap().to_string();
+    wait_state(&http, &t, &job_id, "running", WAIT);
+    wait_board_state(&http, &t, &board, "leased", WAIT);
+    // The board's job output reaches the buildomat job's log.
+    wait_for("the agent's output appended to the job", WAIT, || {
+        let a = fake.inner.lock().unwrap().appended.clone();
+        a.iter()
+            .any(|(w, l)| w == &worker && l.contains("fake agent: bootstrapped"))
+            .then_some(())
+    });
+    // One job, one worker: nothing else was leased or made.
+    assert_eq!(fake.live_workers().len(), 1);
+
+    // The CLI shows it with its buildomat ids.
+    let out = cli(&server.url, &t, &["buildomat", "instances"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    for want in [worker.as_str(), bjob.as_str(), board.as_str(), "running"] {
+        assert!(table.contains(want), "{want} not in\n{table}");
+    }
+
+    // testfarm restarts in the middle: the instance is picked up again, not duplicated.
+    server.stop();
+    let server = lab.start();
+    let http = server.http();
+    std::thread::sleep(Duration::from_secs(2));
+    let live = instances(&http, &t, false);
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["id"], i["id"], "{live:?}");
+    assert_eq!(fake.live_workers().len(), 1);
+
+    // buildomat finishes the job and recycles the worker: destroyed, DELETEd, the board's
+    // job cancelled, its lease ended and the board off and back in the pool.
+    fake.with_worker(&worker, |w| w.recycle = true);
+    let gone = wait_for("the instance destroyed", WAIT, || {
+        instances(&http, &t, true)
+            .into_iter()
+            .find(|x| x["id"] == i["id"] && x["state"] == "destroyed")
+    });
+    assert_eq!(gone["destroy_reason"], "recycled", "{gone}");
+    assert!(fake.live_workers().is_empty(), "worker not deleted");
+    let j = wait_job(&http, &t, &job_id, WAIT);
+    assert_eq!(j["state"], "cancelled", "{j}");
+    let sim = if board == "sim-1" { &s1 } else { &s2 };
+    wait_for("the board powered off", WAIT, || {
+        (sim.power() == "off").then_some(())
+    });
+    wait_board_state(&http, &t, &board, "available", WAIT);
+    let lease = http.get(
+        &format!("/api/v1/leases/{}", gone["lease_id"].as_str().unwrap()),
+        &t,
+    );
+    assert_eq!(lease.status, 200, "{}", lease.text);
+    assert_ne!(lease.body["state"], "active", "{}", lease.text);
+    // The factory keeps asking for work now the board is free again.
+    let pings = fake.inner.lock().unwrap().pings;
+    wait_for("the factory alive on buildomat", WAIT, || {
+        let i = fake.inner.lock().unwrap();
+        (i.lease_calls > 0 && i.pings + i.lease_calls > pings).then_some(())
+    });
+    drop(agent);
+    let metrics = http.get("/metrics", &t);
+    assert_eq!(metrics.status, 200);
+}
+
+#[test]
+fn a_board_that_fails_during_the_job_leaves_the_pool_and_the_next_job_goes_elsewhere() {
+    let (_rt, fake) = fake();
+    let target = ulid();
+    let first = fake.add_job(&target);
+    let (lab, _port) = lab_for(&fake, &target);
+    let server = lab.start();
+    let http = server.http();
+    let t = lab.token.clone();
+    // One board per agent, so one board can fail alone.
+    let s1 = Sim::start(&[]);
+    let s2 = Sim::start(&[]);
+    let a1t = agent_token(&http, &t, "bench-1");
+    let a2t = agent_token(&http, &t, "bench-2");
+    let mut a1 = Agent::start_tables(&server.url, &a1t, "bench-1", &s1.board_toml("sim-1", ""));
+    // The second board joins only after the first job is on the first board.
+    let i = running_instance(&http, &t, &fake);
+    assert_eq!(i["board"], "sim-1", "{i}");
+    assert_eq!(i["buildomat_job"], first.as_str(), "{i}");
+    let a2 = Agent::start_tables(&server.url, &a2t, "bench-2", &s2.board_toml("sim-2", ""));
+    wait_board_state(&http, &t, "sim-2", "available", WAIT);
+
+    // The first board's host dies mid-job: the health rule takes the board out of the
+    // pool, the job ends a lab error, the instance is destroyed and its worker deleted.
+    a1.kill9();
+    let gone = wait_for("the instance destroyed", WAIT, || {
+        instances(&http, &t, true)
+            .into_iter()
+            .find(|x| x["id"] == i["id"] && x["state"] == "destroyed")
+    });
+    assert_eq!(gone["destroy_reason"], "lab_ended", "{gone}");
+    let j = wait_job(&http, &t, i["job_id"].as_str().unwrap(), WAIT);
+    assert_eq!(j["state"], "error", "{j}");
+    let r = http.get("/api/v1/resources/sim-1", &t).body;
+    assert_eq!(r["state"], "offline", "{r}");
+    wait_for("the worker deleted", WAIT, || {
+        fake.live_workers().is_empty().then_some(())
+    });
+
+    // The next buildomat job goes to the other board.
+    let second = fake.add_job(&target);
+    let i2 = running_instance(&http, &t, &fake);
+    assert_eq!(i2["buildomat_job"], second.as_str(), "{i2}");
+    assert_eq!(i2["board"], "sim-2", "{i2}");
+    drop(a2);
+}
