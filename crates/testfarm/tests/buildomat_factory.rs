@@ -156,9 +156,26 @@ fn a_buildomat_job_runs_on_a_board_and_is_torn_down_on_recycle() {
     assert_eq!(live[0]["id"], i["id"], "{live:?}");
     assert_eq!(fake.live_workers().len(), 1);
 
-    // buildomat finishes the job and recycles the worker: destroyed, DELETEd, the board's
+    // An operator holds the worker: kept, board and all, whatever else happens to it.
+    fake.with_worker(&worker, |w| {
+        w.hold = true;
+        w.recycle = true;
+    });
+    wait_for("the instance shown held", WAIT, || {
+        instances(&http, &t, false)
+            .into_iter()
+            .find(|x| x["id"] == i["id"] && x["hold"] == true)
+    });
+    std::thread::sleep(Duration::from_secs(2)); // several passes
+    let live = instances(&http, &t, false);
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["state"], "running", "{live:?}");
+    assert_eq!(fake.live_workers().len(), 1);
+    assert_eq!(job(&http, &t, &job_id)["state"], "running");
+
+    // Released, with the job done: buildomat recycles the worker: destroyed, DELETEd, the board's
     // job cancelled, its lease ended and the board off and back in the pool.
-    fake.with_worker(&worker, |w| w.recycle = true);
+    fake.with_worker(&worker, |w| w.hold = false);
     let gone = wait_for("the instance destroyed", WAIT, || {
         instances(&http, &t, true)
             .into_iter()
@@ -235,4 +252,116 @@ fn a_board_that_fails_during_the_job_leaves_the_pool_and_the_next_job_goes_elsew
     assert_eq!(i2["buildomat_job"], second.as_str(), "{i2}");
     assert_eq!(i2["board"], "sim-2", "{i2}");
     drop(a2);
+}
+
+#[test]
+fn setup_checks_the_server_and_writes_the_section_and_a_private_token_file() {
+    let (_rt, fake) = fake();
+    let lab = support::Lab::new();
+    let config = lab.config();
+    let token_in = lab.path().join("given.token");
+    let setup = |url: &str, token: &str| {
+        std::fs::write(&token_in, token).unwrap();
+        std::process::Command::new(support::BIN)
+            .args(["buildomat", "setup", "-f"])
+            .arg(&config)
+            .args(["--url", url, "--token-file"])
+            .arg(&token_in)
+            .args(["--target", "sp-sim=board_type=sim"])
+            .output()
+            .unwrap()
+    };
+    let before = std::fs::read_to_string(&config).unwrap();
+
+    // A wrong token and a wrong URL are each reported as such, and nothing is written.
+    let out = setup(&fake.url, "not-the-token");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused the factory token"),
+        "{}",
+        stderr(&out)
+    );
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let out = setup(&dead, FACTORY_TOKEN);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach buildomat-server"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+    assert!(!lab.path().join("buildomat.token").exists());
+
+    // The right ones: the section is written (twice is still once) and the token is 0600.
+    for _ in 0..2 {
+        let out = setup(&fake.url, FACTORY_TOKEN);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("answered the factory token"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.trim() == "[buildomat]").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("name = \"sp-sim\""), "{text}");
+    assert!(text.contains("boards = \"board_type=sim\""), "{text}");
+    let token_file = lab.path().join("buildomat.token");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&token_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&token_file).unwrap().trim(),
+        FACTORY_TOKEN
+    );
+    assert!(fake.inner.lock().unwrap().pings >= 2);
+}
+
+#[test]
+fn a_refused_token_is_logged_once_counted_and_retried() {
+    let (_rt, fake) = fake();
+    let target = ulid();
+    fake.add_job(&target);
+    let (lab, _port) = lab_for(&fake, &target);
+    std::fs::write(lab.path().join("buildomat.token"), "wrong-token").unwrap();
+    let server = lab.start();
+    let http = server.http();
+    let metric = wait_for("the failure counted in /metrics", WAIT, || {
+        let m = http.get("/metrics", &lab.token).text;
+        m.lines()
+            .find(|l| {
+                l.starts_with("testfarm_buildomat_call_failures_total")
+                    && l.contains("cause=\"unauthorized\"")
+            })
+            .map(str::to_string)
+    });
+    // Retried (with backoff): the counter grows, the warning is not repeated.
+    let count = |l: &str| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    let first = count(&metric);
+    let later = wait_for("a retry counted", WAIT, || {
+        let m = http.get("/metrics", &lab.token).text;
+        m.lines()
+            .find(|l| {
+                l.starts_with("testfarm_buildomat_call_failures_total")
+                    && l.contains("cause=\"unauthorized\"")
+            })
+            .map(count)
+            .filter(|c| *c > first)
+    });
+    assert!(later > first);
+    let warned = server
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("buildomat factory pass failed"))
+        .collect::<Vec<_>>();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("token refused"), "{warned:?}");
+    // Nothing was leased with a refused token.
+    assert!(fake.live_workers().is_empty());
+    assert_eq!(instances(&http, &lab.token, true).len(), 0);
 }
