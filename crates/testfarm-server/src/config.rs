@@ -170,9 +170,9 @@ delivery_timeout = "10s"
 #   admin_token_file = "bmat-admin.token"  # only to resolve target names to ids
 #   poll = "5s"                        # time between factory passes
 #   boot_limit = "10m"                 # a worker not online this long is recycled
-#   silent_limit = "20m"               # an online worker silent this long is recycled
+#   silent_limit = "20m"               # an online worker silent this long is recycled ("0s": never)
 #   max_runtime = "8h"                 # longest one buildomat job holds a board
-#   agent_command = "buildomat-agent install '{{ url }}' '{{ bootstrap }}' && exec sleep infinity"
+#   agent_command = "buildomat-agent install '{{ url }}' '{{ bootstrap }}' && exec journalctl --no-pager -o cat -f -u buildomat-agent"
 #   [[buildomat.target]]
 #   name = "sp-grapefruit"             # or id = "01J…" (the target's ULID)
 #   boards = "board_type=grapefruit"   # a board selector

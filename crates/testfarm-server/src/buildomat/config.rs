@@ -13,10 +13,12 @@ use testfarm_core::duration::HumanDuration;
 use testfarm_core::selector::Selector;
 
 /// The default agent command: installs the buildomat agent with the worker's bootstrap
-/// string, then keeps the testfarm job (and so the board's lease) alive while the agent
-/// works; the factory ends the job when buildomat recycles the worker.
-pub const DEFAULT_AGENT_COMMAND: &str =
-    "buildomat-agent install '{{ url }}' '{{ bootstrap }}' && exec sleep infinity";
+/// string (on Linux `install` also starts it as the `buildomat-agent` systemd service),
+/// then follows the service's journal. That keeps the testfarm job (and so the board's
+/// lease) alive while the agent works, and makes the agent's log the job's output: it is
+/// appended to the buildomat job and counts as progress for `silent_limit`. The factory
+/// ends the job when buildomat recycles the worker.
+pub const DEFAULT_AGENT_COMMAND: &str = "buildomat-agent install '{{ url }}' '{{ bootstrap }}' && exec journalctl --no-pager -o cat -f -u buildomat-agent";
 
 /// `[buildomat]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -40,7 +42,8 @@ pub struct BuildomatSection {
     /// A worker not online this long after its instance was created is recycled.
     #[serde(default = "default_boot_limit")]
     pub boot_limit: HumanDuration,
-    /// An online worker whose job log shows nothing this long is recycled.
+    /// An online worker whose job log shows nothing this long is recycled; `0s`: never
+    /// (buildomat-server itself holds a worker whose agent went silent).
     #[serde(default = "default_silent_limit")]
     pub silent_limit: HumanDuration,
     /// The longest one buildomat job may hold a board (the testfarm job's timeout).
@@ -158,6 +161,15 @@ impl AgentCommand {
 }
 
 impl BuildomatSection {
+    /// The silence limit the loop applies (`0s`: none).
+    pub fn silent(&self) -> Duration {
+        if self.silent_limit.0.is_zero() {
+            Duration::MAX
+        } else {
+            self.silent_limit.0
+        }
+    }
+
     /// Rules across fields: one of `token` and `token_file`, a name or an id per target,
     /// no target twice. Returns the message; the caller locates it.
     pub fn validate(&self) -> Result<(), String> {
@@ -318,7 +330,7 @@ boards = "team=bsp"
         assert_eq!(b.poll.0, std::time::Duration::from_secs(1));
         assert_eq!(
             b.agent_command.render("http://u", "BOOT"),
-            "buildomat-agent install 'http://u' 'BOOT' && exec sleep infinity"
+            "buildomat-agent install 'http://u' 'BOOT' && exec journalctl --no-pager -o cat -f -u buildomat-agent"
         );
     }
 

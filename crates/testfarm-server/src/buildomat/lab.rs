@@ -90,15 +90,22 @@ impl ServerLab {
         }
     }
 
-    async fn row(&self, id: &str) -> Result<BuildomatInstanceRow, LabError> {
-        self.state
+    /// The live row of `id`; `None` once destroyed (history is not read: it only grows).
+    async fn live_row(&self, id: &str) -> Result<Option<BuildomatInstanceRow>, LabError> {
+        Ok(self
+            .state
             .store
-            .buildomat_instances(false)
+            .buildomat_instances(true)
             .await
             .map_err(lab_err("reading instances"))?
             .into_iter()
-            .find(|r| r.id == id)
-            .ok_or_else(|| LabError(format!("instance {id} is not in the store")))
+            .find(|r| r.id == id))
+    }
+
+    async fn row(&self, id: &str) -> Result<BuildomatInstanceRow, LabError> {
+        self.live_row(id)
+            .await?
+            .ok_or_else(|| LabError(format!("instance {id} is not live in the store")))
     }
 
     async fn write(
@@ -347,7 +354,9 @@ impl Lab for ServerLab {
     }
 
     async fn destroy(&self, instance: &Instance, reason: &str) -> Result<(), LabError> {
-        let mut row = self.row(&instance.id).await?;
+        let Some(mut row) = self.live_row(&instance.id).await? else {
+            return Ok(()); // already destroyed
+        };
         let first = row.state != InstanceState::Destroying.as_str();
         row.state = InstanceState::Destroying.as_str().to_string();
         if row.destroy_reason.is_none() {
@@ -394,10 +403,9 @@ impl Lab for ServerLab {
     }
 
     async fn finish(&self, instance: &Instance) -> Result<(), LabError> {
-        let mut row = self.row(&instance.id).await?;
-        if row.state == InstanceState::Destroyed.as_str() {
-            return Ok(());
-        }
+        let Some(mut row) = self.live_row(&instance.id).await? else {
+            return Ok(()); // already destroyed
+        };
         row.state = InstanceState::Destroyed.as_str().to_string();
         row.destroyed_at = Some(Utc::now());
         let event = NewEvent::new(

@@ -68,7 +68,7 @@ pub(crate) async fn run(state: AppState, tokens: Tokens, mut stop: watch::Receiv
         poll: section.poll.0,
         limits: StuckLimits {
             boot: section.boot_limit.0,
-            silent: section.silent_limit.0,
+            silent: section.silent(),
         },
         max_backoff: MAX_BACKOFF,
     };
