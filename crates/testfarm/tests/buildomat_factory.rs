@@ -365,3 +365,70 @@ fn a_refused_token_is_logged_once_counted_and_retried() {
     assert!(fake.live_workers().is_empty());
     assert_eq!(instances(&http, &lab.token, true).len(), 0);
 }
+
+#[test]
+fn target_names_are_resolved_at_start_and_an_unknown_one_is_reported() {
+    let (_rt, fake) = fake();
+    let target = fake.add_target("sp-sim");
+    fake.add_target("sp-other");
+    let bjob = fake.add_job(&target);
+    let (lab, _port) = lab_for(&fake, &target);
+    std::fs::write(
+        lab.path().join("bmat-admin.token"),
+        fake_buildomat::ADMIN_TOKEN,
+    )
+    .unwrap();
+    let by_name = |name: &str| {
+        let text = std::fs::read_to_string(lab.config()).unwrap();
+        let text = text
+            .replace(&format!("id = {target:?}"), "name = \"sp-typo\"")
+            .replace("name = \"sp-typo\"", &format!("name = {name:?}"))
+            .replace(
+                "token_file = \"buildomat.token\"\npoll",
+                "token_file = \"buildomat.token\"\nadmin_token_file = \"bmat-admin.token\"\npoll",
+            );
+        std::fs::write(lab.config(), text).unwrap();
+    };
+
+    // An unknown name: said once, with the names the server has; counted; nothing leased.
+    by_name("sp-typo");
+    let server = lab.start();
+    let http = server.http();
+    wait_for("the failure counted", WAIT, || {
+        let m = http.get("/metrics", &lab.token).text;
+        m.lines()
+            .any(|l| {
+                l.starts_with("testfarm_buildomat_call_failures_total")
+                    && l.contains("cause=\"unknown_target\"")
+            })
+            .then_some(())
+    });
+    let lines = server.stderr_lines();
+    let said: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("cannot resolve buildomat targets"))
+        .collect();
+    assert_eq!(said.len(), 1, "{lines:?}");
+    assert!(said[0].contains("sp-typo"), "{said:?}");
+    assert!(said[0].contains("sp-other, sp-sim"), "{said:?}");
+    assert_eq!(fake.inner.lock().unwrap().lease_calls, 0);
+    server.stop();
+
+    // The right name: resolved to its id, and its job runs on a board.
+    by_name("sp-sim");
+    let server = lab.start();
+    let http = server.http();
+    let t = lab.token.clone();
+    let at = agent_token(&http, &t, "bench-1");
+    let sim = Sim::start(&[]);
+    let _agent = Agent::start_tables(&server.url, &at, "bench-1", &sim.board_toml("sim-1", ""));
+    let i = running_instance(&http, &t, &fake);
+    assert_eq!(i["buildomat_job"], bjob.as_str(), "{i}");
+    assert_eq!(i["target"], target.as_str(), "{i}");
+    // The route is in the OpenAPI document the server serves.
+    let doc = http.get("/api/v1/openapi.json", &t).body;
+    assert!(
+        doc["paths"]["/api/v1/buildomat/instances"]["get"].is_object(),
+        "route missing from the OpenAPI document"
+    );
+}
