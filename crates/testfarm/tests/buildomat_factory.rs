@@ -256,7 +256,7 @@ fn a_board_that_fails_during_the_job_leaves_the_pool_and_the_next_job_goes_elsew
 
 #[test]
 fn setup_checks_the_server_and_writes_the_section_and_a_private_token_file() {
-    let (_rt, fake) = fake();
+    let (rt, fake) = fake();
     let lab = support::Lab::new();
     let config = lab.config();
     let token_in = lab.path().join("given.token");
@@ -272,6 +272,29 @@ fn setup_checks_the_server_and_writes_the_section_and_a_private_token_file() {
             .unwrap()
     };
     let before = std::fs::read_to_string(&config).unwrap();
+    let target = fake.add_target("sp-sim");
+    let admin = lab.path().join("admin-bmat.token");
+    std::fs::write(&admin, fake_buildomat::ADMIN_TOKEN).unwrap();
+    let setup = |url: &str, token: &str| {
+        let mut out = setup(url, token);
+        if out.status.success() {
+            return out;
+        }
+        // Only names need the admin token: retried with it, as an operator would.
+        if stderr(&out).contains("admin_token_file") {
+            std::fs::write(&token_in, token).unwrap();
+            out = std::process::Command::new(support::BIN)
+                .args(["buildomat", "setup", "-f"])
+                .arg(&config)
+                .args(["--url", url, "--token-file"])
+                .arg(&token_in)
+                .args(["--target", "sp-sim=board_type=sim", "--admin-token-file"])
+                .arg(&admin)
+                .output()
+                .unwrap();
+        }
+        out
+    };
 
     // A wrong token and a wrong URL are each reported as such, and nothing is written.
     let out = setup(&fake.url, "not-the-token");
@@ -320,6 +343,18 @@ fn setup_checks_the_server_and_writes_the_section_and_a_private_token_file() {
         FACTORY_TOKEN
     );
     assert!(fake.inner.lock().unwrap().pings >= 2);
+    assert!(text.contains("admin_token_file"), "{text}");
+    // The server reads the section it wrote and resolves the name.
+    let config = testfarm_server::config::Config::load(&lab.config()).unwrap();
+    let section = config.buildomat.unwrap();
+    assert_eq!(section.target[0].name.as_deref(), Some("sp-sim"));
+    let resolved = rt
+        .block_on(testfarm_server::buildomat::targets::resolve(
+            &section,
+            Some(fake_buildomat::ADMIN_TOKEN),
+        ))
+        .unwrap();
+    assert!(resolved.contains_key(&target), "{resolved:?}");
 }
 
 #[test]

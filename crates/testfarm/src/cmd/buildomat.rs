@@ -185,8 +185,26 @@ async fn setup(a: SetupArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let text = format!("{}\n{section}", without_buildomat(&old).trim_end());
-    // Refuse to write a file the server would refuse to read.
-    Config::parse(&a.config, &text).map_err(|e| anyhow!("{e}"))?;
+    // Refuse to write a file the server would refuse to read, or whose target names it
+    // could not resolve.
+    let parsed = Config::parse(&a.config, &text).map_err(|e| anyhow!("{e}"))?;
+    if let Some(section) = &parsed.buildomat {
+        let admin = match &a.admin_token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read {}", f.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        if let Err(e) =
+            testfarm_server::buildomat::targets::resolve(section, admin.as_deref()).await
+        {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    }
     let token_path = config_dir.join("buildomat.token");
     super::init::write_secret(&token_path, &token)?;
     std::fs::write(&a.config, text)
