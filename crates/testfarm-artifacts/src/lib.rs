@@ -6,8 +6,9 @@
 //! this crate only keeps bytes.
 //!
 //! [`BlobStore`] is modelled on the `object_store` crate's shape (`put`, `get_range`,
-//! `delete`, `list`, streams of [`Bytes`]) so that an S3-compatible backend can go behind
-//! it later without callers changing; [`LocalDir`] keeps blobs in a directory. A put never
+//! `delete`, `list`, streams of [`Bytes`]) so that an S3-compatible backend goes behind
+//! it without callers changing: [`LocalDir`] keeps blobs in a directory, [`S3Store`] in
+//! an S3-compatible bucket. A put never
 //! holds the whole blob in memory, and nothing is visible under a digest until its bytes
 //! are complete, synced and verified.
 //!
@@ -18,6 +19,7 @@ mod digest;
 mod in_use;
 mod local;
 pub mod range;
+mod s3;
 
 use std::ops::Range;
 
@@ -28,6 +30,7 @@ use futures::stream::BoxStream;
 pub use digest::{Digest, DigestError};
 pub use in_use::{InUse, InUseGuard};
 pub use local::LocalDir;
+pub use s3::{S3Settings, S3Store, parse_s3_url};
 
 /// A stream of chunks: what a put reads and a get returns.
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
@@ -48,6 +51,9 @@ pub enum BlobError {
     Source(std::io::Error),
     #[error("blob store I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The object store (S3) refused or could not be reached.
+    #[error("object store failed: {0}")]
+    Remote(String),
 }
 
 /// How to put a blob.
@@ -91,6 +97,21 @@ impl std::fmt::Debug for Blob {
             .field("range", &self.range)
             .finish_non_exhaustive()
     }
+}
+
+/// The byte range a get reads: the whole blob without one; a given range must lie
+/// within the blob and not be empty (but the empty range of an empty blob is fine).
+pub(crate) fn checked_range(range: Option<Range<u64>>, size: u64) -> Result<Range<u64>, BlobError> {
+    let range = range.unwrap_or(0..size);
+    if range.start > range.end || range.end > size || (range.start == range.end && range != (0..0))
+    {
+        return Err(BlobError::RangeNotSatisfiable {
+            start: range.start,
+            end: range.end,
+            size,
+        });
+    }
+    Ok(range)
 }
 
 /// A content-addressed blob store. Object safe, so the server holds an

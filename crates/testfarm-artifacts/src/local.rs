@@ -140,17 +140,7 @@ impl LocalDir {
             Err(e) => return Err(e.into()),
         };
         let size = file.metadata().await?.len();
-        let range = range.unwrap_or(0..size);
-        if range.start > range.end
-            || range.end > size
-            || (range.start == range.end && range != (0..0))
-        {
-            return Err(BlobError::RangeNotSatisfiable {
-                start: range.start,
-                end: range.end,
-                size,
-            });
-        }
+        let range = crate::checked_range(range, size)?;
         if range.start > 0 {
             file.seek(SeekFrom::Start(range.start)).await?;
         }

@@ -67,6 +67,28 @@ impl Liveness {
     }
 }
 
+/// Whether an agent last heard at `heard` (already no earlier than [`Liveness::since`])
+/// is too silent to be given new work: silent longer than `heartbeat_ttl`, its leases
+/// have expired (or are about to), so a job placed on its resource now would only be
+/// lost again. The health monitor calls such an agent offline only after
+/// `health.offline_after`, usually the same bound or longer; until then the scheduler
+/// must not hand its resources the very jobs that were just re-queued off them. The
+/// reason, for `why`, if so.
+pub fn too_silent_for_work(
+    heard: DateTime<Utc>,
+    now: DateTime<Utc>,
+    heartbeat_ttl: Duration,
+) -> Option<String> {
+    let silent = (now - heard).to_std().ok()?;
+    (silent >= heartbeat_ttl).then(|| {
+        format!(
+            "its agent has been silent for {}s (its leases expire after {}s)",
+            silent.as_secs(),
+            heartbeat_ttl.as_secs()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +135,15 @@ mod tests {
         assert_eq!(l.since(), t(100));
         assert!(l.observe(t(200), Duration::from_millis(250)).is_some());
         assert_eq!(l.since(), t(200));
+    }
+
+    #[test]
+    fn an_agent_silent_past_the_lease_ttl_gets_no_work() {
+        let ttl = Duration::from_secs(30);
+        assert_eq!(too_silent_for_work(t(0), t(29), ttl), None);
+        let why = too_silent_for_work(t(0), t(31), ttl).unwrap();
+        assert!(why.contains("silent for 31s"), "{why}");
+        // Heard "in the future" (clock skew between writes): not silent.
+        assert_eq!(too_silent_for_work(t(10), t(5), ttl), None);
     }
 }

@@ -103,6 +103,18 @@ max_total_gb = 50
 max_upload = "8G"
 # How often retention looks for builds to delete and blobs nothing refers to.
 interval = "1h"
+# Where the blobs live: "local" (<data_dir>/artifacts) or an S3-compatible bucket,
+# "s3://bucket/prefix", with its [artifacts.s3] table. Servers sharing a database share
+# the bucket. Credentials are names in [secrets], never the values:
+#   store = "s3://lab-artifacts/testfarm"
+#   [artifacts.s3]
+#   endpoint = "https://minio.lab.example:9000"   # omit for AWS's endpoint of the region
+#   region = "us-east-1"
+#   access_key_id = "s3_key_id"                   # these three name [secrets] entries
+#   secret_access_key = "s3_secret"
+#   session_token = "s3_session"                  # optional
+#   virtual_hosted = false                        # bucket.endpoint/key addressing
+store = "local"
 
 [secrets]
 # Values jobs use as {{ secrets.NAME }} in http steps (headers, URLs, bodies). They are
@@ -473,7 +485,7 @@ impl SecretSource {
     }
 }
 
-/// `[artifacts]`: the artifact repository's limits (blobs live in `<data_dir>/artifacts`).
+/// `[artifacts]`: the artifact repository's limits, and where its blobs live.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArtifactsSection {
@@ -481,6 +493,43 @@ pub struct ArtifactsSection {
     pub max_total_gb: u64,
     pub max_upload: ByteSize,
     pub interval: HumanDuration,
+    /// `local` or `s3://bucket/prefix`.
+    pub store: String,
+    pub s3: Option<S3Section>,
+}
+
+/// `[artifacts.s3]`: how to reach the bucket of `artifacts.store = "s3://…"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// A name in `[secrets]`.
+    pub access_key_id: String,
+    /// A name in `[secrets]`.
+    pub secret_access_key: String,
+    /// A name in `[secrets]`.
+    #[serde(default)]
+    pub session_token: Option<String>,
+    #[serde(default)]
+    pub virtual_hosted: bool,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+
+/// Where artifact blobs live, as `[artifacts]` says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlobLocation {
+    Local,
+    S3 {
+        bucket: String,
+        prefix: String,
+        s3: S3Section,
+    },
 }
 
 impl Default for ArtifactsSection {
@@ -490,11 +539,62 @@ impl Default for ArtifactsSection {
             max_total_gb: 50,
             max_upload: ByteSize(8 << 30),
             interval: HumanDuration(Duration::from_secs(3600)),
+            store: "local".into(),
+            s3: None,
         }
     }
 }
 
 impl ArtifactsSection {
+    /// The blob location `store` names, checked against `[artifacts.s3]` and `[secrets]`.
+    pub fn location(
+        &self,
+        secrets: &BTreeMap<String, SecretSource>,
+    ) -> Result<BlobLocation, String> {
+        if self.store == "local" {
+            if self.s3.is_some() {
+                return Err(
+                    "artifacts.s3 is set but artifacts.store is \"local\" (set store = \"s3://bucket/prefix\")".into(),
+                );
+            }
+            return Ok(BlobLocation::Local);
+        }
+        let (bucket, prefix) = testfarm_artifacts::parse_s3_url(&self.store)
+            .map_err(|why| format!("artifacts.store: {why} (or \"local\")"))?;
+        let s3 = self.s3.clone().ok_or_else(|| {
+            format!(
+                "artifacts.store is {:?} but there is no [artifacts.s3] table (region and credentials)",
+                self.store
+            )
+        })?;
+        if let Some(e) = &s3.endpoint
+            && (!(e.starts_with("http://") || e.starts_with("https://"))
+                || reqwest::Url::parse(e).is_err())
+        {
+            return Err(format!(
+                "artifacts.s3.endpoint {e:?} must be an http:// or https:// URL"
+            ));
+        }
+        if s3.region.trim().is_empty() {
+            return Err("artifacts.s3.region must not be empty".into());
+        }
+        for (field, name) in [
+            ("access_key_id", Some(&s3.access_key_id)),
+            ("secret_access_key", Some(&s3.secret_access_key)),
+            ("session_token", s3.session_token.as_ref()),
+        ] {
+            if let Some(name) = name
+                && !secrets.contains_key(name)
+            {
+                // The value is not repeated: it may be the secret itself.
+                return Err(format!(
+                    "artifacts.s3.{field} is not a name in [secrets] (give the name of a [secrets] entry, not the value)"
+                ));
+            }
+        }
+        Ok(BlobLocation::S3 { bucket, prefix, s3 })
+    }
+
     /// The core's view: zero is no limit.
     pub fn budget(&self) -> testfarm_core::artifact_retention::Budget {
         testfarm_core::artifact_retention::Budget::from_config(self.max_age.0, self.max_total_gb)
@@ -783,6 +883,7 @@ impl Config {
             }
         }
         self.alerts.validate(&self.secrets).map_err(bad)?;
+        self.artifacts.location(&self.secrets).map_err(bad)?;
         if self.log.level.trim().is_empty() {
             return Err(bad("log.level must not be empty (e.g. \"info\")".into()));
         }
@@ -901,5 +1002,42 @@ mod tests {
         assert_eq!(e.line, 2, "{e}");
         let ok = Config::parse(Path::new("c"), "[server]\nworkers = 4\n").unwrap();
         assert_eq!(ok.server.workers, 4);
+    }
+
+    #[test]
+    fn s3_artifact_stores_are_checked() {
+        let ok = "[secrets]\nk = \"id\"\ns = { env = \"PATH\" }\n[artifacts]\nstore = \"s3://lab-artifacts/tf\"\n[artifacts.s3]\nendpoint = \"http://127.0.0.1:9000\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n";
+        let c = Config::parse(Path::new("c"), ok).unwrap();
+        match c.artifacts.location(&c.secrets).unwrap() {
+            BlobLocation::S3 { bucket, prefix, s3 } => {
+                assert_eq!((bucket.as_str(), prefix.as_str()), ("lab-artifacts", "tf"));
+                assert_eq!(s3.region, "us-east-1");
+            }
+            other => panic!("{other:?}"),
+        }
+        for (text, says) in [
+            (
+                "[artifacts]\nstore = \"s3://lab-artifacts\"\n",
+                "no [artifacts.s3] table",
+            ),
+            ("[artifacts]\nstore = \"/srv/blobs\"\n", "artifacts.store"),
+            ("[artifacts]\nstore = \"s3://Bad_Bucket\"\n", "bucket name"),
+            (
+                "[artifacts]\nstore = \"s3://lab-artifacts\"\n[artifacts.s3]\naccess_key_id = \"AKIA123\"\nsecret_access_key = \"x\"\n",
+                "artifacts.s3.access_key_id is not a name in [secrets]",
+            ),
+            (
+                "[secrets]\nk = \"a\"\n[artifacts]\nstore = \"s3://lab-artifacts\"\n[artifacts.s3]\nendpoint = \"minio:9000\"\naccess_key_id = \"k\"\nsecret_access_key = \"k\"\n",
+                "artifacts.s3.endpoint",
+            ),
+            (
+                "[artifacts.s3]\naccess_key_id = \"k\"\nsecret_access_key = \"k\"\n",
+                "store is \"local\"",
+            ),
+        ] {
+            let e = Config::parse(Path::new("c"), text).unwrap_err().to_string();
+            assert!(e.contains(says), "{text:?}: {e}");
+            assert!(!e.contains("AKIA123"), "the value is not repeated: {e}");
+        }
     }
 }

@@ -213,6 +213,8 @@ impl From<testfarm_artifacts::BlobError> for ApiError {
             RangeNotSatisfiable { size, .. } => ApiError::RangeNotSatisfiable { size },
             Source(_) => ApiError::bad_request("body", e),
             Io(_) => ApiError::Internal(e.to_string()),
+            // The bucket is down or refuses us: the lab's fault, worth a retry.
+            Remote(_) => ApiError::Unavailable(e.to_string()),
         }
     }
 }

@@ -61,6 +61,8 @@ pub enum ServerError {
     Secret { name: String, why: String },
     #[error("{0}")]
     Buildomat(String),
+    #[error("artifact store: {0}")]
+    Artifacts(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -156,12 +158,13 @@ impl Server {
             }),
         };
         install_admin_token(&store, &paths.admin_token_file).await?;
-        let artifacts = artifacts::ArtifactRepo::local(&paths.data_dir).map_err(|source| {
-            ServerError::DataDir {
-                path: paths.data_dir.join("artifacts"),
-                source,
-            }
-        })?;
+        let location = config
+            .artifacts
+            .location(&config.secrets)
+            .map_err(ServerError::Artifacts)?;
+        let artifacts = artifacts::ArtifactRepo::open(&location, &paths.data_dir, &secrets)
+            .await
+            .map_err(ServerError::Artifacts)?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await

@@ -275,12 +275,23 @@ pub async fn end_lease(
             // The lease is already written as ended; detach it so the job event does not
             // try to release it again.
             job.job.lease_id = None;
-            if matches!(event, JobEvent::Requeue { .. }) {
+            let requeued = matches!(event, JobEvent::Requeue { .. });
+            if requeued {
                 job.avoid_resource = job.resource_id.take();
                 job.job.resource = None;
             }
             end.after
                 .merge(apply_job_event(tx, &mut job, event, actor, now, false).await?);
+            if requeued {
+                crate::alerts::retried_elsewhere(
+                    tx,
+                    &ended.resource_id.to_string(),
+                    &job.job.id,
+                    actor,
+                    now,
+                )
+                .await?;
+            }
         }
     }
     Ok(end)

@@ -218,21 +218,25 @@ impl Store {
 
     /// The deliveries alerts lack on `channels`: (alert id, channel, `raised` or
     /// `resolved`). Every unresolved alert is sent as raised once per channel; an alert
-    /// resolved since `since` that was sent as raised is sent as resolved.
+    /// resolved since `since` that was sent as raised is sent as resolved. An alert that
+    /// was resolved before it was sent at all (a flap shorter than the notifier's poll),
+    /// since `flap_since`, is sent as raised too, and so as resolved on the next pass:
+    /// receivers hear of every alert, in order.
     pub async fn missing_deliveries(
         &self,
         channels: &[String],
         since: DateTime<Utc>,
+        flap_since: DateTime<Utc>,
     ) -> Result<Vec<(String, String, String)>> {
         self.read(|c| {
             let mut out = Vec::new();
             for ch in channels {
                 out.extend(query_all(
                     c,
-                    "SELECT a.id FROM alerts a WHERE a.state <> 'resolved' AND NOT EXISTS
+                    "SELECT a.id FROM alerts a WHERE (a.state <> 'resolved' OR a.resolved_at >= ?2) AND NOT EXISTS
                        (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = a.id AND d.channel = ?1 AND d.event = 'raised')
                      ORDER BY a.id",
-                    [ch],
+                    params![ch, ts(flap_since)],
                     |r| Ok((r.get::<_, String>("id")?, ch.clone(), "raised".to_string())),
                 )?);
                 out.extend(query_all(
@@ -283,6 +287,18 @@ impl Tx {
                 "SELECT {COLUMNS} FROM alerts WHERE rule = ? AND subject = ? AND state <> 'resolved'"
             ),
             [rule, subject],
+            alert_from_row,
+        )
+    }
+
+    /// Every alert about `subject` (a resource name) that is not resolved.
+    pub async fn active_alerts_for(&mut self, subject: &str) -> Result<Vec<Alert>> {
+        query_all(
+            self.conn(),
+            &format!(
+                "SELECT {COLUMNS} FROM alerts WHERE subject = ? AND state <> 'resolved' ORDER BY first_seen"
+            ),
+            [subject],
             alert_from_row,
         )
     }

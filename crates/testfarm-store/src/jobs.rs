@@ -238,6 +238,21 @@ fn steps(conn: &Connection, id: &str) -> Result<Vec<StepRecord>> {
 }
 
 impl Tx {
+    /// Jobs the lab failed on `resource_id` that were re-queued to run elsewhere
+    /// (`avoid_resource`) since `since`, oldest first: (job id, when re-queued).
+    pub async fn jobs_retried_away_from(
+        &mut self,
+        resource_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>> {
+        query_all(
+            self.conn(),
+            "SELECT id, queued_at FROM jobs WHERE avoid_resource = ?1 AND attempt > 1 AND queued_at >= ?2 ORDER BY queued_at",
+            params![resource_id, ts(since)],
+            |r| Ok((r.get("id")?, get_ts(r, "queued_at")?)),
+        )
+    }
+
     pub async fn get_job(&mut self, id: &str) -> Result<JobRow> {
         fetch(self.conn(), id)
     }

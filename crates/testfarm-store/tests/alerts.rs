@@ -73,7 +73,13 @@ async fn one_open_alert_per_key_filters_counts_and_missing_deliveries() -> TestR
 
     let channels = vec!["email".to_string()];
     let since = Utc::now() - chrono::Duration::hours(1);
-    assert_eq!(store.missing_deliveries(&channels, since).await?.len(), 3);
+    assert_eq!(
+        store
+            .missing_deliveries(&channels, since, since)
+            .await?
+            .len(),
+        3
+    );
     // Delivered as raised, then resolved: only the resolution is missing.
     let mut tx = store.begin().await?;
     let mut a = tx
@@ -102,12 +108,33 @@ async fn one_open_alert_per_key_filters_counts_and_missing_deliveries() -> TestR
     tx.insert_alert(&alert(5, Rule::Unreachable, "r1", Severity::Critical))
         .await?;
     tx.commit().await?;
-    let missing = store.missing_deliveries(&channels, since).await?;
+    let missing = store.missing_deliveries(&channels, since, since).await?;
     assert!(missing.contains(&(a.id.clone(), "email".into(), "resolved".into())));
     assert!(
         !missing
             .iter()
             .any(|(id, _, e)| *id == a.id && e == "raised")
+    );
+    // Resolved before it was ever sent (a flap): sent as raised, if recent enough.
+    let mut tx = store.begin().await?;
+    let mut flap = alert(6, Rule::DiskLow, "r9", Severity::Warning);
+    tx.insert_alert(&flap).await?;
+    flap.state = AlertState::Resolved;
+    flap.resolved_at = Some(Utc::now());
+    tx.update_alert(&flap).await?;
+    tx.commit().await?;
+    let missing = store.missing_deliveries(&channels, since, since).await?;
+    assert!(missing.contains(&(flap.id.clone(), "email".into(), "raised".into())));
+    assert!(
+        !missing
+            .iter()
+            .any(|(id, _, e)| *id == flap.id && e == "resolved")
+    );
+    let later = Utc::now() + chrono::Duration::minutes(1);
+    let missing = store.missing_deliveries(&channels, since, later).await?;
+    assert!(
+        !missing.iter().any(|(id, _, _)| *id == flap.id),
+        "an old flap is not sent"
     );
     assert_eq!(store.alert_deliveries(&a.id).await?.len(), 1);
     assert!(store.due_deliveries(Utc::now(), 10).await?.is_empty());

@@ -498,3 +498,81 @@ fn bad_alert_config_names_the_field() {
         );
     }
 }
+
+/// A job running when its agent stops is re-queued (`retry_on_error`), and that retry is
+/// recorded on the `unreachable` alert as a recovery attempt; the alert metrics count the
+/// raise and the delivery.
+#[test]
+fn work_sent_elsewhere_is_a_recovery_attempt_on_the_alert_and_alerts_are_counted() {
+    let (hook, got) = webhook_receiver(0);
+    let lab = alert_lab(&hook, None, 5);
+    let server = lab.start();
+    let http = server.http();
+    let t = lab.token.clone();
+    let at = agent_token(&http, &t, "al3");
+    let mut agent = Agent::start(&server.url, &at, "al3", "");
+    let res = agent.resource();
+    wait_registered(&http, &t, &res);
+    let id = submit(
+        &http,
+        &t,
+        &spec(
+            &res,
+            "retry_on_error: 1\nsteps:\n  - shell: \"sleep 1000\"\n",
+        ),
+    );
+    wait_state(&http, &t, &id, "running", Duration::from_secs(15));
+    agent.kill9();
+    let raised = wait_for("the webhook's alert", Duration::from_secs(30), || {
+        got.notes().into_iter().find(|(e, a)| {
+            e == "raised" && a["rule"] == "unreachable" && a["subject"] == res.as_str()
+        })
+    });
+    let alert = raised.1["id"].as_str().unwrap().to_string();
+    let d = wait_for("the retry on the alert", Duration::from_secs(30), || {
+        let d = http.get(&format!("/api/v1/alerts/{alert}"), &t).body;
+        d["recovery_attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == format!("re-queue job {id}").as_str())
+            .then_some(d)
+    });
+    assert!(
+        d["recovery_attempts"][0]["result"]
+            .as_str()
+            .unwrap()
+            .contains("another resource"),
+        "{d}"
+    );
+    // Its second attempt waits: the silent agent's resource gets no new work, even
+    // before the health monitor calls it offline.
+    let j = job(&http, &t, &id);
+    assert_eq!(j["attempt"], 2, "{j}");
+    assert_eq!(
+        j["state"], "queued",
+        "not placed on the silent resource again: {j}"
+    );
+    let why = http.get(&format!("/api/v1/jobs/{id}/why"), &t).text;
+    assert!(
+        why.contains("offline") || why.contains("silent"),
+        "why pending says so: {why}"
+    );
+    let m = http.get("/metrics", &t).text;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("testfarm_alerts_raised_total{rule=\"unreachable\"}")),
+        "{m}"
+    );
+    assert!(
+        m.lines().any(|l| l.starts_with(
+            "testfarm_alert_delivery_attempts_total{channel=\"webhook\",result=\"delivered\"}"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("testfarm_alerts_active{state=\"open\"}")),
+        "{m}"
+    );
+}

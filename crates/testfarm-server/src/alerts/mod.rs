@@ -69,9 +69,20 @@ pub async fn raise(
         resolved_by: None,
     };
     tx.insert_alert(&a).await?;
+    metrics::counter!("testfarm_alerts_raised_total", "rule" => a.rule.as_str()).increment(1);
     tx.record(
         NewEvent::new("alert.raised", "alert", &a.id, actor).with_data(event_data(&a, extra)),
     );
+    // Work the lab already moved off this resource shortly before the alert (a lease that
+    // expired before the agent was judged offline) is what was done about it.
+    if let Some(resource) = resource_named(tx, &a.subject).await? {
+        for (job, at) in tx
+            .jobs_retried_away_from(&resource.id.to_string(), now - RETRY_LOOKBACK)
+            .await?
+        {
+            recovery_attempt(tx, &a, &retry_attempt(&job, at), actor).await?;
+        }
+    }
     Ok((a, true))
 }
 
@@ -143,6 +154,51 @@ pub async fn recovery_attempt(
     Ok(())
 }
 
+/// A job the lab failed on a resource was re-queued to run on another one
+/// (`retry_on_error`): a recovery attempt on every unresolved alert about that resource,
+/// so the alert shows what the lab did about it. No alert, nothing recorded.
+pub async fn retried_elsewhere(
+    tx: &mut Tx,
+    resource_id: &str,
+    job: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let resource = match tx.get_resource_by_id(resource_id).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let attempt = retry_attempt(job, now);
+    for a in tx.active_alerts_for(&resource.name).await? {
+        recovery_attempt(tx, &a, &attempt, actor).await?;
+    }
+    Ok(())
+}
+
+/// Re-queues this long before an alert is raised count as its recovery attempts.
+const RETRY_LOOKBACK: chrono::Duration = chrono::Duration::minutes(10);
+
+fn retry_attempt(job: &str, at: DateTime<Utc>) -> RecoveryAttempt {
+    RecoveryAttempt {
+        at,
+        action: format!("re-queue job {job}"),
+        result: "re-queued to run on another resource (retry_on_error)".into(),
+    }
+}
+
+/// The resource an alert's subject names, if it is one.
+async fn resource_named(
+    tx: &mut Tx,
+    name: &str,
+) -> Result<Option<testfarm_core::resource::Resource>, StoreError> {
+    match tx.get_resource(name).await {
+        Ok(r) => Ok(Some(r)),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The channel names of the configuration: `webhook:NAME` for each webhook, `email`.
 pub fn channels(config: &crate::config::AlertsSection) -> Vec<String> {
     let mut out: Vec<String> = config
@@ -159,6 +215,9 @@ pub fn channels(config: &crate::config::AlertsSection) -> Vec<String> {
 /// Resolved alerts older than this get no `resolved` delivery created any more (a server
 /// that was down a day does not send yesterday's news).
 const RESOLVED_LOOKBACK: chrono::Duration = chrono::Duration::hours(24);
+/// An alert resolved before it was ever sent is still sent (raised, then resolved) if it
+/// resolved this recently; older ones (a webhook added to the config later) are not.
+const FLAP_LOOKBACK: chrono::Duration = chrono::Duration::minutes(10);
 /// How often the notifier looks for work.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -211,7 +270,10 @@ async fn create_deliveries(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let since = now - RESOLVED_LOOKBACK;
-    let missing = state.store.missing_deliveries(channels, since).await?;
+    let missing = state
+        .store
+        .missing_deliveries(channels, since, now - FLAP_LOOKBACK)
+        .await?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -274,6 +336,18 @@ async fn attempt(
     };
     let now = Utc::now();
     d.attempts += 1;
+    let channel_kind = if d.channel == "email" {
+        "email"
+    } else {
+        "webhook"
+    };
+    let result = if outcome.is_ok() {
+        "delivered"
+    } else {
+        "failed"
+    };
+    metrics::counter!("testfarm_alert_delivery_attempts_total", "channel" => channel_kind, "result" => result)
+        .increment(1);
     match outcome {
         Ok(()) => {
             d.state = DeliveryState::Delivered;

@@ -676,6 +676,7 @@ pub async fn finish_job(
     let board = (req.outcome == Outcome::Error)
         .then(|| job.resource_id.clone())
         .flatten();
+    let requeued = matches!(event, JobEvent::Requeue { .. });
     // A job that ends `error` or is cancelled mid-way gets the resource cleaned up.
     let mut after = lifecycle::apply_job_event(
         &mut tx,
@@ -689,6 +690,11 @@ pub async fn finish_job(
     // A lab error counts against its board (quarantine by failure rate).
     if let Some(resource_id) = board {
         after.wake_scheduler |= crate::boards::lab_error(&mut tx, &resource_id, now).await?;
+        // After lab_error, which may have just raised the board's alert.
+        if requeued {
+            crate::alerts::retried_elsewhere(&mut tx, &resource_id, &job.job.id, &caller.name, now)
+                .await?;
+        }
     }
     tx.commit().await?;
     state.after_commit(after);

@@ -132,7 +132,8 @@ pub async fn get_build(
     params(("id" = String, Path, description = "Build id"), ("name" = String, Path, description = "Artifact name"), UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = Artifact), (status = 200, body = Artifact), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
+        (status = 409, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem),
+        (status = 503, body = Problem, description = "the S3 bucket is unreachable or refused the upload; nothing was stored")))]
 pub async fn upload_artifact(
     State(state): State<AppState>,
     caller: Require<perm::SubmitOrAgent>,
@@ -324,7 +325,8 @@ pub async fn latest_artifact(
     params(("sha256" = String, Path, description = "Hex SHA-256 of the artifact")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 404, body = Problem), (status = 416, body = Problem)))]
+        (status = 404, body = Problem), (status = 416, body = Problem),
+        (status = 503, body = Problem, description = "the S3 bucket is unreachable")))]
 pub async fn download_blob(
     State(state): State<AppState>,
     caller: Caller,
@@ -346,7 +348,8 @@ pub async fn download_blob(
     params(("id" = String, Path, description = "Build id"), ("name" = String, Path, description = "Artifact name")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 404, body = Problem), (status = 416, body = Problem)))]
+        (status = 404, body = Problem), (status = 416, body = Problem),
+        (status = 503, body = Problem, description = "the S3 bucket is unreachable")))]
 pub async fn download_artifact(
     State(state): State<AppState>,
     caller: Caller,

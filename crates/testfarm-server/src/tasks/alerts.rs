@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use testfarm_api::alert::Rule;
+use testfarm_api::alert::{Rule, Severity};
 use testfarm_core::alert::{self, JobFacts, OpenAlert, ResourceFacts, Snapshot};
 use testfarm_core::board::health::HealthLevel;
 use testfarm_core::job::JobState;
@@ -32,6 +32,25 @@ pub(crate) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         if let Err(e) = pass(&state, Utc::now()).await {
             tracing::warn!(error = %e, "alert evaluation failed");
         }
+        publish_gauges(&state).await;
+    }
+}
+
+/// `testfarm_alerts_active{state}` and `testfarm_alerts_active_by_severity{severity}`
+/// for Prometheus, after each evaluation.
+async fn publish_gauges(state: &AppState) {
+    match state.store.count_open_alerts().await {
+        Ok(c) => {
+            metrics::gauge!("testfarm_alerts_active", "state" => "open").set(c.open as f64);
+            metrics::gauge!("testfarm_alerts_active", "state" => "acknowledged")
+                .set(c.acknowledged as f64);
+            for severity in [Severity::Info, Severity::Warning, Severity::Critical] {
+                let n = c.by_severity.get(&severity).copied().unwrap_or(0);
+                metrics::gauge!("testfarm_alerts_active_by_severity", "severity" => severity.as_str())
+                    .set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count the open alerts"),
     }
 }
 

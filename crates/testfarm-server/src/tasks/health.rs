@@ -105,28 +105,25 @@ async fn mark_offline(
     }
     // The unreachable alert, raised at once (the evaluator keeps it and resolves it when
     // the agent is back), with the work that was sent elsewhere as its recovery.
-    let alert = match crate::alerts::condition(
+    if let Some(c) = crate::alerts::condition(
         &state.config.alerts,
         testfarm_core::alert::Rule::Unreachable,
         &r.name,
         format!("{} {} is unreachable: {reason}", r.kind.as_str(), r.name),
         json!({ "kind": r.kind.as_str(), "reason": reason }),
     ) {
-        Some(c) => Some(
-            crate::alerts::raise(&mut tx, &c, "health", json!({}), now)
-                .await?
-                .0,
-        ),
-        None => None,
-    };
+        crate::alerts::raise(&mut tx, &c, "health", json!({}), now).await?;
+    }
     for (id, event) in plan.jobs {
-        if let (Some(a), JobEvent::Requeue { .. }) = (&alert, &event) {
-            let attempt = testfarm_api::alert::RecoveryAttempt {
-                at: now,
-                action: format!("re-queue job {id}"),
-                result: "re-queued to run elsewhere (retry_on_error)".into(),
-            };
-            crate::alerts::recovery_attempt(&mut tx, a, &attempt, "health").await?;
+        if matches!(event, JobEvent::Requeue { .. }) {
+            crate::alerts::retried_elsewhere(
+                &mut tx,
+                &r.id.to_string(),
+                &id.to_string(),
+                "health",
+                now,
+            )
+            .await?;
         }
         let mut job = tx.get_job(&id.to_string()).await?;
         // Its lease was ended above; do not release it twice.

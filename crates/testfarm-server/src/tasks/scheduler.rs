@@ -103,7 +103,22 @@ pub(crate) fn queued_job(row: &JobRow) -> Option<QueuedJob> {
 
 pub(crate) async fn load_world(state: &AppState) -> Result<World, testfarm_store::StoreError> {
     let store = &state.store;
-    let resources = store.list_resources(&ResourceFilter::default()).await?;
+    let mut resources = store.list_resources(&ResourceFilter::default()).await?;
+    // Resources whose agent is silent past the lease TTL take no new work, though the
+    // health monitor has not called them offline yet (core::liveness).
+    let now = Utc::now();
+    let awake_since = state.awake.since();
+    for r in resources.iter_mut().filter(|r| r.agent.is_some()) {
+        let heard = r.last_seen.unwrap_or(r.created_at).max(awake_since);
+        if let Some(why) = testfarm_core::liveness::too_silent_for_work(
+            heard,
+            now,
+            state.config.leases.heartbeat_ttl.0,
+        ) {
+            r.health.status = testfarm_core::resource::HealthStatus::Offline;
+            r.health.reasons.insert(0, why);
+        }
+    }
     let leases = store.active_leases().await?;
     let mut usage: HashMap<Ulid, Usage> = HashMap::new();
     for (id, _, m) in store.latest_metrics().await? {
