@@ -175,6 +175,20 @@ delivery_timeout = "10s"
 #   from = "testfarm <testfarm@example.com>"
 #   to = ["lab-ops@example.com"]
 
+# Serve buildomat jobs on boards (docs/buildomat.md). Absent: testfarm is no factory.
+#   [buildomat]
+#   url = "http://buildomat:8000"
+#   token_file = "buildomat.token"     # the factory token (mode 0600); or token = "…"
+#   admin_token_file = "bmat-admin.token"  # only to resolve target names to ids
+#   poll = "5s"                        # time between factory passes
+#   boot_limit = "10m"                 # a worker not online this long is recycled
+#   silent_limit = "20m"               # an online worker silent this long is recycled ("0s": never)
+#   max_runtime = "8h"                 # longest one buildomat job holds a board
+#   agent_command = "buildomat-agent install '{{ url }}' '{{ bootstrap }}' && exec journalctl --no-pager -o cat -f -u buildomat-agent"
+#   [[buildomat.target]]
+#   name = "sp-grapefruit"             # or id = "01J…" (the target's ULID)
+#   boards = "board_type=grapefruit"   # a board selector
+
 [agent.local]
 # Run the built-in agent in the server process, registering this machine's resources.
 enabled = true
@@ -197,6 +211,8 @@ pub struct Config {
     pub boards: BoardsSection,
     pub alerts: AlertsSection,
     pub agent: AgentSection,
+    /// `[buildomat]`: serve buildomat jobs on boards (absent: not a factory).
+    pub buildomat: Option<crate::buildomat::config::BuildomatSection>,
 }
 
 /// `[alerts]`: the alert rules' thresholds and where alerts are delivered.
@@ -791,6 +807,21 @@ impl Config {
             }
         })?;
         config.validate(path)?;
+        if let Some(b) = &config.buildomat {
+            b.validate().map_err(|message| {
+                // Rules across fields: point at the section's header.
+                let (line, column) = text
+                    .find("[buildomat]")
+                    .map(|at| line_col(text, at))
+                    .unwrap_or((0, 0));
+                ConfigError {
+                    file: path.to_path_buf(),
+                    line,
+                    column,
+                    message,
+                }
+            })?;
+        }
         Ok(config)
     }
 

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod awake;
 pub mod boards;
 pub mod build_server;
+pub mod buildomat;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -58,6 +59,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("secret `{name}` (config [secrets]): {why}")]
     Secret { name: String, why: String },
+    #[error("{0}")]
+    Buildomat(String),
     #[error("artifact store: {0}")]
     Artifacts(String),
     #[error("cannot create the data directory {path}: {source}")]
@@ -115,6 +118,8 @@ fn prometheus() -> Option<PrometheusHandle> {
 pub struct Server {
     state: AppState,
     listener: TcpListener,
+    /// `[buildomat]`'s tokens, read at bind; `None` when testfarm is no factory.
+    buildomat: Option<tasks::buildomat::Tokens>,
 }
 
 impl Server {
@@ -141,6 +146,17 @@ impl Server {
                 })?;
             secrets.insert(name.clone(), value);
         }
+        let buildomat = match &config.buildomat {
+            None => None,
+            Some(b) => Some(tasks::buildomat::Tokens {
+                factory: b
+                    .read_token(&paths.config_dir)
+                    .map_err(ServerError::Buildomat)?,
+                admin: b
+                    .read_admin_token(&paths.config_dir)
+                    .map_err(ServerError::Buildomat)?,
+            }),
+        };
         install_admin_token(&store, &paths.admin_token_file).await?;
         let location = config
             .artifacts
@@ -177,7 +193,11 @@ impl Server {
             awake: Arc::new(awake::Awake::new(started_at)),
             secrets: Arc::new(secrets),
         };
-        Ok(Server { state, listener })
+        Ok(Server {
+            state,
+            listener,
+            buildomat,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -249,12 +269,23 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let Server { state, listener } = self;
+        let Server {
+            state,
+            listener,
+            buildomat,
+        } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // Before any task judges silence: start-up is not a stall.
         state.awake.begin();
         server_jobs::recover(&state).await;
-        let tasks = tasks::spawn_all(state.clone(), stop_rx.clone());
+        let mut tasks = tasks::spawn_all(state.clone(), stop_rx.clone());
+        if let Some(tokens) = buildomat {
+            tasks.push(tokio::spawn(tasks::buildomat::run(
+                state.clone(),
+                tokens,
+                stop_rx.clone(),
+            )));
+        }
         let grace = state.config.server.shutdown_grace.0;
         let app = routes::router(state.clone());
         let mut stop_for_serve = stop_rx.clone();

@@ -58,6 +58,8 @@ enum Command {
     Console(cmd::console::Args),
     /// Manage resource groups (named label selectors).
     Group(cmd::group::Args),
+    /// testfarm as a buildomat factory: setup, its instances.
+    Buildomat(cmd::buildomat::Args),
     /// Manage API tokens (admins).
     Token(cmd::token::Args),
     /// Submit a job spec (YAML).
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
         Command::Alerts(args) => block_on(cmd::alerts::run(args)),
         Command::Console(args) => block_on(cmd::console::run(args)),
         Command::Group(args) => block_on(cmd::group::run(args)),
+        Command::Buildomat(args) => block_on(cmd::buildomat::run(args)),
         Command::Token(args) => block_on(cmd::token::run(args)),
         Command::Events(args) => block_on(cmd::events::run(args)),
         Command::Artifacts(args) => block_on(cmd::artifacts::run(args)),

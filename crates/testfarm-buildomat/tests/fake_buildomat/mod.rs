@@ -33,6 +33,8 @@ pub struct Inner {
     pub leases: Vec<String>,
     pub workers: HashMap<String, FakeWorker>,
     pub appended: Vec<(String, String)>,
+    /// (id, name) of the targets `GET /0/admin/targets` lists.
+    pub targets: Vec<(String, String)>,
     pub lease_calls: usize,
     pub pings: usize,
     pub refused_renewals: usize,
@@ -71,6 +73,7 @@ impl Fake {
             )
             .route("/0/factory/worker/{w}/append", post(append))
             .route("/0/worker/bootstrap", post(bootstrap))
+            .route("/0/admin/targets", get(targets))
             .with_state(fake.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -86,6 +89,17 @@ impl Fake {
             .jobs
             .push((j.clone(), target.to_string(), None));
         j
+    }
+
+    /// A target `GET /0/admin/targets` lists (with [`ADMIN_TOKEN`]); returns its id.
+    pub fn add_target(&self, name: &str) -> String {
+        let t = id();
+        self.inner
+            .lock()
+            .unwrap()
+            .targets
+            .push((t.clone(), name.to_string()));
+        t
     }
 
     /// buildomat-server restarts: leases are forgotten, workers and jobs stay.
@@ -120,6 +134,23 @@ impl Fake {
         self.inner.lock().unwrap().workers.insert(wid.clone(), w);
         wid
     }
+}
+
+/// The user token the admin API takes (the factory token does not list targets).
+pub const ADMIN_TOKEN: &str = "fake-admin-token";
+
+async fn targets(State(f): State<Fake>, h: HeaderMap) -> Response {
+    let want = format!("Bearer {ADMIN_TOKEN}");
+    if h.get("authorization").and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+        return unauthorized();
+    }
+    let i = f.inner.lock().unwrap();
+    let list: Vec<Value> = i
+        .targets
+        .iter()
+        .map(|(id, name)| json!({"id": id, "name": name, "desc": "", "redirect": null, "privilege": null}))
+        .collect();
+    Json(list).into_response()
 }
 
 fn authorized(f: &Fake, h: &HeaderMap) -> bool {

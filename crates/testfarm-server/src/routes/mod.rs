@@ -6,6 +6,7 @@ pub mod agents;
 pub mod alerts;
 pub mod artifacts;
 pub mod boards;
+pub mod buildomat;
 pub mod builds;
 pub mod console;
 mod contract;
@@ -56,6 +57,7 @@ use crate::state::AppState;
         (name = "pipelines", description = "Pipelines: stages of jobs run in order, with their history"),
         (name = "artifacts", description = "Builds and their artifacts: upload, find, download, pin, retention"),
         (name = "alerts", description = "Alerts: raised by the rules, acknowledged and resolved by people, delivered by webhook and email"),
+        (name = "buildomat", description = "testfarm as a buildomat factory: its instances"),
         (name = "meta", description = "Health, metrics and this document"),
     )
 )]
@@ -115,6 +117,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::report_step))
         .routes(routes!(agents::put_output, outputs::get_output))
         .routes(routes!(agents::finish_job))
+        .routes(routes!(buildomat::list_instances))
         .routes(routes!(boards::list_boards))
         .routes(routes!(boards::get_board))
         .routes(routes!(boards::board_history))

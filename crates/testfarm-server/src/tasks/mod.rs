@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod artifact_retention;
 pub mod board_actions;
+pub mod buildomat;
 pub mod cleanup;
 pub mod health;
 pub mod maintenance;

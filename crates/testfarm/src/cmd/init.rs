@@ -142,7 +142,7 @@ fn toml_string(s: &str) -> String {
 }
 
 /// Writes a secret readable by its owner only (0600 from creation, not chmod after).
-fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     if path.exists() {
         std::fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
     }

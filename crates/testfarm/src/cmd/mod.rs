@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod artifacts;
 pub mod bench;
 pub mod board;
+pub mod buildomat;
 pub mod builds;
 pub mod console;
 pub mod demo;
