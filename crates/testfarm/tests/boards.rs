@@ -347,3 +347,88 @@ fn a_lease_that_expires_with_the_board_on_powers_it_off_and_returns_it() {
         "{power:?}"
     );
 }
+
+#[test]
+fn an_idle_board_whose_console_goes_silent_is_quarantined_after_n_silent_pokes() {
+    let sim = Sim::start(&[]);
+    let table = sim.board_toml(
+        "sim-5",
+        "on_release = \"leave\"\nhealth = { interval = \"1s\", console_timeout = \"1s\" }\nquarantine = { health_failures = 2 }",
+    );
+    let s = setup(&table, "30s");
+    s.wait_available("sim-5");
+    // Before anything booted it, the console is not expected to answer: no probe at all.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(history(&s.http, s.t(), "sim-5", "health").is_empty());
+    let build = firmware_build(&s.http, s.t(), "fw\n");
+    let id = s.job(&deploy_spec("sim-5", &build, "run-tap 1", ""));
+    assert_eq!(
+        s.wait(&id, Duration::from_secs(120))["state"],
+        "passed",
+        "{}",
+        s.log(&id)
+    );
+    s.wait_available("sim-5");
+    // Left on and booted: the idle probe pokes its console and it answers.
+    wait_for("a passing console poke", Duration::from_secs(30), || {
+        history(&s.http, s.t(), "sim-5", "health")
+            .into_iter()
+            .find(|e| {
+                e["ok"] == true
+                    && e["detail"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("console answers")
+            })
+    });
+
+    // Told to hang, it says nothing: each poke fails like a failed probe, and the second
+    // in a row (its `health_failures`) takes it out of the pool.
+    let out = std::process::Command::new(support::BIN)
+        .args(["sim-board", "hang", "--state-dir"])
+        .arg(sim.state_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = wait_for("the board quarantined", Duration::from_secs(30), || {
+        let r = s.http.get("/api/v1/resources/sim-5", s.t()).body;
+        (r["state"] == "maintenance").then_some(r)
+    });
+    let why = r["maintenance"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("quarantined: 2 health checks failed in a row"),
+        "{r}"
+    );
+    let view = board(&s.http, s.t(), "sim-5");
+    assert_eq!(view["health_level"], "degraded", "{view}");
+    assert!(
+        view["health_findings"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("console silent"),
+        "{view}"
+    );
+    let probes = history(&s.http, s.t(), "sim-5", "health");
+    let silent: Vec<_> = probes
+        .iter()
+        .take_while(|e| e["ok"] == false)
+        .filter(|e| {
+            e["action"] == "probe"
+                && e["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("console silent")
+        })
+        .collect();
+    assert!(silent.len() >= 2, "{probes:?}");
+    let quarantine = history(&s.http, s.t(), "sim-5", "quarantine");
+    assert!(
+        quarantine.iter().any(|e| e["action"] == "quarantined"),
+        "{quarantine:?}"
+    );
+
+    // Only a passing health check (a power cycle clears the hang) returns it.
+    let out = s.cli(&["board", "health-check", "sim-5"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    s.wait_available("sim-5");
+}

@@ -180,6 +180,7 @@ pub async fn health_check<B: BoardReports>(board: &BoardHandle, reports: &B) -> 
             return false;
         }
         findings.push(boot.verdict.describe());
+        board.set_booted(true);
         if let Some(user) = &board.config.boot.login {
             let _ = attached.console.write(format!("{user}\n").as_bytes()).await;
         }

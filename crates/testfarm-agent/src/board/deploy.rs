@@ -276,6 +276,7 @@ pub async fn power_cycle_and_watch<R: Reporter>(
         .await;
     let report = watch_boot(&mut attached.console, rules, TAIL_LINES, &mut |_| {}).await;
     if let testfarm_core::board::boot::BootVerdict::Booted { line, after } = &report.verdict {
+        b.set_booted(true);
         activity(ctx, jb, BoardActivity::Testing).await;
         let said = format!(
             "booted after {:.1}s: `{}`",
