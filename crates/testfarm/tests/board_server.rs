@@ -728,7 +728,7 @@ mod console {
             let mut ws = connect(&format!("{ws_base}/api/v1/boards/cn-1/console"), &operator).await;
             assert_eq!(
                 next(&mut ws).await,
-                Message::Text("attached to cn-1".into())
+                Message::Text("attached to cn-1 (this session ends after 30m)".into())
             );
             assert_eq!(
                 next(&mut ws).await,

@@ -432,3 +432,72 @@ fn an_idle_board_whose_console_goes_silent_is_quarantined_after_n_silent_pokes()
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     s.wait_available("sim-5");
 }
+
+/// `testfarm console NAME` with stdin held open (no linger): the session runs until the
+/// server ends it.
+fn open_console(s: &Setup, board: &str, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(support::BIN)
+        .args(["console", board, "--url", &s.url, "--token", s.t()])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn console_sessions_end_at_their_limit_and_when_the_lease_ends() {
+    let sim = Sim::start(&[]);
+    let s = setup(&sim.board_toml("sim-6", ""), "30s");
+    s.wait_available("sim-6");
+
+    // A short cap: the session ends by itself, and says why.
+    let started = std::time::Instant::now();
+    let console = open_console(&s, "sim-6", &["--limit", "2s"]);
+    let out = wait_output(console, Duration::from_secs(30));
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("this session ends after 2s"), "{err}");
+    assert!(
+        err.contains("closed: the session reached its limit of 2s (boards.console_session_limit)"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    // A zero limit is refused with the field named.
+    let console = open_console(&s, "sim-6", &["--limit", "0s"]);
+    let out = wait_output(console, Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("limit_ms"), "{err}");
+
+    // The holder of a manual lease watches its console; the lease's end detaches it.
+    let r = s.http.post(
+        "/api/v1/leases",
+        s.t(),
+        json!({"selector": "name=sim-6", "duration": "1h"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let lease = r.body["id"].as_str().unwrap().to_string();
+    let epoch = r.body["epoch"].as_u64().unwrap();
+    let console = open_console(&s, "sim-6", &[]);
+    std::thread::sleep(Duration::from_secs(2)); // attached
+    let r = s.http.call(
+        "DELETE",
+        &format!("/api/v1/leases/{lease}?epoch={epoch}"),
+        Some(s.t()),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let out = wait_output(console, Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("attached to sim-6"), "{err}");
+    assert!(
+        err.contains("closed: the lease on sim-6 ended: the board was released"),
+        "{err}"
+    );
+    s.wait_available("sim-6");
+}

@@ -42,6 +42,8 @@ struct State {
     live: Option<Live>,
     generation: u64,
     capture: Option<Capture>,
+    /// Why the console was last closed by [`Hub::detach_because`] (told to a session).
+    detached_because: Option<String>,
 }
 
 struct Live {
@@ -140,6 +142,7 @@ impl Hub {
         let (in_tx, in_rx) = mpsc::channel(64);
         let mut s = lock(&self.state);
         s.generation += 1;
+        s.detached_because = None;
         let generation = s.generation;
         let task = tokio::spawn(pump(console, in_rx, self.state.clone(), generation));
         s.live = Some(Live {
@@ -216,11 +219,24 @@ impl Hub {
         })
     }
 
-    /// Closes the console whoever uses it (the lease ended). Safe to call again.
+    /// Closes the console whoever uses it. Safe to call again.
     pub fn detach(&self) {
-        if let Some(live) = lock(&self.state).live.take() {
+        self.detach_because("the console was detached");
+    }
+
+    /// Closes the console whoever uses it, and keeps `why` for the subscribers that see
+    /// it end (an interactive session tells its person: "the lease ended").
+    pub fn detach_because(&self, why: &str) {
+        let mut s = lock(&self.state);
+        if let Some(live) = s.live.take() {
+            s.detached_because = Some(why.to_string());
             live.task.abort();
         }
+    }
+
+    /// Why the console was last detached, if it was.
+    pub fn detached_because(&self) -> Option<String> {
+        lock(&self.state).detached_because.clone()
     }
 
     /// Starts keeping every line with its time (a job took the board).
