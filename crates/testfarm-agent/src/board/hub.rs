@@ -22,6 +22,9 @@ use tokio::task::JoinHandle;
 /// Longest wait for a console to open (a TCP console server that does not answer, a
 /// serial device that blocks).
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a subscriber's line reader waits before passing on a partial line: the hub
+/// writes each line whole, so only a prompt (already flushed once) ends without a newline.
+const SUBSCRIBER_FLUSH: Duration = Duration::from_millis(10);
 /// A subscriber slower than this for one line is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most console text a job's capture keeps (the newest).
@@ -214,7 +217,15 @@ impl Hub {
             }
         });
         Ok(Attached {
-            console: Console::from_io(their_r, their_w, self.max_line, None),
+            // The hub's own reader already waited for partial lines (prompts): pass them
+            // on at once rather than after a second wait.
+            console: Console::from_io_flushing(
+                their_r,
+                their_w,
+                self.max_line,
+                None,
+                SUBSCRIBER_FLUSH,
+            ),
             _use,
         })
     }

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod power;
+pub mod process;
 pub mod shell;
 mod transport;
 
