@@ -36,7 +36,7 @@ async fn bounded<F: std::future::Future<Output = T>, T>(secs: u64, f: F) -> T {
 
 /// A simulated board process; killed on drop.
 struct Sim {
-    _child: tokio::process::Child,
+    _process: testfarm_board::sim::process::SimProcess,
     dir: tempfile::TempDir,
     console: String,
 }
@@ -44,29 +44,21 @@ struct Sim {
 impl Sim {
     async fn start(extra: &[&str]) -> Sim {
         let dir = tempfile::tempdir().unwrap();
-        let child = tokio::process::Command::new(SIM)
-            .args(["--console", "tcp:127.0.0.1:0", "--state-dir"])
-            .arg(dir.path())
-            .args(["--line-delay", "5"])
-            .args(extra)
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let file = dir.path().join("console");
-        for _ in 0..500 {
-            if let Ok(s) = std::fs::read_to_string(&file)
-                && s.ends_with('\n')
-            {
-                return Sim {
-                    _child: child,
-                    console: s.trim().to_string(),
-                    dir,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut args = vec!["--line-delay", "5"];
+        args.extend_from_slice(extra);
+        let p = testfarm_board::sim::process::SimProcess::start(
+            std::path::Path::new(SIM),
+            "tcp:127.0.0.1:0",
+            dir.path(),
+            &args,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        Sim {
+            console: p.console.clone(),
+            _process: p,
+            dir,
         }
-        panic!("sim board did not start");
     }
 
     fn power(&self, action: &str) -> String {

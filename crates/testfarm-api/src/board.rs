@@ -361,3 +361,13 @@ pub struct BoardHistoryQuery {
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
+
+/// `GET /api/v1/boards/{name}/console` (WebSocket).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleQuery {
+    /// End the session after this many milliseconds; at most (and by default) the
+    /// server's `boards.console_session_limit`.
+    pub limit_ms: Option<u64>,
+}

@@ -25,6 +25,19 @@ pub async fn watch_boot(
     tail_len: usize,
     sink: &mut (dyn FnMut(&ConsoleLine) + Send),
 ) -> BootReport {
+    watch_boot_since(console, rules, tail_len, sink, std::time::UNIX_EPOCH).await
+}
+
+/// [`watch_boot`], judging only lines read at or after `since`: what the board said
+/// before a power cycle (a prompt still in flight when it hung) is not its new boot.
+/// Earlier lines still go to the sink.
+pub async fn watch_boot_since(
+    console: &mut Console,
+    rules: BootRules,
+    tail_len: usize,
+    sink: &mut (dyn FnMut(&ConsoleLine) + Send),
+    since: std::time::SystemTime,
+) -> BootReport {
     let start = Instant::now();
     let mut watch = BootWatch::new(rules);
     let mut tail: VecDeque<String> = VecDeque::with_capacity(tail_len);
@@ -42,6 +55,7 @@ pub async fn watch_boot(
         };
         let at = start.elapsed();
         match event {
+            Some(ConsoleEvent::Line(line)) if line.at < since => sink(&line),
             Some(ConsoleEvent::Line(line)) => {
                 sink(&line);
                 if tail.len() == tail_len {

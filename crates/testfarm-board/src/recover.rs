@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::boot::watch_boot;
+use crate::boot::watch_boot_since;
 use crate::console::{Console, ConsoleLine};
 use crate::power::{PowerDriver, PowerOutcome};
 use crate::rules::boot::BootRules;
@@ -48,6 +48,7 @@ pub async fn recover(
             }
             RecoveryStep::PowerCycle { attempt, wait } => {
                 tokio::time::sleep(wait).await;
+                let cycled_at = std::time::SystemTime::now();
                 match power.cycle().await {
                     Ok(PowerOutcome::Done(_)) => {}
                     Ok(PowerOutcome::OperatorActionNeeded { instructions, .. }) => {
@@ -58,7 +59,7 @@ pub async fn recover(
                         continue;
                     }
                 }
-                let report = watch_boot(console, boot.clone(), 10, sink).await;
+                let report = watch_boot_since(console, boot.clone(), 10, sink, cycled_at).await;
                 if report.verdict.booted() {
                     return RecoveryOutcome::Recovered {
                         attempts: attempt,

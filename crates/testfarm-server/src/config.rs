@@ -130,6 +130,9 @@ store = "local"
 # not answered this long after taking it (or after it was queued, if the agent never took
 # it) fails with "the agent did not answer".
 action_timeout = "60s"
+# Longest interactive console session (`testfarm console NAME`); it then ends with a notice.
+# A client may ask for less (`--limit`), never more.
+console_session_limit = "30m"
 
 [alerts]
 # Evaluate the alert rules and deliver alerts. false: no alerts are raised or sent.
@@ -447,12 +450,16 @@ impl AlertsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct BoardsSection {
     pub action_timeout: HumanDuration,
+    /// Longest interactive console session (`testfarm console`); a client may ask for
+    /// less, never more.
+    pub console_session_limit: HumanDuration,
 }
 
 impl Default for BoardsSection {
     fn default() -> Self {
         BoardsSection {
             action_timeout: HumanDuration(Duration::from_secs(60)),
+            console_session_limit: HumanDuration(Duration::from_secs(30 * 60)),
         }
     }
 }

@@ -728,7 +728,7 @@ mod console {
             let mut ws = connect(&format!("{ws_base}/api/v1/boards/cn-1/console"), &operator).await;
             assert_eq!(
                 next(&mut ws).await,
-                Message::Text("attached to cn-1".into())
+                Message::Text("attached to cn-1 (this session ends after 30m)".into())
             );
             assert_eq!(
                 next(&mut ws).await,
@@ -856,4 +856,17 @@ fn the_submitter_of_the_job_holding_a_board_may_drive_it_and_others_may_not() {
     assert_eq!(r.body["action"], "power_cycle");
     let r = http.post("/api/v1/boards/jh-1/restore", &bob, json!({}));
     assert_eq!(r.status, 403, "{}", r.text);
+}
+
+#[test]
+fn a_console_step_of_several_lines_is_refused_at_submit_with_its_place() {
+    let lab = lab();
+    let server = lab.start();
+    let http = server.http();
+    let spec = "name: two-lines\nrequires: { kind: board }\nsteps:\n  - boot: {}\n  - shell:\n      via: console\n      run: |\n        uname -a\n        run-tap 3\n";
+    let r = http.post("/api/v1/jobs", &lab.token, json!({ "spec": spec }));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("steps[1].shell.run"), "{}", r.text);
+    assert!(r.text.contains("line 7, column 7"), "{}", r.text);
+    assert!(r.text.contains("one line"), "{}", r.text);
 }

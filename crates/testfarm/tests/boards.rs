@@ -347,3 +347,157 @@ fn a_lease_that_expires_with_the_board_on_powers_it_off_and_returns_it() {
         "{power:?}"
     );
 }
+
+#[test]
+fn an_idle_board_whose_console_goes_silent_is_quarantined_after_n_silent_pokes() {
+    let sim = Sim::start(&[]);
+    let table = sim.board_toml(
+        "sim-5",
+        "on_release = \"leave\"\nhealth = { interval = \"1s\", console_timeout = \"1s\" }\nquarantine = { health_failures = 2 }",
+    );
+    let s = setup(&table, "30s");
+    s.wait_available("sim-5");
+    // Before anything booted it, the console is not expected to answer: no probe at all.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(history(&s.http, s.t(), "sim-5", "health").is_empty());
+    let build = firmware_build(&s.http, s.t(), "fw\n");
+    let id = s.job(&deploy_spec("sim-5", &build, "run-tap 1", ""));
+    assert_eq!(
+        s.wait(&id, Duration::from_secs(120))["state"],
+        "passed",
+        "{}",
+        s.log(&id)
+    );
+    s.wait_available("sim-5");
+    // Left on and booted: the idle probe pokes its console and it answers.
+    wait_for("a passing console poke", Duration::from_secs(30), || {
+        history(&s.http, s.t(), "sim-5", "health")
+            .into_iter()
+            .find(|e| {
+                e["ok"] == true
+                    && e["detail"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("console answers")
+            })
+    });
+
+    // Told to hang, it says nothing: each poke fails like a failed probe, and the second
+    // in a row (its `health_failures`) takes it out of the pool.
+    let out = std::process::Command::new(support::BIN)
+        .args(["sim-board", "hang", "--state-dir"])
+        .arg(sim.state_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = wait_for("the board quarantined", Duration::from_secs(30), || {
+        let r = s.http.get("/api/v1/resources/sim-5", s.t()).body;
+        (r["state"] == "maintenance").then_some(r)
+    });
+    let why = r["maintenance"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("quarantined: 2 health checks failed in a row"),
+        "{r}"
+    );
+    let view = board(&s.http, s.t(), "sim-5");
+    assert_eq!(view["health_level"], "degraded", "{view}");
+    assert!(
+        view["health_findings"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("console silent"),
+        "{view}"
+    );
+    let probes = history(&s.http, s.t(), "sim-5", "health");
+    let silent: Vec<_> = probes
+        .iter()
+        .take_while(|e| e["ok"] == false)
+        .filter(|e| {
+            e["action"] == "probe"
+                && e["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("console silent")
+        })
+        .collect();
+    assert!(silent.len() >= 2, "{probes:?}");
+    let quarantine = history(&s.http, s.t(), "sim-5", "quarantine");
+    assert!(
+        quarantine.iter().any(|e| e["action"] == "quarantined"),
+        "{quarantine:?}"
+    );
+
+    // Only a passing health check (a power cycle clears the hang) returns it.
+    let out = s.cli(&["board", "health-check", "sim-5"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    s.wait_available("sim-5");
+}
+
+/// `testfarm console NAME` with stdin held open (no linger): the session runs until the
+/// server ends it.
+fn open_console(s: &Setup, board: &str, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(support::BIN)
+        .args(["console", board, "--url", &s.url, "--token", s.t()])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn console_sessions_end_at_their_limit_and_when_the_lease_ends() {
+    let sim = Sim::start(&[]);
+    let s = setup(&sim.board_toml("sim-6", ""), "30s");
+    s.wait_available("sim-6");
+
+    // A short cap: the session ends by itself, and says why.
+    let started = std::time::Instant::now();
+    let console = open_console(&s, "sim-6", &["--limit", "2s"]);
+    let out = wait_output(console, Duration::from_secs(30));
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("this session ends after 2s"), "{err}");
+    assert!(
+        err.contains("closed: the session reached its limit of 2s (boards.console_session_limit)"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    // A zero limit is refused with the field named.
+    let console = open_console(&s, "sim-6", &["--limit", "0s"]);
+    let out = wait_output(console, Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("limit_ms"), "{err}");
+
+    // The holder of a manual lease watches its console; the lease's end detaches it.
+    let r = s.http.post(
+        "/api/v1/leases",
+        s.t(),
+        json!({"selector": "name=sim-6", "duration": "1h"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let lease = r.body["id"].as_str().unwrap().to_string();
+    let epoch = r.body["epoch"].as_u64().unwrap();
+    let console = open_console(&s, "sim-6", &[]);
+    std::thread::sleep(Duration::from_secs(2)); // attached
+    let r = s.http.call(
+        "DELETE",
+        &format!("/api/v1/leases/{lease}?epoch={epoch}"),
+        Some(s.t()),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let out = wait_output(console, Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("attached to sim-6"), "{err}");
+    assert!(
+        err.contains("closed: the lease on sim-6 ended: the board was released"),
+        "{err}"
+    );
+    s.wait_available("sim-6");
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use testfarm_api::board::{
     BoardAction, BoardActionKind, BoardActionResult, BoardActivity, BoardReport, PowerState,
 };
-use testfarm_board::boot::{probe_alive, watch_boot};
+use testfarm_board::boot::{probe_alive, watch_boot_since};
 use testfarm_board::power::PowerAction;
 
 use super::{BoardHandle, BoardReports, PowerEnd, api_state};
@@ -162,6 +162,8 @@ pub async fn health_check<B: BoardReports>(board: &BoardHandle, reports: &B) -> 
                 return false;
             }
         };
+        // What the board said before the cycle (a prompt still in flight) is not its boot.
+        let cycled_at = std::time::SystemTime::now();
         match super::power(board, PowerAction::Cycle, None, reports).await {
             PowerEnd::Done(_) => {}
             PowerEnd::Operator(i) => {
@@ -174,12 +176,13 @@ pub async fn health_check<B: BoardReports>(board: &BoardHandle, reports: &B) -> 
             }
         }
         let rules = testfarm_core::board::boot::BootRules::from(&board.config.boot);
-        let boot = watch_boot(&mut attached.console, rules, 10, &mut |_| {}).await;
+        let boot = watch_boot_since(&mut attached.console, rules, 10, &mut |_| {}, cycled_at).await;
         if !boot.verdict.booted() {
             findings.push(boot.verdict.describe());
             return false;
         }
         findings.push(boot.verdict.describe());
+        board.set_booted(true);
         if let Some(user) = &board.config.boot.login {
             let _ = attached.console.write(format!("{user}\n").as_bytes()).await;
         }

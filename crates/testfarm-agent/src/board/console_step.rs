@@ -308,6 +308,7 @@ async fn hung<R: Reporter>(
     )
     .await;
     jb.booted(false);
+    b.set_booted(matches!(outcome, RecoveryOutcome::Recovered { .. }));
     let hang = format!(
         "the board hung (no console output for {} while {while_})",
         testfarm_core::duration::format(after)

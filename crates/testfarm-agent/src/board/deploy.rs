@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use testfarm_api::board::{BoardActivity, BoardReport};
-use testfarm_board::boot::watch_boot;
+use testfarm_board::boot::watch_boot_since;
 use testfarm_board::flash::FlashRequest;
 use testfarm_board::power::PowerAction;
 use testfarm_core::artifact::ArtifactKind;
@@ -256,6 +256,8 @@ pub async fn power_cycle_and_watch<R: Reporter>(
     let mut attached = b.hub.attach().await?;
     activity(ctx, jb, BoardActivity::Booting).await;
     let reports = ViaReporter(ctx.reporter);
+    // What the board said before the cycle (a prompt still in flight) is not its boot.
+    let cycled_at = std::time::SystemTime::now();
     match super::power(b, PowerAction::Cycle, Some(&jb.job_id), &reports).await {
         PowerEnd::Done(_) => {}
         PowerEnd::Operator(i) => {
@@ -274,8 +276,16 @@ pub async fn power_cycle_and_watch<R: Reporter>(
             testfarm_core::duration::format(rules.timeout)
         ))
         .await;
-    let report = watch_boot(&mut attached.console, rules, TAIL_LINES, &mut |_| {}).await;
+    let report = watch_boot_since(
+        &mut attached.console,
+        rules,
+        TAIL_LINES,
+        &mut |_| {},
+        cycled_at,
+    )
+    .await;
     if let testfarm_core::board::boot::BootVerdict::Booted { line, after } = &report.verdict {
+        b.set_booted(true);
         activity(ctx, jb, BoardActivity::Testing).await;
         let said = format!(
             "booted after {:.1}s: `{}`",

@@ -22,6 +22,9 @@ use tokio::task::JoinHandle;
 /// Longest wait for a console to open (a TCP console server that does not answer, a
 /// serial device that blocks).
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a subscriber's line reader waits before passing on a partial line: the hub
+/// writes each line whole, so only a prompt (already flushed once) ends without a newline.
+const SUBSCRIBER_FLUSH: Duration = Duration::from_millis(10);
 /// A subscriber slower than this for one line is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most console text a job's capture keeps (the newest).
@@ -42,6 +45,8 @@ struct State {
     live: Option<Live>,
     generation: u64,
     capture: Option<Capture>,
+    /// Why the console was last closed by [`Hub::detach_because`] (told to a session).
+    detached_because: Option<String>,
 }
 
 struct Live {
@@ -140,6 +145,7 @@ impl Hub {
         let (in_tx, in_rx) = mpsc::channel(64);
         let mut s = lock(&self.state);
         s.generation += 1;
+        s.detached_because = None;
         let generation = s.generation;
         let task = tokio::spawn(pump(console, in_rx, self.state.clone(), generation));
         s.live = Some(Live {
@@ -211,16 +217,37 @@ impl Hub {
             }
         });
         Ok(Attached {
-            console: Console::from_io(their_r, their_w, self.max_line, None),
+            // The hub's own reader already waited for partial lines (prompts): pass them
+            // on at once rather than after a second wait.
+            console: Console::from_io_flushing(
+                their_r,
+                their_w,
+                self.max_line,
+                None,
+                SUBSCRIBER_FLUSH,
+            ),
             _use,
         })
     }
 
-    /// Closes the console whoever uses it (the lease ended). Safe to call again.
+    /// Closes the console whoever uses it. Safe to call again.
     pub fn detach(&self) {
-        if let Some(live) = lock(&self.state).live.take() {
+        self.detach_because("the console was detached");
+    }
+
+    /// Closes the console whoever uses it, and keeps `why` for the subscribers that see
+    /// it end (an interactive session tells its person: "the lease ended").
+    pub fn detach_because(&self, why: &str) {
+        let mut s = lock(&self.state);
+        if let Some(live) = s.live.take() {
+            s.detached_because = Some(why.to_string());
             live.task.abort();
         }
+    }
+
+    /// Why the console was last detached, if it was.
+    pub fn detached_because(&self) -> Option<String> {
+        lock(&self.state).detached_because.clone()
     }
 
     /// Starts keeping every line with its time (a job took the board).

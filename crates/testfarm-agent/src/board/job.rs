@@ -114,7 +114,10 @@ pub async fn release<B: BoardReports>(
     job_id: Option<&str>,
     reports: &B,
 ) -> String {
-    b.hub.detach();
+    b.hub.detach_because(&format!(
+        "the lease on {} ended: the board was released",
+        b.name()
+    ));
     let action = match b.config.on_release {
         ReleasePower::Off => Some(PowerAction::Off),
         ReleasePower::On => Some(PowerAction::On),

@@ -48,6 +48,9 @@ pub struct BoardHandle {
     /// The job (and its lease) holding the board now: idle probes and health checks leave
     /// it alone, and a late `release` for another lease does not touch it.
     holder: Mutex<Option<(String, String)>>,
+    /// The board booted (its prompt was seen) since its last power change through this
+    /// agent: the idle probe then expects its console to answer (`core::board::liveness`).
+    booted: std::sync::atomic::AtomicBool,
 }
 
 impl BoardHandle {
@@ -58,6 +61,7 @@ impl BoardHandle {
             flash: flash_driver(&config),
             hub: hub::Hub::new(&config.name, console, config.console.max_line()),
             holder: Mutex::new(None),
+            booted: std::sync::atomic::AtomicBool::new(false),
             config,
         }
     }
@@ -86,6 +90,17 @@ impl BoardHandle {
 
     pub(crate) fn set_holder(&self, job_and_lease: Option<(String, String)>) {
         *self.holder.lock().unwrap_or_else(|e| e.into_inner()) = job_and_lease;
+    }
+
+    /// Whether the board is known to have booted since its last power change.
+    pub fn booted(&self) -> bool {
+        self.booted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A boot watch saw the prompt (`true`), or the power changed (`false`).
+    pub fn set_booted(&self, booted: bool) {
+        self.booted
+            .store(booted, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The power driver's name, as registered (`board.power_method`).
@@ -147,6 +162,9 @@ pub async fn power<B: BoardReports>(
     job_id: Option<&str>,
     reports: &B,
 ) -> PowerEnd {
+    if action != PowerAction::Status {
+        board.set_booted(false);
+    }
     let end = match tokio::time::timeout(POWER_BOUND, board.power.act(action)).await {
         Ok(Ok(PowerOutcome::Done(s))) => PowerEnd::Done(s),
         Ok(Ok(PowerOutcome::OperatorActionNeeded { instructions, .. })) => {

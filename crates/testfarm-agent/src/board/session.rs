@@ -42,7 +42,15 @@ pub async fn relay(board: &BoardHandle, client: &Client, session: &str) -> Resul
                         break "the session closed".to_string();
                     }
                 }
-                None => break "the board's console closed".to_string(),
+                None => {
+                    let why = board
+                        .hub
+                        .detached_because()
+                        .unwrap_or_else(|| "the board's console closed".to_string());
+                    // A notice for the person before the close (the server forwards it).
+                    let _ = tx.send(Message::Text(format!("detached: {why}").into())).await;
+                    break why;
+                }
             },
             msg = rx.next() => match msg {
                 Some(Ok(Message::Binary(b))) => {

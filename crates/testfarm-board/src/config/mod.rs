@@ -176,13 +176,17 @@ pub struct BootConfig {
     pub prompt: Regex,
 }
 
-/// An optional probe command printing `key=value` lines (temperature, power draw, link),
-/// compared with thresholds.
+/// Console liveness and an optional probe command printing `key=value` lines
+/// (temperature, power draw, link), compared with thresholds.
 #[derive(Debug, Clone)]
 pub struct HealthConfig {
     pub probe: Option<String>,
     pub interval: Duration,
     pub timeout: Duration,
+    /// Poke the console of an idle board that is on and booted each `interval`: silence
+    /// for `console_timeout` counts as a failed health probe (`rules::liveness`).
+    pub console: bool,
+    pub console_timeout: Duration,
     pub thresholds: BTreeMap<String, Threshold>,
 }
 

@@ -164,6 +164,9 @@ struct RawHealth {
     probe: Option<String>,
     interval: Option<HumanDuration>,
     timeout: Option<HumanDuration>,
+    /// Poke the console of an idle, booted board each interval (default true).
+    console: Option<bool>,
+    console_timeout: Option<HumanDuration>,
     #[serde(default)]
     thresholds: BTreeMap<String, RawThreshold>,
 }
@@ -607,6 +610,8 @@ fn check_health(h: &RawHealth) -> Result<HealthConfig, Fault> {
             .transpose()?,
         interval: dur(h.interval, Duration::from_secs(300)),
         timeout: dur(h.timeout, Duration::from_secs(30)),
+        console: h.console.unwrap_or(true),
+        console_timeout: dur(h.console_timeout, Duration::from_secs(10)),
         thresholds: h
             .thresholds
             .iter()

@@ -88,10 +88,29 @@ impl Console {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
+        Console::from_io_flushing(reader, writer, max_line, guard, PARTIAL_FLUSH)
+    }
+
+    /// [`Console::from_io`] with its own wait before a partial line is delivered. A
+    /// stream fed by another line reader (the agent's console hub hands each subscriber
+    /// lines another reader already split and flushed) wants a short one: waiting the
+    /// full [`PARTIAL_FLUSH`] again would deliver a prompt 300 ms after the board
+    /// printed it.
+    pub fn from_io_flushing<R, W>(
+        reader: R,
+        writer: W,
+        max_line: usize,
+        guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+        partial_flush: Duration,
+    ) -> Console
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let opened = Instant::now();
         let (line_tx, line_rx) = mpsc::channel(CHANNEL);
         let (in_tx, in_rx) = mpsc::channel(64);
-        let reader = tokio::spawn(read_lines(reader, line_tx, max_line, opened));
+        let reader = tokio::spawn(read_lines(reader, line_tx, max_line, opened, partial_flush));
         let writer = tokio::spawn(write_input(writer, in_rx));
         Console {
             lines: line_rx,
@@ -162,12 +181,13 @@ async fn read_lines<R: AsyncRead + Unpin>(
     tx: mpsc::Sender<Vec<ConsoleEvent>>,
     max_line: usize,
     opened: Instant,
+    partial_flush: Duration,
 ) {
     let mut splitter = LineSplitter::new(max_line);
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
     let reason = loop {
-        let read = tokio::time::timeout(PARTIAL_FLUSH, reader.read(&mut buf)).await;
+        let read = tokio::time::timeout(partial_flush, reader.read(&mut buf)).await;
         match read {
             Err(_) => out.extend(splitter.flush()),
             Ok(Ok(0)) => break "end of console stream".to_string(),

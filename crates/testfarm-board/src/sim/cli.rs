@@ -5,6 +5,7 @@
 //! sim-board --console tcp:127.0.0.1:PORT|pty --state-dir DIR [--hang-after N] [--no-boot]
 //!           [--line-delay MS]
 //! sim-board power on|off|status --state-dir DIR
+//! sim-board hang --state-dir DIR
 //! ```
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use super::{Behaviour, ConsoleSpec, SimOptions, power};
 pub const USAGE: &str = "\
 usage: sim-board --console tcp:HOST:PORT|pty --state-dir DIR [--hang-after N] [--no-boot] [--line-delay MS]
        sim-board power on|off|status --state-dir DIR
+       sim-board hang --state-dir DIR     (the running board stops answering until its next power cycle)
 
 A simulated board: a boot banner, `login:` and a tiny shell (echo, uname, sleep, run-tap [N] [fail K],
 hang, reboot, exit) on a TCP or pty console, switched by `sim-board power`. The console's address is
@@ -23,7 +25,14 @@ printed and written to DIR/console.";
 #[derive(Debug, Clone, PartialEq)]
 pub enum SimCommand {
     Run(SimOptionsArgs),
-    Power { action: String, state_dir: PathBuf },
+    Power {
+        action: String,
+        state_dir: PathBuf,
+    },
+    /// Tells a running board to hang now (until its next power cycle).
+    Hang {
+        state_dir: PathBuf,
+    },
 }
 
 /// [`SimOptions`] as parsed (kept separate so it is `PartialEq` for tests).
@@ -39,7 +48,11 @@ pub struct SimOptionsArgs {
 pub fn parse(args: &[String]) -> Result<SimCommand, String> {
     let mut it = args.iter().peekable();
     let mut power_action = None;
-    if it.peek().map(|s| s.as_str()) == Some("power") {
+    let mut hang = false;
+    if it.peek().map(|s| s.as_str()) == Some("hang") {
+        it.next();
+        hang = true;
+    } else if it.peek().map(|s| s.as_str()) == Some("power") {
         it.next();
         let a = it.next().ok_or("power: expected on, off or status")?;
         if !["on", "off", "status"].contains(&a.as_str()) {
@@ -80,6 +93,9 @@ pub fn parse(args: &[String]) -> Result<SimCommand, String> {
     let state_dir = state_dir.ok_or_else(|| format!("--state-dir is required\n{USAGE}"))?;
     if let Some(action) = power_action {
         return Ok(SimCommand::Power { action, state_dir });
+    }
+    if hang {
+        return Ok(SimCommand::Hang { state_dir });
     }
     Ok(SimCommand::Run(SimOptionsArgs {
         console: console.ok_or_else(|| format!("--console is required\n{USAGE}"))?,
@@ -122,6 +138,13 @@ pub async fn main(args: &[String]) -> i32 {
                 }
             }
         }
+        SimCommand::Hang { state_dir } => match power::request_hang(&state_dir) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("sim-board hang: {e}");
+                1
+            }
+        },
         SimCommand::Run(a) => {
             let opts = SimOptions {
                 console: a.console,
@@ -169,6 +192,12 @@ mod tests {
             }
         );
         assert!(parse(&args("power up --state-dir /s")).is_err());
+        assert_eq!(
+            parse(&args("hang --state-dir /s")).unwrap(),
+            SimCommand::Hang {
+                state_dir: "/s".into()
+            }
+        );
         assert!(parse(&args("--console serial --state-dir /s")).is_err());
         assert!(
             parse(&args("--console pty"))

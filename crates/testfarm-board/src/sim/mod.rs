@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod power;
+pub mod process;
 pub mod shell;
 mod transport;
 
@@ -83,14 +84,28 @@ async fn board_loop(
         if p.on && booted_generation != Some(p.generation) {
             booted_generation = Some(p.generation);
             let mut io = shell::Io::new(&out, &mut input);
-            tokio::select! {
-                _ = shell::powered(&mut io, behaviour) => {}
-                _ = power_changes(dir, p.generation) => {}
+            let hung = tokio::select! {
+                _ = shell::powered(&mut io, behaviour) => false,
+                _ = power_changes(dir, p.generation) => false,
+                _ = hang_asked(dir, p.generation) => true,
+            };
+            if hung {
+                // Told to hang: silent, input ignored, until the power changes.
+                tokio::select! {
+                    _ = power_changes(dir, p.generation) => {}
+                    _ = async { while input.recv().await.is_some() {} } => {}
+                }
             }
             continue;
         }
         // Off (or the shell ended): what is typed goes nowhere.
         while input.try_recv().is_ok() {}
+        tokio::time::sleep(POWER_POLL).await;
+    }
+}
+
+async fn hang_asked(dir: &Path, generation: u64) {
+    while !power::hang_requested(dir, generation) {
         tokio::time::sleep(POWER_POLL).await;
     }
 }

@@ -48,6 +48,26 @@ pub fn switch(dir: &Path, on: bool) -> Result<PowerFile> {
     Ok(next)
 }
 
+fn hang_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("hang")
+}
+
+/// Tells the board to hang from now until its next power change: the file names the
+/// power generation it applies to, so a power cycle clears it.
+pub fn request_hang(dir: &Path) -> Result<()> {
+    let p = read(dir);
+    std::fs::write(hang_path(dir), format!("{}\n", p.generation))
+        .map_err(|e| BoardError::io(format!("writing {}", hang_path(dir).display()), e))
+}
+
+/// Whether a hang was asked for the power generation `generation`.
+pub fn hang_requested(dir: &Path, generation: u64) -> bool {
+    std::fs::read_to_string(hang_path(dir))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        == Some(generation)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +85,10 @@ mod tests {
                 generation: 2
             }
         );
+        assert!(!hang_requested(dir.path(), 2));
+        request_hang(dir.path()).unwrap();
+        assert!(hang_requested(dir.path(), 2));
+        switch(dir.path(), true).unwrap();
+        assert!(!hang_requested(dir.path(), 3), "a power change clears it");
     }
 }

@@ -18,7 +18,7 @@ pub async fn bounded<F: std::future::Future<Output = T>, T>(secs: u64, f: F) -> 
 
 /// A `testfarm-board-sim` process with its own state directory; killed on drop.
 pub struct SimBoard {
-    _child: tokio::process::Child,
+    _process: testfarm_board::sim::process::SimProcess,
     pub dir: tempfile::TempDir,
     pub console: String,
 }
@@ -26,29 +26,21 @@ pub struct SimBoard {
 impl SimBoard {
     pub async fn start(console: &str, extra: &[&str]) -> SimBoard {
         let dir = tempfile::tempdir().unwrap();
-        let child = tokio::process::Command::new(SIM)
-            .args(["--console", console, "--state-dir"])
-            .arg(dir.path())
-            .args(["--line-delay", "5"])
-            .args(extra)
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let file = dir.path().join("console");
-        for _ in 0..500 {
-            if let Ok(s) = std::fs::read_to_string(&file)
-                && s.ends_with('\n')
-            {
-                return SimBoard {
-                    _child: child,
-                    console: s.trim().to_string(),
-                    dir,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut args = vec!["--line-delay", "5"];
+        args.extend_from_slice(extra);
+        let p = testfarm_board::sim::process::SimProcess::start(
+            Path::new(SIM),
+            console,
+            dir.path(),
+            &args,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        SimBoard {
+            console: p.console.clone(),
+            _process: p,
+            dir,
         }
-        panic!("sim board did not start");
     }
 
     pub fn state_dir(&self) -> &Path {

@@ -6,5 +6,6 @@
 pub mod boot;
 pub mod garbage;
 pub mod health;
+pub mod liveness;
 pub mod quarantine;
 pub mod recovery;

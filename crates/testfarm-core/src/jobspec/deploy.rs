@@ -249,6 +249,31 @@ fn check_boot(b: &BootStep) -> Result<(), Fault> {
     Ok(())
 }
 
+/// The command line of a `shell` or `test` step.
+fn run_of(step: &Step) -> Option<&str> {
+    match step {
+        Step::Shell(s) => Some(&s.run),
+        Step::Test(t) => Some(&t.run),
+        _ => None,
+    }
+}
+
+/// A `via: console` step types one command line and learns its exit status from an
+/// echoed marker after it; a second line would get its own prompt and the marker only
+/// the last line's status, so more than one is refused (join them with `;` or `&&`).
+fn check_console_line(run: &str) -> Result<(), String> {
+    let lines = run.trim().lines().filter(|l| !l.trim().is_empty()).count();
+    if lines > 1 || run.trim().contains('\r') {
+        return Err(format!(
+            "a `via: console` command is one line, typed at the board's prompt (this has {lines}); join commands with `;` or `&&`, or use one step per command"
+        ));
+    }
+    if run.trim().is_empty() {
+        return Err("a `via: console` step needs a command to type".into());
+    }
+    Ok(())
+}
+
 fn via_of(step: &Step) -> Option<Via> {
     match step {
         Step::Shell(s) => Some(s.via),
@@ -313,6 +338,11 @@ pub(super) fn check_vm_steps(spec: &JobSpec) -> Result<(), Fault> {
                         at(".via"),
                         "`via: console` types into a board's serial console: set `requires.kind: board`".into(),
                     ));
+                }
+                other if via_of(other) == Some(Via::Console) => {
+                    if let Some(run) = run_of(other) {
+                        check_console_line(run).map_err(|m| (at(".run"), m))?;
+                    }
                 }
                 other if via_of(other) == Some(Via::Guest) && !booted => {
                     return Err((
@@ -484,6 +514,20 @@ mod tests {
             "steps[0].shell.via",
             "requires.kind: board",
         );
+        // One command line per console step, refused at submit with its place.
+        let e = board("  - boot: {}\n  - test:\n      via: console\n      run: |\n        uname -a\n        run-tap 3\n")
+            .unwrap_err();
+        assert_eq!(e.path, "steps[1].test.run", "{e}");
+        assert!(
+            e.message.contains("one line") && e.message.contains("has 2"),
+            "{e}"
+        );
+        assert_eq!((e.line, e.column), (7, 7), "{e}");
+        // A block with one line (its trailing newline) is one line.
+        board("  - shell:\n      via: console\n      run: |\n        uname -a\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = board("  - shell: { run: '', via: console }\n").unwrap_err();
+        assert_eq!(e.path, "steps[0].shell.run", "{e}");
     }
 
     #[test]

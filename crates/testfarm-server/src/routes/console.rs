@@ -5,6 +5,11 @@
 //! bytes) both ways and tells the person what happens in text frames (`attached to
 //! NAME`, `detached: why`). Either side closing ends both.
 //!
+//! A session lasts at most `boards.console_session_limit` (30 min by default; a client may
+//! ask for less with `?limit_ms=`): a forgotten terminal must not hold a board's console
+//! for ever. It then ends with a notice saying so. A lease's end detaches the board's
+//! console on the agent, whose notice (`detached: the lease on … ended`) is forwarded.
+//!
 //! Sessions live in memory only: a console is a live connection, and a server restart
 //! ends it anyway.
 
@@ -26,7 +31,7 @@ use tokio::sync::oneshot;
 use crate::auth::{Require, perm};
 use crate::boards::{self, Ask};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiPath;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 
 /// How long a person's console waits for the board's agent to connect.
@@ -63,9 +68,9 @@ fn upgrade(ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> ApiResult
 /// Attach to a board's console (WebSocket): binary frames carry console bytes both
 /// ways, text frames are the server's notices.
 #[utoipa::path(get, path = "/api/v1/boards/{name}/console", tag = "boards",
-    params(("name" = String, Path, description = "Board name")),
+    params(("name" = String, Path, description = "Board name"), testfarm_api::board::ConsoleQuery),
     responses((status = 101, description = "switched to the WebSocket console session"),
-              (status = 400, body = Problem, description = "not a WebSocket upgrade request"),
+              (status = 400, body = Problem, description = "not a WebSocket upgrade request, or a zero limit"),
               (status = 403, body = Problem, description = "neither an operator nor the holder of the board's lease"),
               (status = 404, body = Problem),
               (status = 409, body = Problem, description = "no agent manages this board"),
@@ -74,8 +79,20 @@ pub async fn board_console(
     State(state): State<AppState>,
     caller: Require<perm::Submit>,
     ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<testfarm_api::board::ConsoleQuery>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    let max = state.config.boards.console_session_limit.0;
+    let limit = match q.limit_ms {
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "limit_ms",
+                "`limit_ms`: a console session limit must be above 0",
+            ));
+        }
+        Some(ms) => Duration::from_millis(ms).min(max),
+        None => max,
+    };
     let mut tx = state.store.begin().await?;
     let r = boards::board_named(&mut tx, &name).await?;
     boards::may_drive(&mut tx, &caller, &r).await?;
@@ -102,7 +119,7 @@ pub async fn board_console(
         let agent = tokio::time::timeout(AGENT_CONNECT, take).await;
         state.consoles.lock().remove(&session);
         match agent {
-            Ok(Ok(agent)) => relay(person, agent, &name).await,
+            Ok(Ok(agent)) => relay(person, agent, &name, limit).await,
             _ => {
                 if let Err(e) = never_connected(&state, &action.action.id).await {
                     tracing::warn!(error = %e, %session, "could not fail the console action");
@@ -187,15 +204,30 @@ pub async fn agent_console(
     }))
 }
 
-/// Relays between the person and the agent until either side closes.
-async fn relay(person: WebSocket, agent: WebSocket, board: &str) {
+/// Relays between the person and the agent until either side closes or `limit` passes.
+/// The agent's text frames are notices for the person (why it detached), passed on.
+async fn relay(person: WebSocket, agent: WebSocket, board: &str, limit: Duration) {
     let (mut to_person, mut from_person) = person.split();
     let (mut to_agent, mut from_agent) = agent.split();
     let _ = to_person
-        .send(Message::Text(format!("attached to {board}").into()))
+        .send(Message::Text(
+            format!(
+                "attached to {board} (this session ends after {})",
+                testfarm_core::duration::format(limit)
+            )
+            .into(),
+        ))
         .await;
+    let end = tokio::time::Instant::now() + limit;
+    let limited = format!(
+        "the session reached its limit of {} (boards.console_session_limit)",
+        testfarm_core::duration::format(limit)
+    );
+    // The agent said why it detached (the lease ended): that is the person's notice.
+    let mut agent_detached = false;
     let why = loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(end) => break limited.as_str(),
             m = from_person.next() => match m {
                 Some(Ok(Message::Binary(b))) => {
                     if to_agent.send(Message::Binary(b)).await.is_err() {
@@ -211,14 +243,20 @@ async fn relay(person: WebSocket, agent: WebSocket, board: &str) {
                         break "your connection broke";
                     }
                 }
+                Some(Ok(Message::Text(t))) => {
+                    agent_detached |= t.as_str().starts_with("detached: ");
+                    let _ = to_person.send(Message::Text(t)).await;
+                }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break "the agent closed the console",
                 Some(Ok(_)) => {}
             },
         }
     };
-    let _ = to_person
-        .send(Message::Text(format!("detached: {why}").into()))
-        .await;
+    if !agent_detached {
+        let _ = to_person
+            .send(Message::Text(format!("detached: {why}").into()))
+            .await;
+    }
     let _ = to_person.send(Message::Close(None)).await;
     let _ = to_agent.send(Message::Close(None)).await;
 }

@@ -6,6 +6,9 @@
 //! The terminal is put in raw mode so every key (Ctrl-C included) goes to the board;
 //! Ctrl-] leaves, as in telnet. Without a terminal (a script piping commands in), input is
 //! sent as it comes and the session ends `--linger` after the input ends.
+//!
+//! The server ends a session after `boards.console_session_limit` (30 min by default;
+//! `--limit` asks for less) and when the board's lease ends; its notice says which.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -14,7 +17,6 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use futures::{SinkExt, StreamExt};
-use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -30,6 +32,10 @@ pub struct Args {
     /// Without a terminal: how long to keep showing output after the input ended.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     linger: Duration,
+    /// End the session after this long (at most the server's
+    /// `boards.console_session_limit`, 30m by default).
+    #[arg(long, value_parser = parse_duration)]
+    limit: Option<Duration>,
     #[command(flatten)]
     conn: Connection,
 }
@@ -79,7 +85,10 @@ fn ws_url(base: &str, board: &str) -> anyhow::Result<String> {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let token = args.conn.token()?;
-    let url = ws_url(&args.conn.url, &args.name)?;
+    let mut url = ws_url(&args.conn.url, &args.name)?;
+    if let Some(l) = args.limit {
+        url.push_str(&format!("?limit_ms={}", l.as_millis()));
+    }
     let mut request = url
         .as_str()
         .into_client_request()
@@ -121,17 +130,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprint!("[testfarm] console of {} (Ctrl-] to leave)\r\n", args.name);
     }
     let (mut tx, mut rx) = ws.split();
-    let mut stdin = tokio::io::stdin();
-    let mut buf = vec![0u8; 4096];
+    let mut stdin = stdin_reader();
     let mut input_open = true;
     let mut linger: Option<tokio::time::Instant> = None;
     let mut stdout = std::io::stdout();
+    // The server's last `detached: …` notice: why the session ended, when it did.
+    let mut detached: Option<String> = None;
     let why = loop {
         let until =
             linger.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             msg = rx.next() => match msg {
-                None => break "the server closed the session".to_string(),
+                None => break detached.take().unwrap_or_else(|| "the server closed the session".to_string()),
                 Some(Err(e)) => break format!("the session failed: {e}"),
                 Some(Ok(Message::Binary(b))) => {
                     stdout.write_all(&b)?;
@@ -139,22 +149,26 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 Some(Ok(Message::Text(t))) => {
                     eprint!("[testfarm] {}\r\n", t.as_str());
+                    if let Some(why) = t.as_str().strip_prefix("detached: ") {
+                        detached = Some(why.to_string());
+                    }
                 }
                 Some(Ok(Message::Close(frame))) => {
                     break frame
                         .map(|f| f.reason.to_string())
                         .filter(|r| !r.is_empty())
+                        .or(detached.take())
                         .unwrap_or_else(|| "the session ended".into());
                 }
                 Some(Ok(_)) => {}
             },
-            n = stdin.read(&mut buf), if input_open => match n {
-                Ok(0) | Err(_) => {
+            n = stdin.recv(), if input_open => match n {
+                None => {
                     input_open = false;
                     linger = Some(tokio::time::Instant::now() + args.linger);
                 }
-                Ok(n) => {
-                    let bytes = &buf[..n];
+                Some(bytes) => {
+                    let bytes = &bytes[..];
                     let (send, leave) = match bytes.iter().position(|b| *b == ESCAPE) {
                         Some(i) if tty => (&bytes[..i], true),
                         _ => (bytes, false),
@@ -177,6 +191,29 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     drop(raw);
     eprintln!("\r\n[testfarm] console of {} closed: {why}", args.name);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Standard input, read on a thread of its own: a session the server ends must end the
+/// command at once, and tokio's stdin would hold the runtime's shutdown until the next
+/// keystroke (a blocked plain thread does not keep the process alive).
+fn stdin_reader() -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
 }
 
 #[cfg(test)]
