@@ -108,6 +108,10 @@ const PAGES: &[&str] = &[
     "/ui/jobs",
     "/ui/jobs?state=queued&name=x",
     "/ui/alerts",
+    "/ui/alerts?all=1",
+    "/ui/pipelines",
+    "/ui/pipelines?state=passed",
+    "/ui/submit",
 ];
 
 #[test]
