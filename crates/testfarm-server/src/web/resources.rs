@@ -389,6 +389,7 @@ pub async fn maintenance(
 #[derive(Deserialize)]
 pub struct PowerForm {
     csrf: String,
+    #[serde(default)]
     action: String,
 }
 
