@@ -315,6 +315,12 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
         (Some(a), Some(b)) => Some(((b.saturating_sub(a)) as f64 / 1024.0 * 10.0).round() / 10.0),
         _ => None,
     };
+    let meets = json!({
+        "overview": overview_server <= 20.0,
+        "resources_page": resources_server <= 20.0,
+        "events_p99": missed == 0 && events["p99_ms"].as_f64().unwrap_or(f64::MAX) <= 1000.0,
+        "rss_growth": growth_mb.is_some_and(|g| g <= 50.0),
+    });
     let ratio = |a: f64, b: f64| {
         if b > 0.0 {
             (a / b * 100.0).round() / 100.0
@@ -347,6 +353,8 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
             "rss_growth_mb": growth_mb,
             "target_rss_growth_mb": 50,
         },
-        "load_average": super::spawn::load_average(),
+        "target": "overview and resources page ≤ 20 ms server time p50; event to 200 streams ≤ 1 s p99; RSS growth ≤ 50 MB",
+        "meets_target": meets,
+        "load_average_1m": super::spawn::load_average(),
     }))
 }
