@@ -184,7 +184,7 @@ impl Store {
             query_all(
                 c,
                 "SELECT id, name, state, queued_at, ended_at,
-                        CAST((julianday(ended_at) - julianday(started_at)) * 86400000 AS INTEGER) AS ms
+                        CAST(ROUND((julianday(ended_at) - julianday(started_at)) * 86400000) AS INTEGER) AS ms
                  FROM jobs WHERE resource_id = ? ORDER BY id DESC LIMIT ?",
                 params![resource_id, i64::from(limit)],
                 |r| {
