@@ -472,6 +472,28 @@ fn submit_form_shows_the_spec_error_with_line_and_column() {
     assert_eq!(bad.status, 422, "{}", bad.text);
     assert!(bad.text.contains("id=\"error-spec\""), "{}", bad.text);
     assert!(bad.text.contains("line 2, column"), "{}", bad.text);
+    let check = web.post(
+        "/ui/submit",
+        Some(&user),
+        &[
+            ("csrf", &csrf),
+            (
+                "spec",
+                "name: m\nrequires:\n  kind: build-server\nsteps:\n  - shell: \"true\"\n",
+            ),
+            ("check", "1"),
+        ],
+    );
+    assert_eq!(check.status, 200, "{}", check.text);
+    assert!(check.text.contains("id=\"matching\""), "{}", check.text);
+    assert!(check.text.contains("1 of 1"), "{}", check.text);
+    let jobs = http.get("/api/v1/jobs", &lab.token);
+    assert_eq!(
+        jobs.body["items"].as_array().map(Vec::len),
+        Some(0),
+        "a check submits nothing: {}",
+        jobs.text
+    );
     let ok = web.post(
         "/ui/submit",
         Some(&user),

@@ -318,6 +318,46 @@ pub struct SubmitForm {
     resource: String,
     #[serde(default)]
     priority: String,
+    /// Set by the "Show matching resources" button: list them, submit nothing.
+    #[serde(default)]
+    check: String,
+}
+
+/// The resources a spec's `requires` fits (static rules: kind, labels, capabilities), with
+/// their state and size, so the submitter sees where it could run before submitting.
+fn matching(
+    spec: &str,
+    resources: &[testfarm_core::resource::Resource],
+) -> Result<Markup, (String, String)> {
+    let spec = testfarm_core::jobspec::JobSpec::parse(spec)
+        .map_err(|e| field_of(&crate::submit::spec_error(e)))?;
+    let req = spec.requirements();
+    if !req.needs_resource() {
+        return Ok(
+            html! { p id="matching" { "This job runs on the server itself; it needs no resource." } },
+        );
+    }
+    let fit: Vec<_> = resources
+        .iter()
+        .filter(|r| req.fits(r, &r.selector_labels()))
+        .collect();
+    Ok(html! {
+        h2 { "Matching resources " small { (fit.len()) " of " (resources.len()) } }
+        @if fit.is_empty() { p class="field-error" id="matching" { "No resource fits this spec's requires." } }
+        @else {
+            div class="scroll" { table class="dense" id="matching" {
+                thead { tr { th { "Name" } th { "Kind" } th { "State" } th { "CPUs" } th { "Memory" } th { "Disk" } } }
+                tbody { @for r in &fit { tr {
+                    td { a href={ "/ui/resources/" (r.name) } { (r.name) } }
+                    td { (r.kind) }
+                    td class={ "state state-" (r.state) } { (r.state) }
+                    td { (r.capabilities.cpus.map(|c| c.to_string()).unwrap_or_default()) }
+                    td { @if let Some(m) = r.capabilities.memory_mb { (m / 1024) " GiB" } }
+                    td { @if let Some(d) = r.capabilities.disk_gb { (d) " GB" } }
+                } } }
+            } }
+        }
+    })
 }
 
 async fn submit_form(
@@ -352,9 +392,18 @@ async fn submit_form(
             input type="text" id="priority" name="priority" value=(f.priority) placeholder="normal";
             (err("priority"))
             (err(""))
-            button type="submit" { "Submit" }
+            div {
+                button type="submit" { "Submit" } " "
+                button type="submit" name="check" value="1" { "Show matching resources" }
+            }
         }
         p class="hint" { "Reference: docs/job-spec.md. Errors name the field with its line and column." }
+        @if !f.check.is_empty() && error.is_none() {
+            @match matching(&f.spec, &resources) {
+                Ok(m) => { (m) }
+                Err((_, e)) => { p class="field-error" id="error-spec" { (e) } }
+            }
+        }
     }
 }
 
@@ -378,6 +427,10 @@ pub async fn submit(
         Ok(c) => c,
         Err(r) => return r,
     };
+    if !f.check.is_empty() {
+        let body = submit_form(&state, &session, &f, None).await;
+        return super::layout::page("Submit", Some(&session), body).into_response();
+    }
     let req = SubmitJob {
         spec: f.spec.clone(),
         vars: Default::default(),
