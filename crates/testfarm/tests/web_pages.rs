@@ -616,3 +616,51 @@ fn a_label_with_markup_renders_as_text() {
         );
     }
 }
+
+#[test]
+fn pipeline_pages_show_the_stage_timeline() {
+    let lab = Lab::new();
+    lab.fast();
+    let server = lab.start();
+    let http = server.http();
+    let viewer = http.create_token(&lab.token, "viewer", "user");
+    let web = Web::new(&server.url);
+    // Server-side stages: no agent needed.
+    let spec = "name: halts\nstages:\n  - name: first\n    job: { steps: [ { sleep: 10ms } ] }\n  - name: middle\n    job:\n      steps: [ { fail_if: \"1 == 1\" } ]\n  - name: last\n    job: { steps: [ { sleep: 10ms } ] }\n";
+    let r = http.post("/api/v1/pipelines", &lab.token, json!({ "spec": spec }));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    support::wait_for("the pipeline's end", Duration::from_secs(30), || {
+        let p = http.get(&format!("/api/v1/pipelines/{id}"), &lab.token);
+        (p.body["state"] == "failed").then_some(())
+    });
+    let list = web.get("/ui/pipelines", Some(&viewer));
+    assert_eq!(list.status, 200);
+    assert!(list.text.contains(&id), "{}", list.text);
+    let failed = web.get("/ui/pipelines?state=failed", Some(&viewer));
+    assert!(failed.text.contains(&id));
+    let bad = web.get("/ui/pipelines?state=bogus", Some(&viewer));
+    assert!(bad.text.contains("field-error"), "{}", bad.text);
+    let page = web.get(&format!("/ui/pipelines/{id}"), Some(&viewer));
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert_eq!(
+        page.text.matches("class=\"lane\"").count(),
+        3,
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("lane-bar state-passed"), "{}", page.text);
+    assert!(page.text.contains("lane-bar state-failed"), "{}", page.text);
+    assert!(page.text.contains("skipped"));
+    // A stage's job page links back to its pipeline.
+    let p = http.get(&format!("/api/v1/pipelines/{id}"), &lab.token);
+    let job = p.body["stages"][0]["job"].as_str().unwrap().to_string();
+    let jp = web.get(&format!("/ui/jobs/{job}"), Some(&viewer));
+    assert!(
+        jp.text.contains(&format!("/ui/pipelines/{id}")),
+        "{}",
+        jp.text
+    );
+    let ov = web.get("/ui", Some(&viewer));
+    assert!(ov.text.contains("Pipelines, 24 h"), "{}", ov.text);
+}
