@@ -3,6 +3,7 @@
 //! reference outside the server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agent_support;
 mod support;
 
 use std::time::Duration;
@@ -663,4 +664,58 @@ fn pipeline_pages_show_the_stage_timeline() {
     );
     let ov = web.get("/ui", Some(&viewer));
     assert!(ov.text.contains("Pipelines, 24 h"), "{}", ov.text);
+}
+
+#[test]
+fn job_page_lists_test_failures_first_and_the_log_tail() {
+    use agent_support::*;
+    let lab = agent_support::lab("3s", "5s");
+    let server = lab.start();
+    let http = server.http();
+    let viewer = http.create_token(&lab.token, "viewer", "user");
+    let at = agent_token(&http, &lab.token, "ag");
+    let agent = Agent::start(&server.url, &at, "ag", "");
+    wait_registered(&http, &lab.token, &agent.resource());
+    let web = Web::new(&server.url);
+    let tap = "printf 'TAP version 14\\n1..3\\nok 1 - boots\\nnot ok 2 - dns answers\\nok 3 - shuts down\\n'";
+    let id = submit(
+        &http,
+        &lab.token,
+        &spec(
+            &agent.resource(),
+            &format!("steps:\n  - shell: \"{tap}\"\n"),
+        ),
+    );
+    let end = wait_job(&http, &lab.token, &id, Duration::from_secs(60));
+    assert!(
+        end["state"] != "queued" && end["state"] != "running",
+        "{end}"
+    );
+    let page = web.get(&format!("/ui/jobs/{id}"), Some(&viewer));
+    assert_eq!(page.status, 200, "{}", page.text);
+    let tests = &page.text[page.text.find("id=\"tests\"").expect("a tests table")..];
+    let failed = tests.find("dns answers").expect("the failing point");
+    let passed = tests.find("boots").expect("a passing point");
+    assert!(failed < passed, "failures first: {tests}");
+    assert!(page.text.contains("3 points, 1 failed"), "{}", page.text);
+    assert!(
+        page.text.contains("not ok 2 - dns answers"),
+        "the log tail: {}",
+        page.text
+    );
+    assert!(
+        !page.text.contains("data-live"),
+        "an ended job's log is not live"
+    );
+    let res = web.get(
+        &format!("/ui/resources/{}", agent.resource()),
+        Some(&viewer),
+    );
+    assert_eq!(res.status, 200);
+    assert!(
+        res.text.contains(&id),
+        "the job is in the resource's history: {}",
+        res.text
+    );
+    drop(agent);
 }
