@@ -719,3 +719,67 @@ fn job_page_lists_test_failures_first_and_the_log_tail() {
     );
     drop(agent);
 }
+
+#[test]
+fn an_operator_releases_a_lease_from_the_resource_page() {
+    let lab = Lab::new();
+    let server = lab.start();
+    let http = server.http();
+    let r = http.post(
+        "/api/v1/resources",
+        &lab.token,
+        json!({"name": "bs-1", "kind": "build-server", "labels": {"pool": "web"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let op = http.create_token(&lab.token, "op", "operator");
+    let web = Web::new(&server.url);
+    let r = http.post(
+        "/api/v1/leases",
+        &lab.token,
+        json!({"selector": "pool=web", "duration": "1h"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let lease = r.body["id"].as_str().unwrap().to_string();
+    let page = web.get("/ui/resources/bs-1", Some(&op));
+    assert!(
+        page.text.contains(&lease),
+        "the lease is shown: {}",
+        page.text
+    );
+    assert!(
+        page.text.contains("person:admin") || page.text.contains(":admin"),
+        "{}",
+        page.text
+    );
+    let list = web.get("/ui/resources", Some(&op));
+    assert!(list.text.contains("state-leased"), "{}", list.text);
+    let csrf = csrf_of(&page.text);
+    let done = web.post(
+        &format!("/ui/leases/{lease}/release"),
+        Some(&op),
+        &[("csrf", &csrf), ("resource", "bs-1"), ("reason", "stuck")],
+    );
+    assert_eq!(done.status, 303, "{}", done.text);
+    assert_eq!(done.location, "/ui/resources/bs-1");
+    let l = http.get(&format!("/api/v1/leases/{lease}"), &lab.token);
+    assert_ne!(l.body["state"], "active", "{}", l.text);
+    // A resource field that is not a plain name redirects to the list, never echoes it.
+    let r = http.post(
+        "/api/v1/leases",
+        &lab.token,
+        json!({"selector": "pool=web", "duration": "1h"}),
+    );
+    assert_eq!(r.status, 201, "bs-1 is free again: {}", r.text);
+    let second = r.body["id"].as_str().unwrap().to_string();
+    let odd = web.post(
+        &format!("/ui/leases/{second}/release"),
+        Some(&op),
+        &[
+            ("csrf", &csrf),
+            ("resource", "x\r\nSet-Cookie: a=b"),
+            ("reason", "r"),
+        ],
+    );
+    assert_eq!(odd.status, 303, "{}", odd.text);
+    assert_eq!(odd.location, "/ui/resources");
+}
