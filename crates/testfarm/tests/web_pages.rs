@@ -529,6 +529,37 @@ fn submit_form_shows_the_spec_error_with_line_and_column() {
     );
     let log = web.get(&format!("/ui/jobs/{id}/log"), Some(&user));
     assert_eq!(log.status, 200);
+
+    // A build the job made: its artifacts are listed with their sha256 and download
+    // through the cookie session.
+    let b = http.post(
+        "/api/v1/builds",
+        &lab.token,
+        json!({"commit": "abc123", "branch": "main", "arch": "arm64", "source_job": id}),
+    );
+    assert_eq!(b.status, 201, "{}", b.text);
+    let build = b.body["id"].as_str().unwrap().to_string();
+    let up = http.call_with_headers(
+        "PUT",
+        &format!("/api/v1/builds/{build}/artifacts/Image?kind=kernel"),
+        &lab.token,
+        &[("content-type", "application/octet-stream")],
+        b"kernel bytes".to_vec(),
+    );
+    assert_eq!(up.status, 201, "{}", up.text);
+    let sha = up.body["sha256"].as_str().unwrap().to_string();
+    let page = web.get(&format!("/ui/jobs/{id}"), Some(&user));
+    let link = format!("/ui/builds/{build}/artifacts/Image");
+    assert!(page.text.contains(&link), "{}", page.text);
+    assert!(page.text.contains(&sha), "{}", page.text);
+    let dl = web.get(&link, Some(&user));
+    assert_eq!(dl.status, 200);
+    assert_eq!(dl.text, "kernel bytes");
+    assert_eq!(
+        web.get(&link, None).status,
+        303,
+        "downloads need a session too"
+    );
 }
 
 #[test]
