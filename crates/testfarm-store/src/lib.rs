@@ -20,6 +20,7 @@ pub mod artifacts;
 pub mod boards;
 pub mod build_runs;
 pub mod buildomat;
+pub mod dashboard;
 pub mod events;
 pub mod groups;
 pub mod jobs;

@@ -3,6 +3,7 @@
 //! reference outside the server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agent_support;
 mod support;
 
 use std::time::Duration;
@@ -108,6 +109,10 @@ const PAGES: &[&str] = &[
     "/ui/jobs",
     "/ui/jobs?state=queued&name=x",
     "/ui/alerts",
+    "/ui/alerts?all=1",
+    "/ui/pipelines",
+    "/ui/pipelines?state=passed",
+    "/ui/submit",
 ];
 
 #[test]
@@ -245,4 +250,567 @@ fn forms_need_csrf_and_escape_what_users_typed() {
     let refused = post(&viewer, &viewer_csrf);
     assert_eq!(refused.status, 200);
     assert!(refused.text.contains("field-error"), "{}", refused.text);
+}
+
+/// Writes an open alert with an undelivered email straight into the server's database
+/// (the evaluator is off in these tests, so nothing else touches it); returns its id.
+fn seed_alert(web: &Web, db: &std::path::Path, subject: &str) -> String {
+    use testfarm_api::alert::{Alert, AlertState, Delivery, DeliveryState, Rule, Severity};
+    web.rt.block_on(async {
+        let store = testfarm_store::Store::open(db).await.unwrap();
+        let now = chrono::Utc::now();
+        let id = ulid::Ulid::new().to_string();
+        let a = Alert {
+            id: id.clone(),
+            rule: Rule::CleanupFailed,
+            subject: subject.to_string(),
+            severity: Severity::Critical,
+            state: AlertState::Open,
+            summary: "cleanup <b>failed</b>".into(),
+            details: serde_json::json!({}),
+            first_seen: now,
+            last_seen: now,
+            count: 3,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
+            resolved_by: None,
+        };
+        let d = Delivery {
+            id: ulid::Ulid::new().to_string(),
+            channel: "email".into(),
+            event: "raised".into(),
+            state: DeliveryState::Undelivered,
+            attempts: 8,
+            last_error: Some("smtp 127.0.0.1:9: connection refused".into()),
+            next_attempt_at: None,
+            delivered_at: None,
+            created_at: now,
+        };
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_alert(&a).await.unwrap();
+        tx.insert_delivery(&id, &d).await.unwrap();
+        tx.commit().await.unwrap();
+        id
+    })
+}
+
+#[test]
+fn alerts_page_shows_delivery_and_acts_for_operators_only() {
+    let lab = Lab::new();
+    lab.set("alerts", "enabled", "false");
+    let server = lab.start();
+    let http = server.http();
+    let op = http.create_token(&lab.token, "op", "operator");
+    let viewer = http.create_token(&lab.token, "viewer", "user");
+    let web = Web::new(&server.url);
+    let id = seed_alert(&web, &lab.path().join("data.sqlite3"), "bs-<script>");
+
+    let page = web.get("/ui/alerts", Some(&viewer));
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("undelivered"), "{}", page.text);
+    assert!(page.text.contains("connection refused"), "{}", page.text);
+    assert!(page.text.contains("cleanup &lt;b&gt;failed&lt;/b&gt;"));
+    assert!(!page.text.contains("bs-<script>"), "unescaped subject");
+    let overview = web.get("/ui", Some(&viewer));
+    assert!(
+        overview.text.contains("id=\"open-alerts\">1<"),
+        "{}",
+        overview.text
+    );
+
+    let ack = format!("/ui/alerts/{id}/acknowledge");
+    let viewer_csrf = csrf_of(&page.text);
+    let refused = web.post(&ack, Some(&viewer), &[("csrf", &viewer_csrf)]);
+    assert_eq!(refused.status, 403, "a viewer may not acknowledge");
+    let op_page = web.get("/ui/alerts", Some(&op));
+    let op_csrf = csrf_of(&op_page.text);
+    assert_eq!(
+        web.post(&ack, Some(&op), &[("csrf", &viewer_csrf)]).status,
+        403
+    );
+    assert!(web.post(&ack, Some(&op), &[]).status / 100 == 4, "no csrf");
+    let done = web.post(&ack, Some(&op), &[("csrf", &op_csrf)]);
+    assert_eq!(done.status, 303, "{}", done.text);
+    let r = http.get(&format!("/api/v1/alerts/{id}"), &lab.token);
+    assert_eq!(r.body["state"], "acknowledged", "{}", r.text);
+    assert_eq!(r.body["acknowledged_by"], "op");
+    let resolve = format!("/ui/alerts/{id}/resolve");
+    assert_eq!(
+        web.post(&resolve, Some(&op), &[("csrf", &op_csrf)]).status,
+        303
+    );
+    let r = http.get(&format!("/api/v1/alerts/{id}"), &lab.token);
+    assert_eq!(r.body["state"], "resolved", "{}", r.text);
+    // Resolving twice is the API's conflict, shown as a page, not a 500.
+    let again = web.post(&resolve, Some(&op), &[("csrf", &op_csrf)]);
+    assert_eq!(again.status, 422, "{}", again.text);
+    assert!(again.text.contains("already resolved"));
+    let all = web.get("/ui/alerts?all=1", Some(&viewer));
+    assert!(all.text.contains("resolved"));
+}
+
+#[test]
+fn register_form_validates_each_field_then_creates() {
+    let lab = Lab::new();
+    let server = lab.start();
+    let http = server.http();
+    let op = http.create_token(&lab.token, "op", "operator");
+    let viewer = http.create_token(&lab.token, "viewer", "user");
+    let web = Web::new(&server.url);
+    assert_eq!(web.get("/ui/register", Some(&viewer)).status, 403);
+    let form = web.get("/ui/register", Some(&op));
+    assert_eq!(form.status, 200);
+    let csrf = csrf_of(&form.text);
+    let bad = web.post(
+        "/ui/register",
+        Some(&op),
+        &[
+            ("csrf", &csrf),
+            ("name", "qh-1"),
+            ("kind", "qemu-host"),
+            ("cpus", "lots"),
+            ("labels", "site"),
+        ],
+    );
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    assert!(bad.text.contains("id=\"error-cpus\""), "{}", bad.text);
+    assert!(bad.text.contains("id=\"error-labels\""), "{}", bad.text);
+    assert!(
+        bad.text.contains("value=\"qh-1\""),
+        "the form keeps what was typed"
+    );
+    let bad_name = web.post(
+        "/ui/register",
+        Some(&op),
+        &[
+            ("csrf", &csrf),
+            ("name", "no spaces"),
+            ("kind", "qemu-host"),
+        ],
+    );
+    assert_eq!(bad_name.status, 422);
+    assert!(
+        bad_name.text.contains("id=\"error-name\""),
+        "{}",
+        bad_name.text
+    );
+    let no_csrf = web.post(
+        "/ui/register",
+        Some(&op),
+        &[("name", "qh-1"), ("kind", "qemu-host")],
+    );
+    assert_eq!(no_csrf.status, 403);
+    let as_viewer = web.post(
+        "/ui/register",
+        Some(&viewer),
+        &[
+            ("csrf", &csrf_of(&web.get("/ui", Some(&viewer)).text)),
+            ("name", "qh-1"),
+            ("kind", "qemu-host"),
+        ],
+    );
+    assert_eq!(as_viewer.status, 403);
+    let ok = web.post(
+        "/ui/register",
+        Some(&op),
+        &[
+            ("csrf", &csrf),
+            ("name", "qh-1"),
+            ("kind", "qemu-host"),
+            ("cpus", "64"),
+            ("memory_mb", "262144"),
+            ("labels", "site=lab2, arch=x86_64"),
+            ("toolchains", "gcc, rust"),
+        ],
+    );
+    assert_eq!(ok.status, 303, "{}", ok.text);
+    assert_eq!(ok.location, "/ui/resources/qh-1");
+    let r = http.get("/api/v1/resources/qh-1", &lab.token);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["capabilities"]["cpus"], 64);
+    assert_eq!(r.body["labels"]["site"], "lab2");
+    let detail = web.get("/ui/resources/qh-1", Some(&viewer));
+    assert!(detail.text.contains("gcc, rust"), "{}", detail.text);
+    let taken = web.post(
+        "/ui/register",
+        Some(&op),
+        &[("csrf", &csrf), ("name", "qh-1"), ("kind", "qemu-host")],
+    );
+    assert_eq!(taken.status, 422);
+    assert!(taken.text.contains("id=\"error-name\""), "{}", taken.text);
+}
+
+#[test]
+fn submit_form_shows_the_spec_error_with_line_and_column() {
+    let lab = Lab::new();
+    let server = lab.start();
+    let http = server.http();
+    let r = http.post(
+        "/api/v1/resources",
+        &lab.token,
+        json!({"name": "bs-1", "kind": "build-server", "labels": {"note": "x"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let user = http.create_token(&lab.token, "dev", "user");
+    let web = Web::new(&server.url);
+    let form = web.get("/ui/submit", Some(&user));
+    assert_eq!(form.status, 200);
+    assert!(form.text.contains("Auto"), "{}", form.text);
+    assert!(form.text.contains("bs-1"));
+    let csrf = csrf_of(&form.text);
+    let bad = web.post(
+        "/ui/submit",
+        Some(&user),
+        &[
+            ("csrf", &csrf),
+            (
+                "spec",
+                "name: x\ntimeout: 30\nsteps:\n  - shell: \"true\"\n",
+            ),
+        ],
+    );
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    assert!(bad.text.contains("id=\"error-spec\""), "{}", bad.text);
+    assert!(bad.text.contains("line 2, column"), "{}", bad.text);
+    let check = web.post(
+        "/ui/submit",
+        Some(&user),
+        &[
+            ("csrf", &csrf),
+            (
+                "spec",
+                "name: m\nrequires:\n  kind: build-server\nsteps:\n  - shell: \"true\"\n",
+            ),
+            ("check", "1"),
+        ],
+    );
+    assert_eq!(check.status, 200, "{}", check.text);
+    assert!(check.text.contains("id=\"matching\""), "{}", check.text);
+    assert!(check.text.contains("1 of 1"), "{}", check.text);
+    let jobs = http.get("/api/v1/jobs", &lab.token);
+    assert_eq!(
+        jobs.body["items"].as_array().map(Vec::len),
+        Some(0),
+        "a check submits nothing: {}",
+        jobs.text
+    );
+    let ok = web.post(
+        "/ui/submit",
+        Some(&user),
+        &[
+            ("csrf", &csrf),
+            (
+                "spec",
+                "name: pinned\nrequires:\n  kind: build-server\nsteps:\n  - shell: \"true\"\n",
+            ),
+            ("resource", "bs-1"),
+        ],
+    );
+    assert_eq!(ok.status, 303, "{}", ok.text);
+    let id = ok.location.trim_start_matches("/ui/jobs/").to_string();
+    let job = http.get(&format!("/api/v1/jobs/{id}"), &lab.token);
+    assert_eq!(job.status, 200, "{}", job.text);
+    assert_eq!(
+        job.body["spec"]["requires"]["resource"], "bs-1",
+        "{}",
+        job.text
+    );
+    let page = web.get(&ok.location, Some(&user));
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text.contains("data-live"),
+        "a queued job's log is live"
+    );
+    assert_eq!(
+        web.get("/ui/pipelines/01nosuchpipeline", Some(&user))
+            .status,
+        404
+    );
+    let log = web.get(&format!("/ui/jobs/{id}/log"), Some(&user));
+    assert_eq!(log.status, 200);
+
+    // A build the job made: its artifacts are listed with their sha256 and download
+    // through the cookie session.
+    let b = http.post(
+        "/api/v1/builds",
+        &lab.token,
+        json!({"commit": "abc123", "branch": "main", "arch": "arm64", "source_job": id}),
+    );
+    assert_eq!(b.status, 201, "{}", b.text);
+    let build = b.body["id"].as_str().unwrap().to_string();
+    let up = http.call_with_headers(
+        "PUT",
+        &format!("/api/v1/builds/{build}/artifacts/Image?kind=kernel"),
+        &lab.token,
+        &[("content-type", "application/octet-stream")],
+        b"kernel bytes".to_vec(),
+    );
+    assert_eq!(up.status, 201, "{}", up.text);
+    let sha = up.body["sha256"].as_str().unwrap().to_string();
+    let page = web.get(&format!("/ui/jobs/{id}"), Some(&user));
+    let link = format!("/ui/builds/{build}/artifacts/Image");
+    assert!(page.text.contains(&link), "{}", page.text);
+    assert!(page.text.contains(&sha), "{}", page.text);
+    let dl = web.get(&link, Some(&user));
+    assert_eq!(dl.status, 200);
+    assert_eq!(dl.text, "kernel bytes");
+    assert_eq!(
+        web.get(&link, None).status,
+        303,
+        "downloads need a session too"
+    );
+}
+
+#[test]
+fn action_forms_refuse_without_csrf_and_for_viewers() {
+    let lab = Lab::new();
+    let server = lab.start();
+    let http = server.http();
+    let r = http.post(
+        "/api/v1/resources",
+        &lab.token,
+        json!({"name": "bs-1", "kind": "build-server"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let op = http.create_token(&lab.token, "op", "operator");
+    let viewer = http.create_token(&lab.token, "viewer", "user");
+    let web = Web::new(&server.url);
+    let viewer_csrf = csrf_of(&web.get("/ui", Some(&viewer)).text);
+    let op_csrf = csrf_of(&web.get("/ui", Some(&op)).text);
+    for path in [
+        "/ui/resources/bs-1/power",
+        "/ui/leases/01nosuchlease/release",
+        "/ui/submit",
+    ] {
+        assert_eq!(
+            web.post(path, Some(&op), &[("csrf", &"0".repeat(64))])
+                .status,
+            403,
+            "{path}"
+        );
+    }
+    let power = web.post(
+        "/ui/resources/bs-1/power",
+        Some(&viewer),
+        &[("csrf", &viewer_csrf), ("action", "cycle")],
+    );
+    assert_eq!(power.status, 403, "a viewer may not power-cycle");
+    let not_board = web.post(
+        "/ui/resources/bs-1/power",
+        Some(&op),
+        &[("csrf", &op_csrf), ("action", "cycle")],
+    );
+    assert_eq!(not_board.status, 422, "{}", not_board.text);
+    let release = web.post(
+        "/ui/leases/01nosuchlease/release",
+        Some(&op),
+        &[("csrf", &op_csrf), ("reason", "stuck")],
+    );
+    assert_eq!(release.status, 404, "{}", release.text);
+    assert!(release.text.contains("Not found"));
+}
+
+#[test]
+fn a_label_with_markup_renders_as_text() {
+    let lab = Lab::new();
+    let server = lab.start();
+    let http = server.http();
+    let viewer = http.create_token(&lab.token, "viewer", "user");
+    let web = Web::new(&server.url);
+    // The API refuses markup in labels, so the row is written straight into the database,
+    // as a hand-edited or older database could hold it: the pages must still escape it.
+    web.rt.block_on(async {
+        let store = testfarm_store::Store::open(&lab.path().join("data.sqlite3"))
+            .await
+            .unwrap();
+        let mut r = testfarm_core::resource::Resource::new(
+            ulid::Ulid::new(),
+            "evil".into(),
+            testfarm_core::resource::ResourceKind::Board,
+            chrono::Utc::now(),
+        );
+        r.labels
+            .0
+            .insert("note".into(), "<script>alert(1)</script>".into());
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_resource(&r).await.unwrap();
+        tx.commit().await.unwrap();
+    });
+    for p in ["/ui/resources", "/ui/resources/evil"] {
+        let page = web.get(p, Some(&viewer));
+        assert_eq!(page.status, 200, "{p}: {}", page.text);
+        assert!(!page.text.contains("<script>alert"), "{p} unescaped");
+        assert!(
+            page.text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{p}: {}",
+            page.text
+        );
+    }
+}
+
+#[test]
+fn pipeline_pages_show_the_stage_timeline() {
+    let lab = Lab::new();
+    lab.fast();
+    let server = lab.start();
+    let http = server.http();
+    let viewer = http.create_token(&lab.token, "viewer", "user");
+    let web = Web::new(&server.url);
+    // Server-side stages: no agent needed.
+    let spec = "name: halts\nstages:\n  - name: first\n    job: { steps: [ { sleep: 10ms } ] }\n  - name: middle\n    job:\n      steps: [ { fail_if: \"1 == 1\" } ]\n  - name: last\n    job: { steps: [ { sleep: 10ms } ] }\n";
+    let r = http.post("/api/v1/pipelines", &lab.token, json!({ "spec": spec }));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    support::wait_for("the pipeline's end", Duration::from_secs(30), || {
+        let p = http.get(&format!("/api/v1/pipelines/{id}"), &lab.token);
+        (p.body["state"] == "failed").then_some(())
+    });
+    let list = web.get("/ui/pipelines", Some(&viewer));
+    assert_eq!(list.status, 200);
+    assert!(list.text.contains(&id), "{}", list.text);
+    let failed = web.get("/ui/pipelines?state=failed", Some(&viewer));
+    assert!(failed.text.contains(&id));
+    let bad = web.get("/ui/pipelines?state=bogus", Some(&viewer));
+    assert!(bad.text.contains("field-error"), "{}", bad.text);
+    let page = web.get(&format!("/ui/pipelines/{id}"), Some(&viewer));
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert_eq!(
+        page.text.matches("class=\"lane\"").count(),
+        3,
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("lane-bar state-passed"), "{}", page.text);
+    assert!(page.text.contains("lane-bar state-failed"), "{}", page.text);
+    assert!(page.text.contains("skipped"));
+    // A stage's job page links back to its pipeline.
+    let p = http.get(&format!("/api/v1/pipelines/{id}"), &lab.token);
+    let job = p.body["stages"][0]["job"].as_str().unwrap().to_string();
+    let jp = web.get(&format!("/ui/jobs/{job}"), Some(&viewer));
+    assert!(
+        jp.text.contains(&format!("/ui/pipelines/{id}")),
+        "{}",
+        jp.text
+    );
+    let ov = web.get("/ui", Some(&viewer));
+    assert!(ov.text.contains("Pipelines, 24 h"), "{}", ov.text);
+}
+
+#[test]
+fn job_page_lists_test_failures_first_and_the_log_tail() {
+    use agent_support::*;
+    let lab = agent_support::lab("3s", "5s");
+    let server = lab.start();
+    let http = server.http();
+    let viewer = http.create_token(&lab.token, "viewer", "user");
+    let at = agent_token(&http, &lab.token, "ag");
+    let agent = Agent::start(&server.url, &at, "ag", "");
+    wait_registered(&http, &lab.token, &agent.resource());
+    let web = Web::new(&server.url);
+    let tap = "printf 'TAP version 14\\n1..3\\nok 1 - boots\\nnot ok 2 - dns answers\\nok 3 - shuts down\\n'";
+    let id = submit(
+        &http,
+        &lab.token,
+        &spec(
+            &agent.resource(),
+            &format!("steps:\n  - shell: \"{tap}\"\n"),
+        ),
+    );
+    let end = wait_job(&http, &lab.token, &id, Duration::from_secs(60));
+    assert!(
+        end["state"] != "queued" && end["state"] != "running",
+        "{end}"
+    );
+    let page = web.get(&format!("/ui/jobs/{id}"), Some(&viewer));
+    assert_eq!(page.status, 200, "{}", page.text);
+    let tests = &page.text[page.text.find("id=\"tests\"").expect("a tests table")..];
+    let failed = tests.find("dns answers").expect("the failing point");
+    let passed = tests.find("boots").expect("a passing point");
+    assert!(failed < passed, "failures first: {tests}");
+    assert!(page.text.contains("3 points, 1 failed"), "{}", page.text);
+    assert!(
+        page.text.contains("not ok 2 - dns answers"),
+        "the log tail: {}",
+        page.text
+    );
+    assert!(
+        !page.text.contains("data-live"),
+        "an ended job's log is not live"
+    );
+    let res = web.get(
+        &format!("/ui/resources/{}", agent.resource()),
+        Some(&viewer),
+    );
+    assert_eq!(res.status, 200);
+    assert!(
+        res.text.contains(&id),
+        "the job is in the resource's history: {}",
+        res.text
+    );
+    drop(agent);
+}
+
+#[test]
+fn an_operator_releases_a_lease_from_the_resource_page() {
+    let lab = Lab::new();
+    let server = lab.start();
+    let http = server.http();
+    let r = http.post(
+        "/api/v1/resources",
+        &lab.token,
+        json!({"name": "bs-1", "kind": "build-server", "labels": {"pool": "web"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let op = http.create_token(&lab.token, "op", "operator");
+    let web = Web::new(&server.url);
+    let r = http.post(
+        "/api/v1/leases",
+        &lab.token,
+        json!({"selector": "pool=web", "duration": "1h"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let lease = r.body["id"].as_str().unwrap().to_string();
+    let page = web.get("/ui/resources/bs-1", Some(&op));
+    assert!(
+        page.text.contains(&lease),
+        "the lease is shown: {}",
+        page.text
+    );
+    assert!(
+        page.text.contains("person:admin") || page.text.contains(":admin"),
+        "{}",
+        page.text
+    );
+    let list = web.get("/ui/resources", Some(&op));
+    assert!(list.text.contains("state-leased"), "{}", list.text);
+    let csrf = csrf_of(&page.text);
+    let done = web.post(
+        &format!("/ui/leases/{lease}/release"),
+        Some(&op),
+        &[("csrf", &csrf), ("resource", "bs-1"), ("reason", "stuck")],
+    );
+    assert_eq!(done.status, 303, "{}", done.text);
+    assert_eq!(done.location, "/ui/resources/bs-1");
+    let l = http.get(&format!("/api/v1/leases/{lease}"), &lab.token);
+    assert_ne!(l.body["state"], "active", "{}", l.text);
+    // A resource field that is not a plain name redirects to the list, never echoes it.
+    let r = http.post(
+        "/api/v1/leases",
+        &lab.token,
+        json!({"selector": "pool=web", "duration": "1h"}),
+    );
+    assert_eq!(r.status, 201, "bs-1 is free again: {}", r.text);
+    let second = r.body["id"].as_str().unwrap().to_string();
+    let odd = web.post(
+        &format!("/ui/leases/{second}/release"),
+        Some(&op),
+        &[
+            ("csrf", &csrf),
+            ("resource", "x\r\nSet-Cookie: a=b"),
+            ("reason", "r"),
+        ],
+    );
+    assert_eq!(odd.status, 303, "{}", odd.text);
+    assert_eq!(odd.location, "/ui/resources");
 }

@@ -120,20 +120,31 @@ pub async fn acknowledge_alert(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<AlertAction>,
 ) -> ApiResult<Json<AlertDetail>> {
-    check_id(&id)?;
+    let a = acknowledge(&state, &caller, &id, req.note.as_deref()).await?;
+    Ok(Json(detail(&state, a).await?))
+}
+
+/// Acknowledges an alert for `caller` (the API route and the dashboard's form).
+pub async fn acknowledge(
+    state: &AppState,
+    caller: &Require<perm::Operate>,
+    id: &str,
+    note: Option<&str>,
+) -> ApiResult<Alert> {
+    check_id(id)?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
-    let mut a = tx.get_alert(&id).await?;
+    let mut a = tx.get_alert(id).await?;
     if a.state == AlertState::Resolved {
         return Err(ApiError::conflict(format!(
             "alert {id} is already resolved"
         )));
     }
     if a.state == AlertState::Open {
-        crate::alerts::acknowledge(&mut tx, &mut a, &caller.name, req.note.as_deref(), now).await?;
+        crate::alerts::acknowledge(&mut tx, &mut a, &caller.name, note, now).await?;
         tx.commit().await?;
     }
-    Ok(Json(detail(&state, a).await?))
+    Ok(a)
 }
 
 /// Resolve an alert by hand. If its condition still holds, the next evaluation raises a
@@ -148,16 +159,27 @@ pub async fn resolve_alert(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<AlertAction>,
 ) -> ApiResult<Json<AlertDetail>> {
-    check_id(&id)?;
+    let a = resolve(&state, &caller, &id, req.note.as_deref()).await?;
+    Ok(Json(detail(&state, a).await?))
+}
+
+/// Resolves an alert for `caller` (the API route and the dashboard's form).
+pub async fn resolve(
+    state: &AppState,
+    caller: &Require<perm::Operate>,
+    id: &str,
+    note: Option<&str>,
+) -> ApiResult<Alert> {
+    check_id(id)?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
-    let mut a = tx.get_alert(&id).await?;
+    let mut a = tx.get_alert(id).await?;
     if a.state == AlertState::Resolved {
         return Err(ApiError::conflict(format!(
             "alert {id} is already resolved"
         )));
     }
-    crate::alerts::resolve(&mut tx, &mut a, &caller.name, req.note.as_deref(), now).await?;
+    crate::alerts::resolve(&mut tx, &mut a, &caller.name, note, now).await?;
     tx.commit().await?;
-    Ok(Json(detail(&state, a).await?))
+    Ok(a)
 }

@@ -37,7 +37,22 @@ pub async fn submit_job(
     caller: Require<perm::Submit>,
     ApiJson(req): ApiJson<SubmitJob>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
+    let job = submit(&state, &caller, req, None).await?;
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// Queues a job from its spec text (the API route and the dashboard's form); `pin` names
+/// a resource the job must run on, as `requires.resource` in the spec would.
+pub async fn submit(
+    state: &AppState,
+    caller: &Require<perm::Submit>,
+    req: SubmitJob,
+    pin: Option<String>,
+) -> ApiResult<Job> {
     let mut spec = JobSpec::parse(&req.spec).map_err(crate::submit::spec_error)?;
+    if let Some(pin) = pin {
+        spec.requires.get_or_insert_default().resource = Some(pin);
+    }
     let priority = req
         .priority
         .as_deref()
@@ -47,7 +62,7 @@ pub async fn submit_job(
     let vars: Vec<(String, String)> = req.vars.into_iter().collect();
     spec.apply_overrides(&vars, priority)
         .map_err(|e| ApiError::unprocessable(format!("spec.{}", e.path), e))?;
-    let prepared = crate::submit::prepare(&state, spec, &caller.name, caller.role)
+    let prepared = crate::submit::prepare(state, spec, &caller.name, caller.role)
         .await
         .map_err(|e| e.located(&req.spec))?;
     let row = prepared.row.clone();
@@ -56,8 +71,8 @@ pub async fn submit_job(
     tx.commit().await?;
     state.wake.notify_one();
     let mut job = row.job.clone();
-    job.estimated_start = estimated_start(&state, &row).await;
-    Ok((StatusCode::CREATED, Json(job)))
+    job.estimated_start = estimated_start(state, &row).await;
+    Ok(job)
 }
 
 /// When a queued job is expected to start: the estimate `job why` explains (the jobs

@@ -21,6 +21,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Html<String
                     a href="/ui" class="brand" { "testfarm" }
                     a href="/ui/resources" { "Resources" }
                     a href="/ui/jobs" { "Jobs" }
+                    a href="/ui/pipelines" { "Pipelines" }
                     a href="/ui/alerts" { "Alerts" }
                     @if let Some(s) = session {
                         span class="who" { (s.caller.name) " (" (s.caller.role) ")" }

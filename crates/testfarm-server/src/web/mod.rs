@@ -4,10 +4,13 @@
 
 pub mod alerts;
 pub mod csrf;
+pub mod forms;
 pub mod jobs;
 pub mod layout;
 pub mod live;
 pub mod overview;
+pub mod pipelines;
+pub mod register;
 pub mod resources;
 pub mod session;
 
@@ -31,9 +34,18 @@ pub fn router() -> Router<AppState> {
             "/ui/resources/{name}/maintenance",
             post(resources::maintenance),
         )
+        .route("/ui/resources/{name}/power", post(resources::power))
+        .route("/ui/register", get(register::page).post(register::submit))
+        .route("/ui/leases/{id}/release", post(resources::release_lease))
         .route("/ui/jobs", get(jobs::list))
         .route("/ui/jobs/{id}", get(jobs::detail))
+        .route("/ui/jobs/{id}/log", get(jobs::log))
+        .route("/ui/submit", get(jobs::submit_page).post(jobs::submit))
+        .route("/ui/builds/{id}/artifacts/{name}", get(jobs::artifact))
+        .route("/ui/pipelines", get(pipelines::list))
+        .route("/ui/pipelines/{id}", get(pipelines::detail))
         .route("/ui/alerts", get(alerts::page))
+        .route("/ui/alerts/{id}/{action}", post(alerts::act))
         .route("/ui/assets/app.css", get(css))
         .route("/ui/assets/live.js", get(live::js))
         .route("/ui/events", get(live::events))

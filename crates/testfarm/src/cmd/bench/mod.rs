@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod artifacts;
 mod conn;
 pub mod console;
+pub mod dashboard;
 pub mod fleet;
 pub mod lease;
 pub mod logs;
@@ -39,6 +40,8 @@ pub enum Bench {
     Recovery(recovery::Args),
     /// Alert latency: an agent's last heartbeat to the webhook's delivery, vs offline_after + 5 s.
     Alerts(alerts::Args),
+    /// Web dashboard: overview and resources page vs `/healthz` at 1,000 resources / 10,000 jobs; live event fan-out to 200 streams.
+    Dashboard(dashboard::Args),
     /// Log ingest of one job through the agent's shipper: MB/s vs a local file write.
     Logs(logs::Args),
 }
@@ -56,5 +59,6 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         Bench::Pipeline(args) => pipeline::run(args),
         Bench::Artifacts(args) => artifacts::run(args),
         Bench::Alerts(args) => alerts::run(args),
+        Bench::Dashboard(args) => dashboard::run(args),
     }
 }

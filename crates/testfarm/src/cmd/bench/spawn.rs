@@ -25,6 +25,16 @@ impl Spawned {
 
     /// Like [`Spawned::start`], with `edit` applied to config.toml's text first.
     pub fn start_configured(edit: impl FnOnce(&str) -> String) -> anyhow::Result<Spawned> {
+        Spawned::start_seeded(edit, |_| Ok(()))
+    }
+
+    /// Like [`Spawned::start_configured`], with `seed` given the database path (the
+    /// default `data.sqlite3` of `testfarm init`) before the server starts, to fill the
+    /// store directly.
+    pub fn start_seeded(
+        edit: impl FnOnce(&str) -> String,
+        seed: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Spawned> {
         let exe = std::env::current_exe().context("cannot find the testfarm executable")?;
         let dir = tempfile::Builder::new()
             .prefix("tf-bench-")
@@ -56,6 +66,7 @@ impl Spawned {
         disable_local_agent(&config)?;
         let text = std::fs::read_to_string(&config).context("reading config.toml")?;
         std::fs::write(&config, edit(&text)).context("writing config.toml")?;
+        seed(&dir.path().join("data.sqlite3")).context("seeding the store")?;
         let mut child = Command::new(&exe)
             .arg("server")
             .arg("-f")
