@@ -209,10 +209,10 @@ async fn setup(a: SetupArgs) -> anyhow::Result<ExitCode> {
     super::init::write_secret(&token_path, &token)?;
     std::fs::write(&a.config, text)
         .with_context(|| format!("cannot write {}", a.config.display()))?;
-    println!("buildomat-server at {url} answered the factory token");
-    println!("wrote [buildomat] to {}", a.config.display());
-    println!("token: {} (mode 0600)", token_path.display());
-    println!("restart the testfarm server to start the factory");
+    outln!("buildomat-server at {url} answered the factory token");
+    outln!("wrote [buildomat] to {}", a.config.display());
+    outln!("token: {} (mode 0600)", token_path.display());
+    outln!("restart the testfarm server to start the factory");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -40,21 +40,21 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         ask(&mut args)?;
     }
     let done = init(&args)?;
-    println!("config: {}", done.config_path.display());
+    outln!("config: {}", done.config_path.display());
     match &done.token {
         Some(token) => {
-            println!(
+            outln!(
                 "admin token (shown once; also in {} with mode 0600):",
                 done.token_path.display()
             );
-            println!("{token}");
+            outln!("{token}");
         }
-        None => println!(
+        None => outln!(
             "admin token: kept the existing {}",
             done.token_path.display()
         ),
     }
-    println!(
+    outln!(
         "start the server with: testfarm server -f {}",
         done.config_path.display()
     );
@@ -64,7 +64,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
 fn ask(args: &mut Args) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     let prompt = |question: &str, default: &str| -> anyhow::Result<String> {
-        print!("{question} [{default}]: ");
+        out!("{question} [{default}]: ");
         std::io::stdout().flush()?;
         let mut line = String::new();
         stdin.lock().read_line(&mut line)?;
@@ -82,7 +82,7 @@ fn ask(args: &mut Args) -> anyhow::Result<()> {
                 args.listen = addr;
                 break;
             }
-            Err(e) => println!("  not an address:port ({e}); try again"),
+            Err(e) => outln!("  not an address:port ({e}); try again"),
         }
     }
     let default_url = args

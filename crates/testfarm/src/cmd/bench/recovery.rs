@@ -82,9 +82,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     let r = rt.block_on(measure(&args))?;
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        outln!("{}", serde_json::to_string(&r)?);
     } else {
-        println!(
+        outln!(
             "recovery: {:.2}s from the hang to the board available again ({:.2}s to the prompt, {:.2}s more to the pool), {:.2}s beyond the limits ({:.2}s; the board's boot takes {:.2}s, the rest is {:.2}s), ratio {:.2}; target ≤ {:.1}s beyond {}",
             r.recovery_s,
             r.to_recovered_s,
