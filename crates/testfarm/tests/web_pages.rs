@@ -814,3 +814,68 @@ fn an_operator_releases_a_lease_from_the_resource_page() {
     assert_eq!(odd.status, 303, "{}", odd.text);
     assert_eq!(odd.location, "/ui/resources");
 }
+
+/// The pipeline form: a spec error is shown at the spec with its line and nothing runs;
+/// a good spec starts the pipeline and lands on its page.
+#[test]
+fn the_pipeline_form_shows_spec_errors_then_runs_one() {
+    let lab = Lab::new();
+    let server = lab.start();
+    let http = server.http();
+    let user = http.create_token(&lab.token, "dev", "user");
+    let web = Web::new(&server.url);
+    let form = web.get("/ui/pipelines/submit", Some(&user));
+    assert_eq!(form.status, 200, "{}", form.text);
+    let csrf = csrf_of(&form.text);
+    let bad = web.post(
+        "/ui/pipelines/submit",
+        Some(&user),
+        &[
+            ("csrf", &csrf),
+            (
+                "spec",
+                "name: p\nstages:\n  - name: a\n    needs: [nowhere]\n    job: { steps: [ { sleep: 10ms } ] }\n",
+            ),
+        ],
+    );
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    assert!(bad.text.contains("id=\"error-spec\""), "{}", bad.text);
+    assert!(bad.text.contains("nowhere"), "{}", bad.text);
+    assert!(bad.text.contains("line 4"), "{}", bad.text);
+    let none = http.get("/api/v1/pipelines", &lab.token);
+    assert_eq!(
+        none.body["items"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        none.text
+    );
+    let without_csrf = web.post(
+        "/ui/pipelines/submit",
+        Some(&user),
+        &[(
+            "spec",
+            "name: p\nstages:\n  - name: a\n    job: { steps: [ { sleep: 10ms } ] }\n",
+        )],
+    );
+    assert_eq!(without_csrf.status, 403, "{}", without_csrf.text);
+    let ok = web.post(
+        "/ui/pipelines/submit",
+        Some(&user),
+        &[
+            ("csrf", &csrf),
+            (
+                "spec",
+                "name: p\nstages:\n  - name: a\n    job: { steps: [ { sleep: 10ms } ] }\n",
+            ),
+        ],
+    );
+    assert_eq!(ok.status, 303, "{}", ok.text);
+    let made = http.get("/api/v1/pipelines", &lab.token);
+    let items = made.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", made.text);
+    let id = items[0]["id"].as_str().unwrap();
+    assert_eq!(ok.location, format!("/ui/pipelines/{id}"));
+    let page = web.get(&ok.location, Some(&user));
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains(id), "{}", page.text);
+}

@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod layout;
 pub mod live;
 pub mod overview;
+pub mod pipeline_submit;
 pub mod pipelines;
 pub mod register;
 pub mod resources;
@@ -43,6 +44,10 @@ pub fn router() -> Router<AppState> {
         .route("/ui/submit", get(jobs::submit_page).post(jobs::submit))
         .route("/ui/builds/{id}/artifacts/{name}", get(jobs::artifact))
         .route("/ui/pipelines", get(pipelines::list))
+        .route(
+            "/ui/pipelines/submit",
+            get(pipeline_submit::page).post(pipeline_submit::submit),
+        )
         .route("/ui/pipelines/{id}", get(pipelines::detail))
         .route("/ui/alerts", get(alerts::page))
         .route("/ui/alerts/{id}/{action}", post(alerts::act))

@@ -55,6 +55,7 @@ pub async fn list(
         Some(&session),
         html! {
             h1 { "Pipelines" }
+            p { a class="button" href="/ui/pipelines/submit" { "Run a pipeline" } }
             form method="get" action="/ui/pipelines" class="filters" {
                 label for="state" { "State" }
                 input type="text" id="state" name="state" value=(q.state);
