@@ -558,6 +558,16 @@ fn work_sent_elsewhere_is_a_recovery_attempt_on_the_alert_and_alerts_are_counted
         why.contains("offline") || why.contains("silent"),
         "why pending says so: {why}"
     );
+    // The dashboard's alerts page shows what was tried.
+    let page = http.call_with_headers(
+        "GET",
+        "/ui/alerts",
+        &t,
+        &[("cookie", &format!("tf_session={t}"))],
+        Vec::new(),
+    );
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains(&format!("re-queue job {id}")), "{}", page.text);
     let m = http.get("/metrics", &t).text;
     assert!(
         m.lines()
