@@ -567,7 +567,11 @@ fn work_sent_elsewhere_is_a_recovery_attempt_on_the_alert_and_alerts_are_counted
         Vec::new(),
     );
     assert_eq!(page.status, 200, "{}", page.text);
-    assert!(page.text.contains(&format!("re-queue job {id}")), "{}", page.text);
+    assert!(
+        page.text.contains(&format!("re-queue job {id}")),
+        "{}",
+        page.text
+    );
     let m = http.get("/metrics", &t).text;
     assert!(
         m.lines()

@@ -145,6 +145,18 @@ fn a_buildomat_job_runs_on_a_board_and_is_torn_down_on_recycle() {
     for want in [worker.as_str(), bjob.as_str(), board.as_str(), "running"] {
         assert!(table.contains(want), "{want} not in\n{table}");
     }
+    // So does the dashboard.
+    let page = server.http().call_with_headers(
+        "GET",
+        "/ui/buildomat",
+        &t,
+        &[("cookie", &format!("tf_session={t}"))],
+        Vec::new(),
+    );
+    assert_eq!(page.status, 200, "{}", page.text);
+    for want in [worker.as_str(), bjob.as_str(), board.as_str(), "running"] {
+        assert!(page.text.contains(want), "{want} not on the dashboard page");
+    }
 
     // testfarm restarts in the middle: the instance is picked up again, not duplicated.
     server.stop();

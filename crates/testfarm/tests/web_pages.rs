@@ -113,6 +113,9 @@ const PAGES: &[&str] = &[
     "/ui/pipelines",
     "/ui/pipelines?state=passed",
     "/ui/submit",
+    "/ui/pipelines/submit",
+    "/ui/buildomat",
+    "/ui/buildomat?all=1",
 ];
 
 #[test]

@@ -23,6 +23,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Html<String
                     a href="/ui/jobs" { "Jobs" }
                     a href="/ui/pipelines" { "Pipelines" }
                     a href="/ui/alerts" { "Alerts" }
+                    a href="/ui/buildomat" { "buildomat" }
                     @if let Some(s) = session {
                         span class="who" { (s.caller.name) " (" (s.caller.role) ")" }
                         form method="post" action="/ui/logout" class="inline" {

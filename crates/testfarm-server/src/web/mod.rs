@@ -3,6 +3,7 @@
 //! they are pages for people, not API.
 
 pub mod alerts;
+pub mod buildomat;
 pub mod csrf;
 pub mod forms;
 pub mod jobs;
@@ -50,6 +51,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/ui/pipelines/{id}", get(pipelines::detail))
         .route("/ui/alerts", get(alerts::page))
+        .route("/ui/buildomat", get(buildomat::page))
         .route("/ui/alerts/{id}/{action}", post(alerts::act))
         .route("/ui/assets/app.css", get(css))
         .route("/ui/assets/live.js", get(live::js))
