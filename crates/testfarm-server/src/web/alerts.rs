@@ -10,7 +10,7 @@ use serde::Deserialize;
 use testfarm_api::alert::{Alert, AlertState, Delivery, DeliveryState};
 use testfarm_store::alerts::AlertFilter;
 
-use super::forms::{require, when};
+use super::forms::{form_caller, when};
 use super::session::Session;
 use crate::auth::perm;
 use crate::state::AppState;
@@ -145,10 +145,7 @@ pub async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(f): Form<AlertForm>,
 ) -> Response {
-    if let Err(r) = super::csrf::check(&session, &f.csrf) {
-        return r;
-    }
-    let caller = match require::<perm::Operate>(&session) {
+    let caller = match form_caller::<perm::Operate>(&session, &f.csrf) {
         Ok(c) => c,
         Err(r) => return r,
     };

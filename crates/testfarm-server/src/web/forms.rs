@@ -29,6 +29,14 @@ pub fn require<P: Permission>(session: &Session) -> Result<Require<P>, Response>
     Require::<P>::check(session.caller.clone()).map_err(|e| forbidden_page(&e.to_string()))
 }
 
+/// The caller of a state-changing form: its CSRF token checked first, then the role `P`
+/// needs (a 403 page otherwise).
+#[allow(clippy::result_large_err)]
+pub fn form_caller<P: Permission>(session: &Session, csrf: &str) -> Result<Require<P>, Response> {
+    super::csrf::check(session, csrf)?;
+    require::<P>(session)
+}
+
 /// The field an API error names (`spec.requires.kind` → `spec`), and its text.
 pub fn field_of(e: &ApiError) -> (String, String) {
     let field = match e {

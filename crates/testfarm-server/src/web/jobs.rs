@@ -14,7 +14,7 @@ use testfarm_store::artifacts::ArtifactFilter;
 use testfarm_store::jobs::JobFilter;
 use testfarm_store::resources::ResourceFilter;
 
-use super::forms::{field_of, require, when, word};
+use super::forms::{field_of, form_caller, require, when, word};
 use super::session::Session;
 use crate::auth::perm;
 use crate::extract::{ApiPath, ApiQuery};
@@ -420,10 +420,7 @@ pub async fn submit(
     session: Session,
     Form(f): Form<SubmitForm>,
 ) -> Response {
-    if let Err(r) = super::csrf::check(&session, &f.csrf) {
-        return r;
-    }
-    let caller = match require::<perm::Submit>(&session) {
+    let caller = match form_caller::<perm::Submit>(&session, &f.csrf) {
         Ok(c) => c,
         Err(r) => return r,
     };

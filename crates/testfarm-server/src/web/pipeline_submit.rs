@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::forms::{field_of, require};
+use super::forms::{field_of, form_caller, require};
 use super::session::Session;
 use crate::auth::perm;
 use crate::pipelines::{self, Submission};
@@ -61,10 +61,7 @@ pub async fn submit(
     session: Session,
     Form(f): Form<PipelineForm>,
 ) -> Response {
-    if let Err(r) = super::csrf::check(&session, &f.csrf) {
-        return r;
-    }
-    let caller = match require::<perm::Submit>(&session) {
+    let caller = match form_caller::<perm::Submit>(&session, &f.csrf) {
         Ok(c) => c,
         Err(r) => return r,
     };

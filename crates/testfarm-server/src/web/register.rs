@@ -14,7 +14,7 @@ use testfarm_api::resource::CreateResource;
 use testfarm_core::labels::Labels;
 use testfarm_core::resource::{Capabilities, ResourceKind};
 
-use super::forms::{field_of, require};
+use super::forms::{field_of, form_caller, require};
 use super::session::Session;
 use crate::auth::perm;
 use crate::json::ApiJson;
@@ -171,10 +171,7 @@ pub async fn submit(
     session: Session,
     Form(f): Form<RegisterForm>,
 ) -> Response {
-    if let Err(r) = super::csrf::check(&session, &f.csrf) {
-        return r;
-    }
-    let caller = match require::<perm::Operate>(&session) {
+    let caller = match form_caller::<perm::Operate>(&session, &f.csrf) {
         Ok(c) => c,
         Err(r) => return r,
     };

@@ -21,7 +21,7 @@ use testfarm_store::build_runs::BuildRunFilter;
 use testfarm_store::dashboard::Activity;
 use testfarm_store::resources::ResourceFilter;
 
-use super::forms::{ago, bar, require, when, word};
+use super::forms::{ago, bar, form_caller, require, when, word};
 use super::session::Session;
 use crate::auth::perm;
 use crate::extract::{ApiPath, ApiQuery};
@@ -401,10 +401,7 @@ pub async fn power(
     Path(name): Path<String>,
     Form(f): Form<PowerForm>,
 ) -> Response {
-    if let Err(r) = super::csrf::check(&session, &f.csrf) {
-        return r;
-    }
-    if let Err(r) = require::<perm::Operate>(&session) {
+    if let Err(r) = form_caller::<perm::Operate>(&session, &f.csrf) {
         return r;
     }
     let caller = match require::<perm::Submit>(&session) {
@@ -460,10 +457,7 @@ pub async fn release_lease(
     Path(id): Path<String>,
     Form(f): Form<ReleaseForm>,
 ) -> Response {
-    if let Err(r) = super::csrf::check(&session, &f.csrf) {
-        return r;
-    }
-    if let Err(r) = require::<perm::Operate>(&session) {
+    if let Err(r) = form_caller::<perm::Operate>(&session, &f.csrf) {
         return r;
     }
     let caller = match require::<perm::Submit>(&session) {
