@@ -172,6 +172,51 @@ fn a_sim_board_is_flashed_booted_and_tested_over_its_console() {
     let out = s.cli(&["board", "history", "sim-1", "--kind", "power"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("admin"), "{}", stdout(&out));
+
+    // From the dashboard: the power-cycle form on the board's page (operator, CSRF).
+    let cookie = format!("tf_session={}", s.t());
+    let page = s.http.call_with_headers(
+        "GET",
+        "/ui/resources/sim-1",
+        s.t(),
+        &[("cookie", &cookie)],
+        Vec::new(),
+    );
+    assert_eq!(page.status, 200, "{}", page.text);
+    let at = page
+        .text
+        .find("name=\"csrf\" value=\"")
+        .expect("a csrf field")
+        + 19;
+    let csrf = page.text[at..at + 64].to_string();
+    let before = history(&s.http, s.t(), "sim-1", "power").len();
+    let r = s.http.call_with_headers(
+        "POST",
+        "/ui/resources/sim-1/power",
+        s.t(),
+        &[
+            ("cookie", &cookie),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        format!("csrf={csrf}&action=cycle").into_bytes(),
+    );
+    assert!(
+        r.status == 303 || r.status == 200,
+        "{}: {}",
+        r.status,
+        r.text
+    );
+    let cycled = wait_for(
+        "the dashboard's power cycle",
+        Duration::from_secs(30),
+        || {
+            let h = history(&s.http, s.t(), "sim-1", "power");
+            (h.len() > before).then_some(h)
+        },
+    );
+    assert_eq!(cycled[0]["action"], "cycle", "{}", cycled[0]);
+    assert_eq!(cycled[0]["ok"], true, "{}", cycled[0]);
+    assert_eq!(sim.power(), "on", "a cycle leaves it on");
     let out = s.cli(&["board", "list"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("sim-1"), "{}", stdout(&out));
