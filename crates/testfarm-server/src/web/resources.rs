@@ -284,7 +284,8 @@ async fn render_detail(
                     @if r.kind == ResourceKind::QemuHost { " VMs" } @else { " jobs" }
                     @if m.active_compilations > 0 { " · " (m.active_compilations) " compilations" } }
             }
-            h2 { "Now" }
+            // A QEMU host's jobs are its VMs: each job runs in a VM sized from its lease.
+            h2 { @if r.kind == ResourceKind::QemuHost { "Running VMs (their jobs) and leases" } @else { "Now" } }
             @if act.jobs.is_empty() && act.leases.is_empty() { p class="empty" { "Idle." } }
             @else {
                 table class="dense" {
