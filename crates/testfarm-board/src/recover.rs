@@ -28,6 +28,35 @@ pub enum RecoveryOutcome {
     },
 }
 
+impl RecoveryOutcome {
+    /// What the board's history and the report say: (recovered, what each attempt ended
+    /// with, the detail), with `what` naming the trouble ("the board hung (…)").
+    pub fn describe(&self, what: &str) -> (bool, Vec<String>, String) {
+        match self {
+            RecoveryOutcome::Recovered { attempts, took } => (
+                true,
+                vec![format!(
+                    "recovered after {attempts} power cycle(s) in {:.1}s",
+                    took.as_secs_f64()
+                )],
+                format!("{what}; recovered by a power cycle"),
+            ),
+            RecoveryOutcome::NeedsManualIntervention { reason, attempts } => (
+                false,
+                attempts.clone(),
+                format!("{what}; not recovered: {reason}; the board needs manual intervention"),
+            ),
+            RecoveryOutcome::OperatorActionNeeded { instructions } => (
+                false,
+                Vec::new(),
+                format!(
+                    "{what}; the board has manual power, an operator must cycle it: {instructions}"
+                ),
+            ),
+        }
+    }
+}
+
 pub async fn recover(
     power: &dyn PowerDriver,
     console: &mut Console,

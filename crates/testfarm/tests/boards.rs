@@ -398,7 +398,8 @@ fn an_idle_board_whose_console_goes_silent_is_quarantined_after_n_silent_pokes()
     let sim = Sim::start(&[]);
     let table = sim.board_toml(
         "sim-5",
-        "on_release = \"leave\"\nhealth = { interval = \"1s\", console_timeout = \"1s\" }\nquarantine = { health_failures = 2 }",
+        // No automatic power cycles: the silence only counts toward quarantine.
+        "on_release = \"leave\"\nhealth = { interval = \"1s\", console_timeout = \"1s\" }\nquarantine = { health_failures = 2 }\nrecovery = { tries = 0 }",
     );
     let s = setup(&table, "30s");
     s.wait_available("sim-5");
@@ -476,6 +477,69 @@ fn an_idle_board_whose_console_goes_silent_is_quarantined_after_n_silent_pokes()
     let out = s.cli(&["board", "health-check", "sim-5"]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     s.wait_available("sim-5");
+}
+
+/// An idle board that hangs (its console silent while on and booted) is power-cycled back
+/// by its recovery policy before any job finds it hung, and stays in the pool; the
+/// recovery is in its history and events.
+#[test]
+fn an_idle_board_that_hangs_is_power_cycled_back_and_stays_in_the_pool() {
+    let sim = Sim::start(&[]);
+    let table = sim.board_toml(
+        "sim-6",
+        "on_release = \"leave\"\nhealth = { interval = \"1s\", console_timeout = \"1s\" }\nquarantine = { health_failures = 2 }\nrecovery = { tries = 2, backoff = \"100ms\" }",
+    );
+    let s = setup(&table, "30s");
+    s.wait_available("sim-6");
+    let build = firmware_build(&s.http, s.t(), "fw\n");
+    let id = s.job(&deploy_spec("sim-6", &build, "run-tap 1", ""));
+    assert_eq!(
+        s.wait(&id, Duration::from_secs(120))["state"],
+        "passed",
+        "{}",
+        s.log(&id)
+    );
+    s.wait_available("sim-6");
+    let out = std::process::Command::new(support::BIN)
+        .args(["sim-board", "hang", "--state-dir"])
+        .arg(sim.state_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recovered = wait_for("the idle recovery", Duration::from_secs(60), || {
+        history(&s.http, s.t(), "sim-6", "recovery")
+            .into_iter()
+            .find(|e| e["ok"] == true)
+    });
+    assert!(recovered["job_id"].is_null(), "not a job's: {recovered}");
+    let detail = recovered["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("idle board hung") && detail.contains("recovered by a power cycle"),
+        "{recovered}"
+    );
+    assert_eq!(sim.power(), "on", "cycled back on");
+    // In the pool throughout: one silent poke, then the cycle fixed it.
+    let r = s.http.get("/api/v1/resources/sim-6", s.t()).body;
+    assert_eq!(r["state"], "available", "{r}");
+    // And it answers its console again.
+    wait_for(
+        "a passing console poke after the cycle",
+        Duration::from_secs(30),
+        || {
+            history(&s.http, s.t(), "sim-6", "health")
+                .into_iter()
+                .next()
+                .filter(|e| e["ok"] == true)
+        },
+    );
+    // A job still runs on it.
+    let id = s.job(&deploy_spec("sim-6", &build, "run-tap 1", ""));
+    assert_eq!(
+        s.wait(&id, Duration::from_secs(120))["state"],
+        "passed",
+        "{}",
+        s.log(&id)
+    );
 }
 
 /// `testfarm console NAME` with stdin held open (no linger): the session runs until the

@@ -313,28 +313,7 @@ async fn hung<R: Reporter>(
         "the board hung (no console output for {} while {while_})",
         testfarm_core::duration::format(after)
     );
-    let (recovered, attempts, detail) = match &outcome {
-        RecoveryOutcome::Recovered { attempts, took } => (
-            true,
-            vec![format!(
-                "recovered after {attempts} power cycle(s) in {:.1}s",
-                took.as_secs_f64()
-            )],
-            format!("{hang}; recovered by a power cycle"),
-        ),
-        RecoveryOutcome::NeedsManualIntervention { reason, attempts } => (
-            false,
-            attempts.clone(),
-            format!("{hang}; not recovered: {reason}; the board needs manual intervention"),
-        ),
-        RecoveryOutcome::OperatorActionNeeded { instructions } => (
-            false,
-            Vec::new(),
-            format!(
-                "{hang}; the board has manual power, an operator must cycle it: {instructions}"
-            ),
-        ),
-    };
+    let (recovered, attempts, detail) = outcome.describe(&hang);
     reports
         .board_report(
             &name,

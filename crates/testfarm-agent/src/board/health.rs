@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use testfarm_api::board::{BoardReport, HealthLevel};
+use testfarm_api::board::{BoardActivity, BoardReport, HealthLevel};
 use testfarm_board::console::ConsoleEvent;
 use testfarm_board::power::{PowerOutcome, PowerState};
+use testfarm_board::recover::{RecoveryOutcome, recover};
 use testfarm_core::board::liveness::{Liveness, LivenessContext, combine, expected};
 
 use super::{BoardHandle, BoardReports};
@@ -126,5 +127,79 @@ pub async fn probe_once<B: BoardReports>(board: &BoardHandle, reports: &B) -> Op
         check: false,
     };
     reports.board_report(board.name(), report.clone()).await;
+    if let Some(Liveness::Silent { limit }) = &console {
+        recover_idle(board, reports, *limit).await;
+    }
     Some(report)
+}
+
+/// An idle board whose console went silent while it should answer hangs: it is brought
+/// back per its recovery policy (`[board] recovery`: power cycles with backoff, then
+/// "needs manual intervention", which takes it out of the pool with an alert), exactly as
+/// a board that hangs during a job, before a job finds it hung. A job that arrives
+/// meanwhile waits for the recovery ([`BoardHandle::recovering`]). `tries = 0` turns
+/// automatic cycles off: the silence then only counts toward quarantine.
+pub async fn recover_idle<B: BoardReports>(board: &BoardHandle, reports: &B, silent: Duration) {
+    let policy = board.config.recovery;
+    if policy.tries == 0 {
+        return;
+    }
+    let _recovering = board.recovering.lock().await;
+    if board.holder().is_some() {
+        return; // a job took the board since the poke: it is the job's now
+    }
+    let name = board.name();
+    let what = format!(
+        "the idle board hung (its console did not answer within {})",
+        testfarm_core::duration::format(silent)
+    );
+    reports
+        .board_report(
+            name,
+            BoardReport::Activity {
+                activity: BoardActivity::Recovering,
+                job_id: None,
+            },
+        )
+        .await;
+    let outcome = match board.hub.attach().await {
+        Ok(mut attached) => {
+            let rules = testfarm_core::board::boot::BootRules::from(&board.config.boot);
+            recover(
+                board.power.as_ref(),
+                &mut attached.console,
+                &rules,
+                &policy,
+                &mut |_| {},
+            )
+            .await
+        }
+        Err(why) => RecoveryOutcome::NeedsManualIntervention {
+            reason: format!("its console cannot be opened: {why}"),
+            attempts: Vec::new(),
+        },
+    };
+    board.set_booted(matches!(outcome, RecoveryOutcome::Recovered { .. }));
+    let (recovered, attempts, detail) = outcome.describe(&what);
+    tracing::info!(board = name, recovered, %detail, "idle recovery");
+    reports
+        .board_report(
+            name,
+            BoardReport::Recovery {
+                job_id: None,
+                recovered,
+                attempts,
+                detail,
+            },
+        )
+        .await;
+    reports
+        .board_report(
+            name,
+            BoardReport::Activity {
+                activity: BoardActivity::Idle,
+                job_id: None,
+            },
+        )
+        .await;
 }

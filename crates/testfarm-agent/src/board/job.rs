@@ -49,7 +49,11 @@ impl JobBoard {
         log: &LogWriter,
     ) -> JobBoard {
         let b = &target.0;
+        // An idle recovery under way finishes first; holding its lock while taking the
+        // board means no new one starts under the job.
+        let recovery = b.recovering.lock().await;
         b.set_holder(Some((job_id.to_string(), lease_id.to_string())));
+        drop(recovery);
         b.hub.start_capture();
         let hold = match b.hub.hold().await {
             Ok(u) => Some(u),

@@ -51,6 +51,9 @@ pub struct BoardHandle {
     /// The board booted (its prompt was seen) since its last power change through this
     /// agent: the idle probe then expects its console to answer (`core::board::liveness`).
     booted: std::sync::atomic::AtomicBool,
+    /// Held while an idle board is being recovered (`health::recover_idle`); a job that
+    /// arrives meanwhile takes the board only once the recovery is over.
+    pub(crate) recovering: tokio::sync::Mutex<()>,
 }
 
 impl BoardHandle {
@@ -62,6 +65,7 @@ impl BoardHandle {
             hub: hub::Hub::new(&config.name, console, config.console.max_line()),
             holder: Mutex::new(None),
             booted: std::sync::atomic::AtomicBool::new(false),
+            recovering: tokio::sync::Mutex::new(()),
             config,
         }
     }
