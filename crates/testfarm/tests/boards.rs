@@ -393,28 +393,52 @@ fn a_lease_that_expires_with_the_board_on_powers_it_off_and_returns_it() {
     );
 }
 
-#[test]
-fn an_idle_board_whose_console_goes_silent_is_quarantined_after_n_silent_pokes() {
+/// A simulated board poked every second when idle, with `recovery` as its policy, booted
+/// by a passing deploy and left on: (the board, the lab, its build).
+fn booted_idle_board(name: &str, recovery: &str) -> (Sim, Setup, String) {
     let sim = Sim::start(&[]);
     let table = sim.board_toml(
-        "sim-5",
-        // No automatic power cycles: the silence only counts toward quarantine.
-        "on_release = \"leave\"\nhealth = { interval = \"1s\", console_timeout = \"1s\" }\nquarantine = { health_failures = 2 }\nrecovery = { tries = 0 }",
+        name,
+        &format!(
+            "on_release = \"leave\"\nhealth = {{ interval = \"1s\", console_timeout = \"1s\" }}\nquarantine = {{ health_failures = 2 }}\nrecovery = {recovery}"
+        ),
     );
     let s = setup(&table, "30s");
-    s.wait_available("sim-5");
+    s.wait_available(name);
     // Before anything booted it, the console is not expected to answer: no probe at all.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(history(&s.http, s.t(), "sim-5", "health").is_empty());
+    assert!(history(&s.http, s.t(), name, "health").is_empty());
     let build = firmware_build(&s.http, s.t(), "fw\n");
-    let id = s.job(&deploy_spec("sim-5", &build, "run-tap 1", ""));
+    deploy_passes(&s, name, &build);
+    (sim, s, build)
+}
+
+/// A deploy and TAP test on the board that passes, the board back in the pool after.
+fn deploy_passes(s: &Setup, name: &str, build: &str) {
+    let id = s.job(&deploy_spec(name, build, "run-tap 1", ""));
     assert_eq!(
         s.wait(&id, Duration::from_secs(120))["state"],
         "passed",
         "{}",
         s.log(&id)
     );
-    s.wait_available("sim-5");
+    s.wait_available(name);
+}
+
+/// `sim-board hang`: the board prints nothing and ignores input until its next power cycle.
+fn hang(sim: &Sim) {
+    let out = std::process::Command::new(support::BIN)
+        .args(["sim-board", "hang", "--state-dir"])
+        .arg(sim.state_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn an_idle_board_whose_console_goes_silent_is_quarantined_after_n_silent_pokes() {
+    // No automatic power cycles: the silence only counts toward quarantine.
+    let (sim, s, _) = booted_idle_board("sim-5", "{ tries = 0 }");
     // Left on and booted: the idle probe pokes its console and it answers.
     wait_for("a passing console poke", Duration::from_secs(30), || {
         history(&s.http, s.t(), "sim-5", "health")
@@ -430,12 +454,7 @@ fn an_idle_board_whose_console_goes_silent_is_quarantined_after_n_silent_pokes()
 
     // Told to hang, it says nothing: each poke fails like a failed probe, and the second
     // in a row (its `health_failures`) takes it out of the pool.
-    let out = std::process::Command::new(support::BIN)
-        .args(["sim-board", "hang", "--state-dir"])
-        .arg(sim.state_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    hang(&sim);
     let r = wait_for("the board quarantined", Duration::from_secs(30), || {
         let r = s.http.get("/api/v1/resources/sim-5", s.t()).body;
         (r["state"] == "maintenance").then_some(r)
@@ -484,28 +503,8 @@ fn an_idle_board_whose_console_goes_silent_is_quarantined_after_n_silent_pokes()
 /// recovery is in its history and events.
 #[test]
 fn an_idle_board_that_hangs_is_power_cycled_back_and_stays_in_the_pool() {
-    let sim = Sim::start(&[]);
-    let table = sim.board_toml(
-        "sim-6",
-        "on_release = \"leave\"\nhealth = { interval = \"1s\", console_timeout = \"1s\" }\nquarantine = { health_failures = 2 }\nrecovery = { tries = 2, backoff = \"100ms\" }",
-    );
-    let s = setup(&table, "30s");
-    s.wait_available("sim-6");
-    let build = firmware_build(&s.http, s.t(), "fw\n");
-    let id = s.job(&deploy_spec("sim-6", &build, "run-tap 1", ""));
-    assert_eq!(
-        s.wait(&id, Duration::from_secs(120))["state"],
-        "passed",
-        "{}",
-        s.log(&id)
-    );
-    s.wait_available("sim-6");
-    let out = std::process::Command::new(support::BIN)
-        .args(["sim-board", "hang", "--state-dir"])
-        .arg(sim.state_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (sim, s, build) = booted_idle_board("sim-6", "{ tries = 2, backoff = \"100ms\" }");
+    hang(&sim);
     let recovered = wait_for("the idle recovery", Duration::from_secs(60), || {
         history(&s.http, s.t(), "sim-6", "recovery")
             .into_iter()
@@ -533,13 +532,7 @@ fn an_idle_board_that_hangs_is_power_cycled_back_and_stays_in_the_pool() {
         },
     );
     // A job still runs on it.
-    let id = s.job(&deploy_spec("sim-6", &build, "run-tap 1", ""));
-    assert_eq!(
-        s.wait(&id, Duration::from_secs(120))["state"],
-        "passed",
-        "{}",
-        s.log(&id)
-    );
+    deploy_passes(&s, "sim-6", &build);
 }
 
 /// `testfarm console NAME` with stdin held open (no linger): the session runs until the

@@ -37,6 +37,14 @@ pub fn form_caller<P: Permission>(session: &Session, csrf: &str) -> Result<Requi
     require::<P>(session)
 }
 
+/// A field's error next to it (`id="error-FIELD"`, so a test or a screen reader finds it),
+/// or nothing when the form's one error is about another field.
+pub fn field_error(error: &Option<(String, String)>, field: &str) -> maud::Markup {
+    maud::html! {
+        @if let Some((f, e)) = error { @if f == field { span class="field-error" id={ "error-" (field) } { (e) } } }
+    }
+}
+
 /// The field an API error names (`spec.requires.kind` → `spec`), and its text.
 pub fn field_of(e: &ApiError) -> (String, String) {
     let field = match e {

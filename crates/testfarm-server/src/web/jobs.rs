@@ -14,7 +14,7 @@ use testfarm_store::artifacts::ArtifactFilter;
 use testfarm_store::jobs::JobFilter;
 use testfarm_store::resources::ResourceFilter;
 
-use super::forms::{field_of, form_caller, require, when, word};
+use super::forms::{field_error, field_of, form_caller, require, when, word};
 use super::session::Session;
 use crate::auth::perm;
 use crate::extract::{ApiPath, ApiQuery};
@@ -371,7 +371,7 @@ async fn submit_form(
         .list_resources(&ResourceFilter::default())
         .await
         .unwrap_or_default();
-    let err = |k: &str| html! { @if let Some((field, e)) = &error { @if field == k { span class="field-error" id={ "error-" (k) } { (e) } } } };
+    let err = |k: &str| field_error(&error, k);
     html! {
         h1 { "Submit a job" }
         form method="post" action="/ui/submit" class="form" id="submit" {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::forms::{field_of, form_caller, require};
+use super::forms::{field_error, field_of, form_caller, require};
 use super::session::Session;
 use crate::auth::perm;
 use crate::pipelines::{self, Submission};
@@ -26,7 +26,7 @@ pub struct PipelineForm {
 }
 
 fn form(session: &Session, f: &PipelineForm, error: Option<(String, String)>) -> Markup {
-    let err = |k: &str| html! { @if let Some((field, e)) = &error { @if field == k { span class="field-error" id={ "error-" (k) } { (e) } } } };
+    let err = |k: &str| field_error(&error, k);
     html! {
         h1 { "Run a pipeline" }
         form method="post" action="/ui/pipelines/submit" class="form" id="submit-pipeline" {
