@@ -1,4 +1,4 @@
-//! Smoke tests of `testfarm bench placement|lease|fleet|logs|pipeline|artifacts|recovery|alerts`: each runs tiny and the JSON
+//! Smoke tests of `testfarm bench placement|lease|fleet|logs|pipeline|artifacts|recovery|alerts|dashboard`: each runs tiny and the JSON
 //! it prints has the expected shape and sane counts. Benchmarks, not timed tests: no
 //! assertion here is about speed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -226,4 +226,37 @@ fn alerts_times_an_offline_agent_to_its_webhook() {
     // Nothing is alerted before the agent could be called silent.
     assert!(non_negative(&v, &["worst_s"]) >= 2.0, "{v}");
     non_negative(&v, &["ratio_to_target"]);
+}
+
+#[test]
+fn bench_dashboard_runs_small() {
+    let v = bench(
+        &[
+            "dashboard",
+            "--resources",
+            "30",
+            "--jobs",
+            "300",
+            "--streams",
+            "10",
+            "--samples",
+            "5",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(v["bench"], "dashboard");
+    assert_eq!(v["resources"], 30);
+    assert_eq!(v["jobs"], 300);
+    for k in ["healthz", "overview", "resources_page"] {
+        assert_eq!(v[k]["n"], 5, "{k}: {v}");
+        assert!(v[k]["p50_ms"].as_f64().unwrap() > 0.0, "{k}: {v}");
+    }
+    assert!(v["overview_server_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(v["events"]["streams"], 10);
+    assert_eq!(
+        v["events"]["received"], 10,
+        "every stream saw the change: {v}"
+    );
+    assert_eq!(v["events"]["missed"], 0);
+    assert!(v["events"]["rss_growth_mb"].as_f64().is_some(), "{v}");
 }

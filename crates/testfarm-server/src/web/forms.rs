@@ -37,6 +37,21 @@ pub fn form_caller<P: Permission>(session: &Session, csrf: &str) -> Result<Requi
     require::<P>(session)
 }
 
+/// The state and name filters of a list page (`/ui/jobs`, `/ui/pipelines`), with the
+/// state's error next to it.
+pub fn filters(action: &str, state: &str, name: &str, error: &Option<String>) -> maud::Markup {
+    maud::html! {
+        form method="get" action=(action) class="filters" {
+            label for="state" { "State" }
+            input type="text" id="state" name="state" value=(state);
+            @if let Some(e) = error { span class="field-error" { (e) } }
+            label for="name" { "Name" }
+            input type="text" id="name" name="name" value=(name);
+            button type="submit" { "Filter" }
+        }
+    }
+}
+
 /// A field's error next to it (`id="error-FIELD"`, so a test or a screen reader finds it),
 /// or nothing when the form's one error is about another field.
 pub fn field_error(error: &Option<(String, String)>, field: &str) -> maud::Markup {

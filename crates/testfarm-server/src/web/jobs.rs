@@ -63,14 +63,7 @@ pub async fn list(
         html! {
             h1 { "Jobs" }
             p { a class="button" href="/ui/submit" { "Submit a job" } }
-            form method="get" action="/ui/jobs" class="filters" {
-                label for="state" { "State" }
-                input type="text" id="state" name="state" value=(q.state);
-                @if let Some(e) = &error { span class="field-error" { (e) } }
-                label for="name" { "Name" }
-                input type="text" id="name" name="name" value=(q.name);
-                button type="submit" { "Filter" }
-            }
+            (super::forms::filters("/ui/jobs", &q.state, &q.name, &error))
             div class="scroll" { table class="dense" {
                 thead { tr { th { "Id" } th { "Name" } th { "State" } th { "Resource" } th { "Submitter" } th { "Queued at" } } }
                 tbody {

@@ -56,14 +56,7 @@ pub async fn list(
         html! {
             h1 { "Pipelines" }
             p { a class="button" href="/ui/pipelines/submit" { "Run a pipeline" } }
-            form method="get" action="/ui/pipelines" class="filters" {
-                label for="state" { "State" }
-                input type="text" id="state" name="state" value=(q.state);
-                @if let Some(e) = &error { span class="field-error" { (e) } }
-                label for="name" { "Name" }
-                input type="text" id="name" name="name" value=(q.name);
-                button type="submit" { "Filter" }
-            }
+            (super::forms::filters("/ui/pipelines", &q.state, &q.name, &error))
             div class="scroll" { table class="dense" {
                 thead { tr { th { "Id" } th { "Name" } th { "State" } th { "Stages" } th { "Submitter" } th { "Created" } th { "Took" } } }
                 tbody { @for p in &rows { tr {
