@@ -117,6 +117,9 @@ async fn handle_inner<B: BoardReports>(
             }
         }
         BoardActionKind::HealthCheck => {
+            // After an idle recovery under way: both would power-cycle the board, and the
+            // check must judge its own boot.
+            let _recovering = board.recovering.lock().await;
             if let Some(job) = board.holder() {
                 return failed(format!("board {} is held by job {job}", board.name()));
             }
